@@ -1,0 +1,9 @@
+"""Ember: an ONNX inference compiler. `ember.InferenceSession(model)` works like onnxruntime's."""
+__version__ = "0.1.0"
+
+from .errors import (CompileError, EmberError, InvalidInputError, ModelLoadError, ShapeError,
+                     UnsupportedOpError)
+from .runtime.session import InferenceSession, NodeArg, SessionOptions
+
+__all__ = ["InferenceSession", "SessionOptions", "NodeArg", "EmberError", "ModelLoadError",
+           "UnsupportedOpError", "ShapeError", "InvalidInputError", "CompileError", "__version__"]

@@ -1,0 +1,643 @@
+"""Loop IR -> LLVM IR with llvmlite's IR builder.
+
+Every kernel becomes `void kernel(ptr bases, ptr sizes)`: `bases[k]` are the base pointers
+(arena, weights, inputs, outputs), `sizes` the per-shape-signature int64 table (symbolic dims,
+strides, arena offsets). `ember_run(bases, sizes)` calls every kernel in order, so one native
+call runs the whole model.
+
+Inside a vector context (a vectorised `For`, or a `VecScope`) each expression evaluates to a
+`Val`: uniform scalar ('s'), per-lane vector ('v'), or an integer ramp base + step*lane ('r')
+that stays symbolic so contiguous accesses become plain vector loads and stores.
+"""
+from __future__ import annotations
+
+import itertools
+
+import llvmlite.ir as ir
+
+from . import loop_ir as L
+from ..errors import CompileError
+from ..ir.dtypes import FLOATS
+
+I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
+PTR = ir.PointerType()
+UNSIGNED = frozenset({"uint8", "uint16", "uint32", "uint64", "bool"})
+
+_LLT = {"float32": ir.FloatType(), "float64": ir.DoubleType(), "float16": ir.HalfType(),
+        "int64": I64, "uint64": I64, "int32": I32, "uint32": I32, "int16": ir.IntType(16),
+        "uint16": ir.IntType(16), "int8": I8, "uint8": I8, "bool": I1}
+
+
+def llt(dtype):
+    return _LLT[dtype]
+
+
+def mem_t(dtype):
+    return I8 if dtype == "bool" else _LLT[dtype]
+
+
+def mangle(t) -> str:
+    if isinstance(t, ir.VectorType):
+        return f"v{t.count}{mangle(t.element)}"
+    if isinstance(t, ir.FloatType):
+        return "f32"
+    if isinstance(t, ir.DoubleType):
+        return "f64"
+    if isinstance(t, ir.HalfType):
+        return "f16"
+    if isinstance(t, ir.IntType):
+        return f"i{t.width}"
+    if isinstance(t, ir.PointerType):
+        return "p0"
+    raise CompileError(f"cannot mangle {t}")
+
+
+class Val:
+    __slots__ = ("kind", "v", "step")
+
+    def __init__(self, kind, v, step=None):
+        self.kind, self.v, self.step = kind, v, step
+
+
+class BufferInfo:
+    """Where buffer `id` lives: bases[base] + (offset int, or sizes[offset_slot])."""
+
+    def __init__(self, dtype: str, base: int, offset: int = 0, offset_slot: int | None = None):
+        self.dtype, self.base, self.offset, self.offset_slot = dtype, base, offset, offset_slot
+
+
+class ModuleBuilder:
+    def __init__(self, name: str, buffers: dict, vector_bits: int = 512):
+        self.module = ir.Module(name=name)
+        self.buffers = buffers
+        self.vector_bits = vector_bits
+        self.functions = []
+        self._intrinsics: dict = {}
+
+    def intrinsic(self, name, ret, args):
+        key = (name, str(ret), tuple(str(a) for a in args))
+        f = self._intrinsics.get(key)
+        if f is None:
+            f = ir.Function(self.module, ir.FunctionType(ret, args), name=name)
+            self._intrinsics[key] = f
+        return f
+
+    def add_kernel(self, k: L.Kernel) -> ir.Function:
+        fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [PTR, PTR]), name=k.name)
+        fn.linkage = "internal"
+        fn.attributes.add("nounwind")
+        FunctionEmitter(self, fn).emit_kernel(k)
+        self.functions.append(fn)
+        return fn
+
+    def add_entry(self, name="ember_run"):
+        fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [PTR, PTR]), name=name)
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        for f in self.functions:
+            b.call(f, fn.args)
+        b.ret_void()
+        return fn
+
+
+class FunctionEmitter:
+    def __init__(self, mb: ModuleBuilder, fn: ir.Function):
+        self.mb, self.fn = mb, fn
+        self.entry = fn.append_basic_block("entry")
+        self.eb = ir.IRBuilder(self.entry)
+        body = fn.append_basic_block("body")
+        self.b = ir.IRBuilder(body)
+        self.bases, self.sizes = fn.args
+        self.vars: dict = {}
+        self.locals: dict = {}
+        self.vctx = None           # (lanes, mask llvm value | None, ctx id)
+        self.memo = [{}]
+        self._bufptr: dict = {}
+        self._slots: dict = {}
+        self._ctx_ids = itertools.count(1)
+        self._names = itertools.count()
+
+    # -------------------------------------------------------------------------- plumbing
+    def emit_kernel(self, k: L.Kernel):
+        self.stmts(k.body)
+        self.b.ret_void()
+        self.eb.branch(self.fn.blocks[1])
+
+    def size_slot(self, slot: int):
+        v = self._slots.get(slot)
+        if v is None:
+            p = self.eb.gep(self.sizes, [ir.Constant(I64, slot)], source_etype=I64)
+            v = self.eb.load(p, typ=I64)
+            self._slots[slot] = v
+        return v
+
+    def bufptr(self, buf: int):
+        p = self._bufptr.get(buf)
+        if p is None:
+            info = self.mb.buffers[buf]
+            bp = self.eb.gep(self.bases, [ir.Constant(I64, info.base)], source_etype=PTR)
+            base = self.eb.load(bp, typ=PTR)
+            off = self.size_slot(info.offset_slot) if info.offset_slot is not None else ir.Constant(I64, info.offset)
+            p = self.eb.gep(base, [off], source_etype=I8)
+            self._bufptr[buf] = p
+        return p
+
+    def lanes(self):
+        return self.vctx[0] if self.vctx else None
+
+    def vec_t(self, t, n):
+        return ir.VectorType(t, n)
+
+    def splat(self, v, n):
+        vt = ir.VectorType(v.type, n)
+        undef = ir.Constant(vt, ir.Undefined)
+        x = self.b.insert_element(undef, v, ir.Constant(I32, 0))
+        return self.b.shuffle_vector(x, undef, ir.Constant(ir.VectorType(I32, n), [0] * n))
+
+    def lane_ids(self, n, t=I64):
+        return ir.Constant(ir.VectorType(t, n), list(range(n)))
+
+    def as_vec(self, x: Val, n):
+        if x.kind == "v":
+            return x.v
+        if x.kind == "s":
+            return self.splat(x.v, n)
+        base = self.splat(x.v, n)
+        step = x.step
+        offs = ir.Constant(ir.VectorType(I64, n), [i * step for i in range(n)]) if isinstance(step, int) \
+            else self.b.mul(self.lane_ids(n), self.splat(step, n))
+        return self.b.add(base, offs)
+
+    # ------------------------------------------------------------------------ expressions
+    def expr(self, e: L.Expr) -> Val:
+        if not isinstance(e, L.Local):
+            for scope in reversed(self.memo):
+                hit = scope.get(id(e))
+                if hit is not None:
+                    return hit
+        v = self._expr(e)
+        if not isinstance(e, L.Local):
+            self.memo[-1][id(e)] = v
+        return v
+
+    def _expr(self, e) -> Val:
+        b = self.b
+        if isinstance(e, L.Const):
+            t = llt(e.dtype)
+            if e.dtype in FLOATS:
+                return Val("s", ir.Constant(t, float(e.value)))
+            if e.dtype == "bool":
+                return Val("s", ir.Constant(I1, int(bool(e.value))))
+            return Val("s", ir.Constant(t, int(e.value)))
+        if isinstance(e, L.Var):
+            return self.vars[e.name]
+        if isinstance(e, L.SizeRef):
+            return Val("s", self.size_slot(e.slot))
+        if isinstance(e, L.Load):
+            return self.load(e)
+        if isinstance(e, L.Bin):
+            return self.binop(e)
+        if isinstance(e, L.Un):
+            return self.unop(e)
+        if isinstance(e, L.Cast):
+            return self.cast(e)
+        if isinstance(e, L.Select):
+            c, x, y = self.expr(e.cond), self.expr(e.a), self.expr(e.b)
+            if c.kind == "s" and x.kind == "s" and y.kind == "s":
+                return Val("s", b.select(c.v, x.v, y.v))
+            n = self._lanes_of(c, x, y)
+            return Val("v", b.select(self.as_vec(c, n), self.as_vec(x, n), self.as_vec(y, n)))
+        if isinstance(e, L.Local):
+            slot, lanes, t, _ = self.locals[e.name]
+            v = b.load(slot, typ=t)
+            return Val("v" if lanes else "s", v)
+        if isinstance(e, L.VLoad):
+            return Val("v", self.vload(e.buf, self.expr(e.index).v, e.lanes, e.dtype,
+                                       None if e.mask is None else self.expr(e.mask).v))
+        if isinstance(e, L.Broadcast):
+            return Val("v", self.splat(self.expr(e.a).v, e.lanes))
+        if isinstance(e, L.Fma):
+            x, y, z = self.expr(e.a), self.expr(e.b), self.expr(e.c)
+            n = self._lanes_of(x, y, z)
+            if n is None:
+                t = x.v.type
+                return Val("s", b.call(self.mb.intrinsic(f"llvm.fma.{mangle(t)}", t, [t, t, t]), [x.v, y.v, z.v]))
+            xs, ys, zs = self.as_vec(x, n), self.as_vec(y, n), self.as_vec(z, n)
+            t = xs.type
+            return Val("v", b.call(self.mb.intrinsic(f"llvm.fma.{mangle(t)}", t, [t, t, t]), [xs, ys, zs]))
+        if isinstance(e, L.LaneMask):
+            base, lim = self.expr(e.base).v, self.expr(e.limit).v
+            ids = b.add(self.splat(base, e.lanes), self.lane_ids(e.lanes))
+            return Val("v", b.icmp_signed("<", ids, self.splat(lim, e.lanes)))
+        if isinstance(e, L.HReduce):
+            return Val("s", self.hreduce(e.op, self.expr(e.a).v, e.dtype))
+        raise CompileError(f"cannot generate code for {e!r}")
+
+    def _lanes_of(self, *vals):
+        for x in vals:
+            if x.kind == "v":
+                return x.v.type.count
+        return self.lanes()
+
+    # memory ---------------------------------------------------------------------------
+    def elem_ptr(self, buf, idx):
+        t = mem_t(self.mb.buffers[buf].dtype)
+        return self.b.gep(self.bufptr(buf), [idx], source_etype=t)
+
+    def _from_mem(self, v, dtype):
+        if dtype == "bool":
+            zero = ir.Constant(v.type, None)
+            return self.b.icmp_unsigned("!=", v, zero)
+        return v
+
+    def _to_mem(self, v, dtype):
+        if dtype == "bool":
+            if isinstance(v.type, ir.VectorType):
+                return self.b.zext(v, ir.VectorType(I8, v.type.count))
+            return self.b.zext(v, I8)
+        return v
+
+    def vload(self, buf, idx, n, dtype, mask):
+        t = mem_t(dtype)
+        vt = ir.VectorType(t, n)
+        p = self.elem_ptr(buf, idx)
+        if mask is None:
+            v = self.b.load(p, typ=vt, align=t.width // 8 if isinstance(t, ir.IntType) else _fbytes(t))
+        else:
+            f = self.mb.intrinsic(f"llvm.masked.load.{mangle(vt)}.p0", vt, [PTR, I32, ir.VectorType(I1, n), vt])
+            v = self.b.call(f, [p, ir.Constant(I32, _bytes(t)), mask, ir.Constant(vt, None)])
+        return self._from_mem(v, dtype)
+
+    def load(self, e: L.Load) -> Val:
+        idx = self.expr(e.index)
+        t = mem_t(e.dtype)
+        if idx.kind == "s":
+            v = self.b.load(self.elem_ptr(e.buf, idx.v), typ=t, align=_bytes(t))
+            return Val("s", self._from_mem(v, e.dtype))
+        n = self.lanes() or idx.v.type.count
+        mask = self.vctx[1] if self.vctx else None
+        if idx.kind == "r" and isinstance(idx.step, int) and idx.step == 1:
+            return Val("v", self.vload(e.buf, idx.v, n, e.dtype, mask))
+        if idx.kind == "r" and isinstance(idx.step, int) and idx.step == 0:
+            v = self.b.load(self.elem_ptr(e.buf, idx.v), typ=t, align=_bytes(t))
+            return Val("s", self._from_mem(v, e.dtype))
+        vidx = self.as_vec(idx, n)
+        ptrs = self.b.gep(self.bufptr(e.buf), [vidx], source_etype=t)
+        vt = ir.VectorType(t, n)
+        mk = mask if mask is not None else ir.Constant(ir.VectorType(I1, n), [1] * n)
+        f = self.mb.intrinsic(f"llvm.masked.gather.{mangle(vt)}.v{n}p0", vt,
+                              [ir.VectorType(PTR, n), I32, ir.VectorType(I1, n), vt])
+        v = self.b.call(f, [ptrs, ir.Constant(I32, _bytes(t)), mk, ir.Constant(vt, None)])
+        return Val("v", self._from_mem(v, e.dtype))
+
+    def store(self, buf, index: L.Expr, value: L.Expr):
+        dtype = self.mb.buffers[buf].dtype
+        idx, val = self.expr(index), self.expr(value)
+        t = mem_t(dtype)
+        if self.vctx is None or (idx.kind == "s" and val.kind == "s" and self.vctx[1] is None):
+            if val.kind != "s":
+                raise CompileError("vector value stored to a scalar index")
+            self.b.store(self._to_mem(val.v, dtype), self.elem_ptr(buf, idx.v), align=_bytes(t))
+            return
+        n, mask = self.vctx[0], self.vctx[1]
+        v = self._to_mem(self.as_vec(val, n), dtype)
+        vt = ir.VectorType(t, n)
+        if idx.kind == "r" and isinstance(idx.step, int) and idx.step == 1:
+            p = self.elem_ptr(buf, idx.v)
+            if mask is None:
+                self.b.store(v, p, align=_bytes(t))
+            else:
+                f = self.mb.intrinsic(f"llvm.masked.store.{mangle(vt)}.p0", ir.VoidType(),
+                                      [vt, PTR, I32, ir.VectorType(I1, n)])
+                self.b.call(f, [v, p, ir.Constant(I32, _bytes(t)), mask])
+            return
+        vidx = self.as_vec(idx, n)
+        ptrs = self.b.gep(self.bufptr(buf), [vidx], source_etype=t)
+        mk = mask if mask is not None else ir.Constant(ir.VectorType(I1, n), [1] * n)
+        f = self.mb.intrinsic(f"llvm.masked.scatter.{mangle(vt)}.v{n}p0", ir.VoidType(),
+                              [vt, ir.VectorType(PTR, n), I32, ir.VectorType(I1, n)])
+        self.b.call(f, [v, ptrs, ir.Constant(I32, _bytes(t)), mk])
+
+    # arithmetic -------------------------------------------------------------------------
+    def binop(self, e: L.Bin) -> Val:
+        x, y = self.expr(e.a), self.expr(e.b)
+        op, b = e.op, self.b
+        # integer ramps stay symbolic through + - and * by a constant
+        if (x.kind == "r" or y.kind == "r") and x.kind != "v" and y.kind != "v":
+            if op in ("add", "sub"):
+                if x.kind == "r" and y.kind == "r" and isinstance(x.step, int) and isinstance(y.step, int):
+                    f = b.add if op == "add" else b.sub
+                    return Val("r", f(x.v, y.v), x.step + y.step if op == "add" else x.step - y.step)
+                if x.kind == "r" and y.kind == "s":
+                    return Val("r", (b.add if op == "add" else b.sub)(x.v, y.v), x.step)
+                if x.kind == "s" and y.kind == "r" and op == "add":
+                    return Val("r", b.add(x.v, y.v), y.step)
+            if op == "mul":
+                r, s = (x, y) if x.kind == "r" else (y, x)
+                if s.kind == "s" and isinstance(s.v, ir.Constant) and isinstance(r.step, int):
+                    c = int(s.v.constant)
+                    return Val("r", b.mul(r.v, s.v), r.step * c)
+                if s.kind == "s" and isinstance(r.step, int) and r.step == 1:
+                    return Val("r", b.mul(r.v, s.v), s.v)
+        dtype = e.a.dtype
+        if x.kind == "s" and y.kind == "s":
+            return Val("s", self._scalar_bin(op, x.v, y.v, dtype))
+        n = self._lanes_of(x, y)
+        return Val("v", self._scalar_bin(op, self.as_vec(x, n), self.as_vec(y, n), dtype))
+
+    def _call_intr(self, name, t, args):
+        return self.b.call(self.mb.intrinsic(f"{name}.{mangle(t)}", t, [t] * len(args)), args)
+
+    def _scalar_bin(self, op, x, y, dtype):
+        b = self.b
+        isf = dtype in FLOATS
+        uns = dtype in UNSIGNED
+        t = x.type
+        if isf:
+            if op == "add":
+                return b.fadd(x, y)
+            if op == "sub":
+                return b.fsub(x, y)
+            if op == "mul":
+                return b.fmul(x, y)
+            if op == "div":
+                return b.fdiv(x, y)
+            if op == "mod":
+                return b.frem(x, y)
+            if op == "max":
+                return self._call_intr("llvm.maximum", t, [x, y])
+            if op == "min":
+                return self._call_intr("llvm.minimum", t, [x, y])
+            if op == "pow":
+                return self._call_intr("llvm.pow", t, [x, y])
+            if op in ("eq", "lt", "le"):
+                return b.fcmp_ordered({"eq": "==", "lt": "<", "le": "<="}[op], x, y)
+        else:
+            if op == "add":
+                return b.add(x, y)
+            if op == "sub":
+                return b.sub(x, y)
+            if op == "mul":
+                return b.mul(x, y)
+            if op in ("div", "mod"):
+                # x86 traps on integer division by zero; ONNX leaves it undefined: divide by 1
+                zero = ir.Constant(t, None)
+                one = ir.Constant(t, [1] * t.count) if isinstance(t, ir.VectorType) else ir.Constant(t, 1)
+                isz = b.icmp_unsigned("==", y, zero) if not isinstance(t, ir.VectorType) else \
+                    b.icmp_unsigned("==", y, ir.Constant(t, [0] * t.count))
+                y = b.select(isz, one, y)
+                if op == "div":
+                    return b.udiv(x, y) if uns else b.sdiv(x, y)
+                return b.urem(x, y) if uns else b.srem(x, y)
+            if op == "max":
+                return self._call_intr("llvm.umax" if uns else "llvm.smax", t, [x, y])
+            if op == "min":
+                return self._call_intr("llvm.umin" if uns else "llvm.smin", t, [x, y])
+            if op == "and":
+                return b.and_(x, y)
+            if op == "or":
+                return b.or_(x, y)
+            if op == "xor":
+                return b.xor(x, y)
+            if op in ("eq", "lt", "le"):
+                sym = {"eq": "==", "lt": "<", "le": "<="}[op]
+                return b.icmp_unsigned(sym, x, y) if uns else b.icmp_signed(sym, x, y)
+            if op == "pow":
+                fx = b.sitofp(x, ir.DoubleType()) if not isinstance(t, ir.VectorType) else \
+                    b.sitofp(x, ir.VectorType(ir.DoubleType(), t.count))
+                fy = b.sitofp(y, fx.type)
+                r = self._call_intr("llvm.pow", fx.type, [fx, fy])
+                return b.fptosi(r, t)
+        raise CompileError(f"no lowering for binary op '{op}' on {dtype}")
+
+    def unop(self, e: L.Un) -> Val:
+        x = self.expr(e.a)
+        if x.kind == "r":
+            x = Val("v", self.as_vec(x, self.lanes()))
+        v, b, op, t = x.v, self.b, e.op, x.v.type
+        isf = e.dtype in FLOATS
+        if op == "neg":
+            r = b.fneg(v) if isf else b.neg(v)
+        elif op == "abs":
+            r = self._call_intr("llvm.fabs", t, [v]) if isf else \
+                b.call(self.mb.intrinsic(f"llvm.abs.{mangle(t)}", t, [t, I1]), [v, ir.Constant(I1, 0)])
+        elif op in ("exp", "log", "sqrt", "floor", "ceil", "tanh"):
+            r = self._call_intr(f"llvm.{op}", t, [v])
+        elif op == "erf":
+            r = self._libm_lanes("erff" if e.dtype == "float32" else "erf", v)
+        elif op == "not":
+            r = b.not_(v)
+        else:
+            raise CompileError(f"no lowering for unary op '{op}'")
+        return Val(x.kind, r)
+
+    def _libm_lanes(self, name, v):
+        t = v.type
+        et = t.element if isinstance(t, ir.VectorType) else t
+        f = self.mb.intrinsic(name, et, [et])
+        if not isinstance(t, ir.VectorType):
+            return self.b.call(f, [v])
+        out = ir.Constant(t, ir.Undefined)
+        for i in range(t.count):
+            lane = self.b.extract_element(v, ir.Constant(I32, i))
+            out = self.b.insert_element(out, self.b.call(f, [lane]), ir.Constant(I32, i))
+        return out
+
+    def cast(self, e: L.Cast) -> Val:
+        x = self.expr(e.a)
+        src, dst = e.a.dtype, e.dtype
+        if x.kind == "r":
+            x = Val("v", self.as_vec(x, self.lanes()))
+        v, b = x.v, self.b
+        vec = isinstance(v.type, ir.VectorType)
+        dt = llt(dst)
+        dt_full = ir.VectorType(dt, v.type.count) if vec else dt
+        if src == dst:
+            return x
+        sf, df = src in FLOATS, dst in FLOATS
+        if dst == "bool":
+            zero = ir.Constant(v.type, None)
+            r = b.fcmp_unordered("!=", v, zero) if sf else b.icmp_unsigned("!=", v, zero)
+        elif sf and df:
+            r = b.fpext(v, dt_full) if _fbits(dt) > _fbits(v.type.element if vec else v.type) else b.fptrunc(v, dt_full)
+        elif sf:
+            r = b.fptoui(v, dt_full) if dst in UNSIGNED else b.fptosi(v, dt_full)
+        elif df:
+            r = b.uitofp(v, dt_full) if src in UNSIGNED else b.sitofp(v, dt_full)
+        else:
+            sw, dw = (v.type.element if vec else v.type).width, dt.width
+            if dw > sw:
+                r = b.zext(v, dt_full) if src in UNSIGNED else b.sext(v, dt_full)
+            elif dw < sw:
+                r = b.trunc(v, dt_full)
+            else:
+                r = v
+        return Val(x.kind, r)
+
+    def hreduce(self, op, v, dtype):
+        if not isinstance(v.type, ir.VectorType):
+            return v
+        n = v.type.count
+        while n > 1:
+            h = n // 2
+            lo = self.b.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, h), list(range(h))))
+            hi = self.b.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, h), list(range(h, n))))
+            v = self._scalar_bin(op, lo, hi, dtype)
+            n = h
+        return self.b.extract_element(v, ir.Constant(I32, 0))
+
+    # ------------------------------------------------------------------------- statements
+    def stmts(self, body):
+        for s in body:
+            self.stmt(s)
+
+    def stmt(self, s):
+        if isinstance(s, L.For):
+            self.for_(s)
+        elif isinstance(s, L.Store):
+            self.store(s.buf, s.index, s.value)
+        elif isinstance(s, L.VStore):
+            self.vstore(s)
+        elif isinstance(s, L.Decl):
+            self.decl(s)
+        elif isinstance(s, L.Assign):
+            self.assign(s)
+        elif isinstance(s, L.If):
+            self.if_(s)
+        elif isinstance(s, L.VecScope):
+            base = self.expr(s.base).v
+            mask = self.expr(s.mask).v if s.mask is not None else None
+            self.vector_body(s.var, base, s.lanes, mask, s.body)
+        else:
+            raise CompileError(f"cannot generate code for statement {s!r}")
+
+    def vstore(self, s: L.VStore):
+        dtype = self.mb.buffers[s.buf].dtype
+        idx, val = self.expr(s.index).v, self.expr(s.value).v
+        v = self._to_mem(val, dtype)
+        p = self.elem_ptr(s.buf, idx)
+        t = mem_t(dtype)
+        if s.mask is None:
+            self.b.store(v, p, align=_bytes(t))
+        else:
+            vt = v.type
+            f = self.mb.intrinsic(f"llvm.masked.store.{mangle(vt)}.p0", ir.VoidType(),
+                                  [vt, PTR, I32, ir.VectorType(I1, vt.count)])
+            self.b.call(f, [v, p, ir.Constant(I32, _bytes(t)), self.expr(s.mask).v])
+
+    def decl(self, s: L.Decl):
+        init = self.expr(s.init)
+        lanes = s.lanes if s.lanes else (self.lanes() if (self.vctx and init.kind != "s") or
+                                         (self.vctx and s.lanes is None) else None)
+        et = init.v.type.element if isinstance(init.v.type, ir.VectorType) else init.v.type
+        t = ir.VectorType(et, lanes) if lanes else et
+        slot = self.eb.alloca(t, name=s.name)
+        v = self.as_vec(init, lanes) if lanes else init.v
+        self.b.store(v, slot)
+        self.locals[s.name] = (slot, lanes, t, self.vctx[2] if self.vctx else 0)
+
+    def assign(self, s: L.Assign):
+        slot, lanes, t, ctx = self.locals[s.name]
+        val = self.expr(s.value)
+        v = self.as_vec(val, lanes) if lanes else val.v
+        if lanes is None and val.kind != "s":
+            raise CompileError(f"vector value assigned to scalar local '{s.name}'")
+        if self.vctx is not None and self.vctx[1] is not None and ctx != self.vctx[2] and lanes:
+            old = self.b.load(slot, typ=t)
+            v = self.b.select(self.vctx[1], v, old)
+        self.b.store(v, slot)
+
+    def if_(self, s: L.If):
+        c = self.expr(s.cond)
+        if c.kind != "s":
+            raise CompileError("if-condition varies across vector lanes")
+        with_else = bool(s.orelse)
+        then_bb = self.fn.append_basic_block()
+        else_bb = self.fn.append_basic_block() if with_else else None
+        end_bb = self.fn.append_basic_block()
+        self.b.cbranch(c.v, then_bb, else_bb or end_bb)
+        self.b.position_at_end(then_bb)
+        self.memo.append({})
+        self.stmts(s.then)
+        self.memo.pop()
+        self.b.branch(end_bb)
+        if with_else:
+            self.b.position_at_end(else_bb)
+            self.memo.append({})
+            self.stmts(s.orelse)
+            self.memo.pop()
+            self.b.branch(end_bb)
+        self.b.position_at_end(end_bb)
+
+    def _loop(self, start, stop, step, body_fn):
+        """Emit `for (i = start; i < stop; i += step) body_fn(i)`; returns the exit value of i."""
+        b = self.b
+        pre = b.block
+        head = self.fn.append_basic_block()
+        body = self.fn.append_basic_block()
+        exit_ = self.fn.append_basic_block()
+        b.branch(head)
+        b.position_at_end(head)
+        i = b.phi(I64)
+        i.add_incoming(start, pre)
+        cond = b.icmp_signed("<", b.add(i, ir.Constant(I64, step - 1)) if step > 1 else i, stop)
+        b.cbranch(cond, body, exit_)
+        b.position_at_end(body)
+        self.memo.append({})
+        body_fn(i)
+        self.memo.pop()
+        nxt = b.add(i, ir.Constant(I64, step))
+        i.add_incoming(nxt, b.block)
+        b.branch(head)
+        b.position_at_end(exit_)
+        return i
+
+    def for_(self, s: L.For):
+        start, stop = self.expr(s.start).v, self.expr(s.stop).v
+        name = s.var.name
+        if not s.vector or self.vctx is not None:
+            def body(i):
+                self.vars[name] = Val("s", i)
+                self.stmts(s.body)
+            self._loop(start, stop, 1, body)
+            return
+        w = s.vector
+
+        def vbody(i):
+            self.vector_body(s.var, i, w, None, s.body)
+        i_end = self._loop(start, stop, w, vbody)
+        # one masked iteration for the remainder
+        rem = self.b.icmp_signed("<", i_end, stop)
+        tail = self.fn.append_basic_block()
+        done = self.fn.append_basic_block()
+        self.b.cbranch(rem, tail, done)
+        self.b.position_at_end(tail)
+        ids = self.b.add(self.splat(i_end, w), self.lane_ids(w))
+        mask = self.b.icmp_signed("<", ids, self.splat(stop, w))
+        self.vector_body(s.var, i_end, w, mask, s.body)
+        self.b.branch(done)
+        self.b.position_at_end(done)
+
+    def vector_body(self, var, base, lanes, mask, body):
+        saved = self.vctx, self.vars.get(var.name)
+        self.vctx = (lanes, mask, next(self._ctx_ids))
+        self.vars[var.name] = Val("r", base, 1)
+        self.memo.append({})
+        self.stmts(body)
+        self.memo.pop()
+        self.vctx = saved[0]
+        if saved[1] is not None:
+            self.vars[var.name] = saved[1]
+
+
+def _fbits(t):
+    return {ir.FloatType: 32, ir.DoubleType: 64, ir.HalfType: 16}[type(t)]
+
+
+def _fbytes(t):
+    return _fbits(t) // 8
+
+
+def _bytes(t):
+    if isinstance(t, ir.IntType):
+        return max(t.width // 8, 1)
+    return _fbytes(t)

@@ -1,0 +1,263 @@
+"""Ember's loop-level kernel IR: the one substrate that graph lowering (and the kernel
+language) targets, and that the LLVM backend translates.
+
+Expressions are small immutable trees; statements are loops, stores, locals and branches.
+Vectors appear two ways:
+  * implicitly: a `For(..., vector=W)` runs its body W lanes at a time (plus one masked tail
+    iteration); inside it, the loop variable is a lane ramp and every expression is evaluated
+    per lane — loads become vector loads, gathers or broadcasts as their index allows;
+  * explicitly: `VLoad`, `Broadcast`, `VStore`, `Fma`, `HReduce` for hand-blocked kernels such
+    as GEMM, and `VecScope` to evaluate ordinary expressions lane-wise at a given base index.
+`For(parallel=True)` marks loops a thread pool may split.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Expr:
+    __slots__ = ()
+    dtype: str
+
+
+@dataclass(frozen=True, eq=False)
+class Const(Expr):
+    value: Any
+    dtype: str
+
+
+@dataclass(frozen=True, eq=False)
+class Var(Expr):
+    name: str
+    dtype: str = "int64"
+
+
+@dataclass(frozen=True, eq=False)
+class SizeRef(Expr):
+    """A runtime size (or arena offset): slot `slot` of the kernel's int64 size table."""
+    slot: int
+    dtype: str = "int64"
+
+
+@dataclass(frozen=True, eq=False)
+class Load(Expr):
+    buf: int
+    index: Expr
+    dtype: str
+
+
+@dataclass(frozen=True, eq=False)
+class Bin(Expr):
+    op: str          # add sub mul div mod max min pow and or xor eq lt le
+    a: Expr
+    b: Expr
+    dtype: str
+
+
+@dataclass(frozen=True, eq=False)
+class Un(Expr):
+    op: str          # neg abs exp log sqrt tanh erf floor ceil not
+    a: Expr
+    dtype: str
+
+
+@dataclass(frozen=True, eq=False)
+class Cast(Expr):
+    a: Expr
+    dtype: str
+
+
+@dataclass(frozen=True, eq=False)
+class Select(Expr):
+    cond: Expr
+    a: Expr
+    b: Expr
+    dtype: str
+
+
+@dataclass(frozen=True, eq=False)
+class Local(Expr):
+    name: str
+    dtype: str
+
+
+# explicit vectors --------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class VLoad(Expr):
+    buf: int
+    index: Expr      # scalar index of lane 0; lanes are contiguous
+    lanes: int
+    dtype: str
+    mask: Expr | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Broadcast(Expr):
+    a: Expr
+    lanes: int
+    dtype: str
+
+
+@dataclass(frozen=True, eq=False)
+class Fma(Expr):
+    a: Expr
+    b: Expr
+    c: Expr
+    dtype: str
+
+
+@dataclass(frozen=True, eq=False)
+class LaneMask(Expr):
+    """Vector of `lanes` booleans: base + lane < limit."""
+    base: Expr
+    limit: Expr
+    lanes: int
+    dtype: str = "bool"
+
+
+@dataclass(frozen=True, eq=False)
+class HReduce(Expr):
+    op: str          # add max min
+    a: Expr
+    dtype: str
+
+
+# statements --------------------------------------------------------------------------------
+class Stmt:
+    __slots__ = ()
+
+
+@dataclass(eq=False)
+class For(Stmt):
+    var: Var
+    start: Expr
+    stop: Expr
+    body: list
+    vector: int = 0          # >0: vectorise by this many lanes (masked tail)
+    parallel: bool = False
+
+
+@dataclass(eq=False)
+class Store(Stmt):
+    buf: int
+    index: Expr
+    value: Expr
+
+
+@dataclass(eq=False)
+class VStore(Stmt):
+    buf: int
+    index: Expr
+    value: Expr
+    mask: Expr | None = None
+
+
+@dataclass(eq=False)
+class Decl(Stmt):
+    name: str
+    init: Expr
+    lanes: int | None = None   # None: the lanes of the context it is declared in
+
+
+@dataclass(eq=False)
+class Assign(Stmt):
+    name: str
+    value: Expr
+
+
+@dataclass(eq=False)
+class If(Stmt):
+    cond: Expr
+    then: list
+    orelse: list = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class VecScope(Stmt):
+    """Evaluate `body` lane-wise with `var` = base + lane, lanes where `mask` holds."""
+    var: Var
+    base: Expr
+    lanes: int
+    body: list
+    mask: Expr | None = None
+
+
+@dataclass(eq=False)
+class Kernel:
+    name: str
+    body: list
+    origin: tuple = ()          # graph nodes this kernel computes (for inspect)
+    kind: str = "pointwise"
+
+
+# ------------------------------------------------------------------------------- printing
+def expr_str(e: Expr) -> str:
+    if isinstance(e, Const):
+        return repr(e.value)
+    if isinstance(e, Var):
+        return e.name
+    if isinstance(e, SizeRef):
+        return f"size[{e.slot}]"
+    if isinstance(e, Load):
+        return f"buf{e.buf}[{expr_str(e.index)}]"
+    if isinstance(e, Bin):
+        sym = {"add": "+", "sub": "-", "mul": "*", "div": "/", "mod": "%", "lt": "<", "le": "<=",
+               "eq": "==", "and": "&", "or": "|", "xor": "^"}.get(e.op)
+        if sym:
+            return f"({expr_str(e.a)} {sym} {expr_str(e.b)})"
+        return f"{e.op}({expr_str(e.a)}, {expr_str(e.b)})"
+    if isinstance(e, Un):
+        return f"{e.op}({expr_str(e.a)})"
+    if isinstance(e, Cast):
+        return f"{e.dtype}({expr_str(e.a)})"
+    if isinstance(e, Select):
+        return f"select({expr_str(e.cond)}, {expr_str(e.a)}, {expr_str(e.b)})"
+    if isinstance(e, Local):
+        return e.name
+    if isinstance(e, VLoad):
+        m = f", mask={expr_str(e.mask)}" if e.mask is not None else ""
+        return f"vload<{e.lanes}>(buf{e.buf}[{expr_str(e.index)}]{m})"
+    if isinstance(e, Broadcast):
+        return f"broadcast<{e.lanes}>({expr_str(e.a)})"
+    if isinstance(e, Fma):
+        return f"fma({expr_str(e.a)}, {expr_str(e.b)}, {expr_str(e.c)})"
+    if isinstance(e, LaneMask):
+        return f"lanemask<{e.lanes}>({expr_str(e.base)} < {expr_str(e.limit)})"
+    if isinstance(e, HReduce):
+        return f"hreduce_{e.op}({expr_str(e.a)})"
+    return repr(e)
+
+
+def stmts_str(body, indent=1) -> str:
+    pad = "  " * indent
+    out = []
+    for s in body:
+        if isinstance(s, For):
+            attrs = (" vector=%d" % s.vector if s.vector else "") + (" parallel" if s.parallel else "")
+            out.append(f"{pad}for {s.var.name} in [{expr_str(s.start)}, {expr_str(s.stop)}){attrs}:")
+            out.append(stmts_str(s.body, indent + 1))
+        elif isinstance(s, Store):
+            out.append(f"{pad}buf{s.buf}[{expr_str(s.index)}] = {expr_str(s.value)}")
+        elif isinstance(s, VStore):
+            m = f" mask={expr_str(s.mask)}" if s.mask is not None else ""
+            out.append(f"{pad}vstore buf{s.buf}[{expr_str(s.index)}] = {expr_str(s.value)}{m}")
+        elif isinstance(s, Decl):
+            out.append(f"{pad}var {s.name} = {expr_str(s.init)}" + (f" <{s.lanes}>" if s.lanes else ""))
+        elif isinstance(s, Assign):
+            out.append(f"{pad}{s.name} = {expr_str(s.value)}")
+        elif isinstance(s, If):
+            out.append(f"{pad}if {expr_str(s.cond)}:")
+            out.append(stmts_str(s.then, indent + 1))
+            if s.orelse:
+                out.append(f"{pad}else:")
+                out.append(stmts_str(s.orelse, indent + 1))
+        elif isinstance(s, VecScope):
+            out.append(f"{pad}lanes {s.var.name} = {expr_str(s.base)} + [0..{s.lanes})"
+                       + (f" where {expr_str(s.mask)}" if s.mask is not None else "") + ":")
+            out.append(stmts_str(s.body, indent + 1))
+    return "\n".join(x for x in out if x)
+
+
+def kernel_str(k: Kernel) -> str:
+    return f"kernel {k.name}:  # {k.kind}, from {', '.join(k.origin) or '-'}\n" + stmts_str(k.body)

@@ -1,0 +1,555 @@
+"""Scheduled graph -> loop IR kernels, a buffer table and a symbolic size table.
+
+`KernelCtx` implements the scalar-op protocol (`o.add`, `o.exp`, `o.reduce`, ...) that op
+definitions in `ember.ir.ops` are written against: calling an op's `emit` with it builds loop
+IR. Values inlined into a kernel are computed at the index asked for (memoised per index);
+stored values are loads. Reductions are placed at the outermost loop level where they are
+invariant (a softmax row's max/sum once per row, vectorised along the row).
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import loop_ir as L
+from .llvm import BufferInfo
+from ..errors import CompileError
+from ..ir import symbolic as S
+from ..ir.dtypes import FLOATS, itemsize, to_numpy
+from ..ir.graph import Value
+from ..ir.ops import OPS
+from ..schedule.fusion import KernelGroup, Schedule
+
+
+def compute_dtype(dtype: str) -> str:
+    return "float32" if dtype == "float16" else dtype
+
+
+# ----------------------------------------------------------------------------- size table
+class SizeTable:
+    """Slots of the runtime int64 table: symbolic dims (evaluated per shape signature) and
+    arena offsets (filled by the memory planner)."""
+
+    def __init__(self):
+        self.exprs: list = []          # slot -> Dim (or None for planner-filled slots)
+        self._index: dict = {}
+
+    def slot(self, d) -> int:
+        k = self._index.get(d)
+        if k is None:
+            k = len(self.exprs)
+            self.exprs.append(d)
+            self._index[d] = k
+        return k
+
+    def reserve(self) -> int:
+        self.exprs.append(None)
+        return len(self.exprs) - 1
+
+
+@dataclass
+class Program:
+    kernels: list                       # loop IR kernels, in order
+    buffers: dict                       # buf id -> BufferInfo
+    sizes: SizeTable
+    weights: np.ndarray                 # uint8 blob
+    inputs: list                        # graph input Values (order = bases[2:])
+    outputs: list                       # final output Values
+    arena: list                         # [(slot, size Dim in bytes, first, last)] per arena buffer
+    groups: list = field(default_factory=list)
+
+
+_IDENT = {"sum": 0.0, "max": -math.inf, "min": math.inf}
+
+
+class KernelCtx:
+    """The scalar-op protocol over loop IR, plus value emission for one kernel."""
+
+    def __init__(self, lowering: "Lowering", group: KernelGroup, vector_lanes: int):
+        self.lw = lowering
+        self.group = group
+        self.inline = {n.outputs[0].id for n in group.nodes}
+        self.memo: dict = {}
+        self.levels: list = []          # [{"stmts": [...], "vector": bool}]
+        self.level_of_name: dict = {}
+        self.W = vector_lanes
+        self._lvl_memo: dict = {}
+        self._fresh = itertools.count()
+        self.overrides: dict = {}
+
+    def fresh(self, p):
+        return f"{p}{next(self._fresh)}"
+
+    # -- constants & sizes ----------------------------------------------------------------
+    def const(self, value, like):
+        dtype = like if isinstance(like, str) else like.dtype
+        return L.Const(value, compute_dtype(dtype))
+
+    def iconst(self, v):
+        return L.Const(int(v), "int64")
+
+    def size(self, d):
+        if isinstance(d, (int, np.integer)):
+            return L.Const(int(d), "int64")
+        return L.SizeRef(self.lw.sizes.slot(d))
+
+    # -- arithmetic (folds integer constants so index math stays small) --------------------
+    def _bin(self, op, a, b, dtype=None):
+        dtype = dtype or a.dtype
+        if isinstance(a, L.Const) and isinstance(b, L.Const) and a.dtype == "int64" and b.dtype == "int64":
+            x, y = a.value, b.value
+            r = {"add": lambda: x + y, "sub": lambda: x - y, "mul": lambda: x * y,
+                 "max": lambda: max(x, y), "min": lambda: min(x, y)}.get(op)
+            if r is not None:
+                return L.Const(r(), "int64")
+        if a.dtype == "int64" and op in ("add", "sub") and isinstance(b, L.Const) and b.value == 0:
+            return a
+        if a.dtype == "int64" and op == "add" and isinstance(a, L.Const) and a.value == 0:
+            return b
+        if a.dtype == "int64" and op == "mul":
+            if isinstance(b, L.Const) and b.value == 1:
+                return a
+            if isinstance(a, L.Const) and a.value == 1:
+                return b
+            if (isinstance(b, L.Const) and b.value == 0) or (isinstance(a, L.Const) and a.value == 0):
+                return L.Const(0, "int64")
+        if a.dtype != b.dtype and op not in ("pow",):
+            raise CompileError(f"internal: {op} on {a.dtype} and {b.dtype}")
+        return L.Bin(op, a, b, dtype)
+
+    def add(self, a, b): return self._bin("add", a, b)
+    def sub(self, a, b): return self._bin("sub", a, b)
+    def mul(self, a, b): return self._bin("mul", a, b)
+    def div(self, a, b): return self._bin("div", a, b)
+    def mod(self, a, b): return self._bin("mod", a, b)
+    def max(self, a, b): return self._bin("max", a, b)
+    def min(self, a, b): return self._bin("min", a, b)
+
+    def pow(self, a, b):
+        if b.dtype != a.dtype:
+            b = self.cast(b, a.dtype)
+        return L.Bin("pow", a, b, a.dtype)
+
+    def eq(self, a, b): return L.Bin("eq", a, b, "bool")
+    def lt(self, a, b): return L.Bin("lt", a, b, "bool")
+    def le(self, a, b): return L.Bin("le", a, b, "bool")
+    def and_(self, a, b): return L.Bin("and", a, b, a.dtype)
+    def or_(self, a, b): return L.Bin("or", a, b, a.dtype)
+    def xor(self, a, b): return L.Bin("xor", a, b, a.dtype)
+    def not_(self, a): return L.Un("not", a, a.dtype)
+    def neg(self, a): return L.Un("neg", a, a.dtype)
+    def abs(self, a): return L.Un("abs", a, a.dtype)
+    def exp(self, a): return L.Un("exp", a, a.dtype)
+    def log(self, a): return L.Un("log", a, a.dtype)
+    def sqrt(self, a): return L.Un("sqrt", a, a.dtype)
+    def tanh(self, a): return L.Un("tanh", a, a.dtype)
+    def erf(self, a): return L.Un("erf", a, a.dtype)
+
+    def floor(self, a):
+        return a if a.dtype not in FLOATS else L.Un("floor", a, a.dtype)
+
+    def ceil(self, a):
+        return a if a.dtype not in FLOATS else L.Un("ceil", a, a.dtype)
+
+    def where(self, c, a, b):
+        return L.Select(c, a, b, a.dtype)
+
+    def cast(self, x, to):
+        if to == "float16":   # round to half precision, keep computing in float32
+            return L.Cast(L.Cast(x, "float16"), "float32") if x.dtype != "float32" or True else x
+        if x.dtype == to:
+            return x
+        return L.Cast(x, to)
+
+    # -- index helpers --------------------------------------------------------------------
+    def linearize(self, idx, shape):
+        lin = None
+        for i, d in zip(idx, shape):
+            lin = i if lin is None else self.add(self.mul(lin, self.size(d)), i)
+        return lin if lin is not None else self.iconst(0)
+
+    def delinearize(self, lin, shape):
+        out = []
+        for d in reversed(shape):
+            if isinstance(d, int) and d == 1:
+                out.append(self.iconst(0))
+                continue
+            out.append(L.Bin("mod", lin, self.size(d), "int64"))
+            lin = L.Bin("div", lin, self.size(d), "int64")
+        out.reverse()
+        if shape:
+            out[0] = self._first_index(lin, out[0], shape[0])
+        return out
+
+    def _first_index(self, lin_after, modded, d):
+        return modded
+
+    def broadcast_index(self, idx, in_shape, out_shape):
+        off = len(out_shape) - len(in_shape)
+        return [self.iconst(0) if (isinstance(d, int) and d == 1 and not
+                                   (isinstance(out_shape[off + k], int) and out_shape[off + k] == 1))
+                else idx[off + k] for k, d in enumerate(in_shape)]
+
+    # -- reductions -----------------------------------------------------------------------
+    def _level_of(self, e) -> int:
+        """Deepest statement level an expression depends on (-1: none)."""
+        k = id(e)
+        if k in self._lvl_memo:
+            return self._lvl_memo[k]
+        if isinstance(e, (L.Var, L.Local)):
+            r = self.level_of_name.get(e.name, -1)
+        elif isinstance(e, (L.Const, L.SizeRef)):
+            r = -1
+        else:
+            r = -1
+            for f in ("index", "a", "b", "c", "cond", "mask", "base", "limit"):
+                sub = getattr(e, f, None)
+                if isinstance(sub, L.Expr):
+                    r = max(r, self._level_of(sub))
+        self._lvl_memo[k] = r
+        return r
+
+    def push_level(self, names, vector):
+        self.levels.append({"stmts": [], "vector": vector})
+        for n in names:
+            self.level_of_name[n] = len(self.levels) - 1
+        return self.levels[-1]
+
+    def reduce(self, kind, extents, body, dtype, unroll=False):
+        cd = compute_dtype(dtype)
+        ident = _IDENT[kind]
+        if cd not in FLOATS:
+            info = np.iinfo(to_numpy(cd)) if cd != "bool" else None
+            ident = 0 if kind == "sum" else (info.min if kind == "max" else info.max) if info else (kind == "min")
+        combine = {"sum": "add", "max": "max", "min": "min"}[kind]
+        if unroll and all(isinstance(e, int) for e in extents) and int(np.prod(extents)) <= 64:
+            acc = None
+            for combo in itertools.product(*[range(e) for e in extents]):
+                v = body([self.iconst(i) for i in combo])
+                acc = v if acc is None else self._bin(combine, acc, v)
+            return acc if acc is not None else L.Const(ident, cd)
+        rvars = [L.Var(self.fresh("r")) for _ in extents]
+        depth = len(self.levels)
+        lvl = self.push_level([v.name for v in rvars], vector=True)
+        val = body(rvars)
+        self.levels.pop()
+        deps = [self._level_of(val)] + [self._stmt_level(s) for s in lvl["stmts"]]
+        place = max([d for d in deps if d < depth] + [0])
+        acc = self.fresh("acc")
+        target = self.levels[place]
+        own_vector = not target["vector"]
+        update = [L.Assign(acc, self._bin(combine, L.Local(acc, cd), val))]
+        loops = lvl["stmts"] + update
+        for k in reversed(range(len(extents))):
+            loops = [L.For(rvars[k], self.iconst(0), self.size(extents[k]), loops,
+                           vector=self.W if (own_vector and k == len(extents) - 1) else 0)]
+        target["stmts"].append(L.Decl(acc, L.Const(ident, cd), lanes=self.W if own_vector else None))
+        target["stmts"].extend(loops)
+        self.level_of_name[acc] = place
+        self._lvl_memo.clear()
+        if own_vector:
+            res = self.fresh("red")
+            target["stmts"].append(L.Decl(res, L.HReduce(combine, L.Local(acc, cd), cd), lanes=None))
+            self.level_of_name[res] = place
+            return L.Local(res, cd)
+        return L.Local(acc, cd)
+
+    def _stmt_level(self, s) -> int:
+        r = -1
+        if isinstance(s, L.For):
+            r = max(self._level_of(s.start), self._level_of(s.stop))
+            for x in s.body:
+                r = max(r, self._stmt_level(x))
+        elif isinstance(s, (L.Store, L.Assign, L.Decl)):
+            e = getattr(s, "value", None) or getattr(s, "init", None)
+            r = self._level_of(e)
+        return r
+
+    # -- values ---------------------------------------------------------------------------
+    def value(self, v: Value, idx):
+        key = (v.id, tuple(id(i) for i in idx))
+        hit = self.memo.get(key)
+        if hit is not None:
+            return hit
+        if v.id in self.overrides:
+            r = self.overrides[v.id](idx)
+        elif v.id in self.inline:
+            r = self._compute(v, idx)
+        else:
+            r = self.lw.load_value(self, v, idx)
+        self.memo[key] = r
+        return r
+
+    def _compute(self, v: Value, idx):
+        node = v.producer
+        d = OPS[node.op]
+        out_shape = v.shape
+        if d.kind == "pointwise":
+            vals = [self.value(x, self.broadcast_index(idx, x.shape, out_shape)) for x in node.inputs]
+            attrs = {k: a for k, a in node.attrs.items() if not k.startswith("_")}
+            return d.emit(self, *vals, **attrs)
+        if d.kind == "index":
+            ins = [(lambda x: (lambda ix: self.value(x, ix)))(x) for x in node.inputs]
+            return d.index_emit(self, node, ins, idx)
+        raise CompileError(f"internal: cannot inline {node.op}")
+
+
+class Lowering:
+    def __init__(self, sched: Schedule, vector_bits: int = 512, mr: int = 6, nr: int = 2):
+        self.s = sched
+        self.vector_bits = vector_bits
+        self.mr, self.nr = mr, nr
+        self.sizes = SizeTable()
+        self.buffers: dict = {}
+        self.buf_of: dict = {}          # value id -> buf id
+        self._weights: list = []
+        self._woff = 0
+        self._bufid = itertools.count()
+        self.kernels: list = []
+
+    def lanes(self, dtype):
+        bits = 8 * max(itemsize(compute_dtype(dtype)), 4) if dtype != "bool" else 32
+        return max(self.vector_bits // bits, 4)
+
+    # -- buffers --------------------------------------------------------------------------
+    def _new_buf(self, dtype, base, offset=0, offset_slot=None):
+        b = next(self._bufid)
+        self.buffers[b] = BufferInfo(dtype, base, offset, offset_slot)
+        return b
+
+    def weight_buf(self, v: Value):
+        b = self.buf_of.get(v.id)
+        if b is None:
+            arr = np.ascontiguousarray(v.const)
+            if arr.dtype == np.bool_:
+                arr = arr.astype(np.uint8)
+            off = (self._woff + 63) // 64 * 64
+            self._weights.append((off, arr))
+            self._woff = off + arr.nbytes
+            b = self._new_buf(v.dtype, 1, off)
+            self.buf_of[v.id] = b
+        return b
+
+    def base_value(self, v: Value) -> Value:
+        while v.id in self.s.views:
+            v = self.s.views[v.id]
+        return v
+
+    def load_value(self, ctx: KernelCtx, v: Value, idx):
+        if v.is_const and v.is_symbolic_const:
+            flat = v.const.reshape(-1)
+            if flat.size == 1:
+                return ctx.cast(ctx.size(flat[0]), v.dtype) if v.dtype != "int64" else ctx.size(flat[0])
+            lin = ctx.linearize(idx, v.shape)
+            r = ctx.size(flat[-1])
+            for k in reversed(range(flat.size - 1)):
+                r = L.Select(L.Bin("eq", lin, ctx.iconst(k), "bool"), ctx.size(flat[k]), r, "int64")
+            return r
+        if v.is_const and v.const.size == 1:
+            x = v.const.reshape(-1)[0]
+            return L.Const(bool(x) if v.dtype == "bool" else (float(x) if v.dtype in FLOATS else int(x)),
+                           compute_dtype(v.dtype))
+        base = self.base_value(v)
+        if base.is_const:
+            buf = self.weight_buf(base)
+        else:
+            buf = self.buf_of[base.id]
+        val = L.Load(buf, ctx.linearize(idx, v.shape), v.dtype)
+        if v.dtype == "float16":
+            val = L.Cast(val, "float32")
+        return val
+
+    # -- program --------------------------------------------------------------------------
+    def run(self) -> Program:
+        s = self.s
+        g = s.graph
+        for k, v in enumerate(g.inputs):
+            self.buf_of[v.id] = self._new_buf(v.dtype, 2 + k)
+        for k, v in enumerate(g.outputs):
+            self.buf_of[v.id] = self._new_buf(v.dtype, 2 + len(g.inputs) + k)
+        out_ids = {v.id for v in g.outputs}
+        # arena buffers for stored intermediates, with lifetimes in kernel order
+        first: dict = {}
+        last: dict = {}
+        for ki, grp in enumerate(s.kernels):
+            if grp.root.id not in out_ids and grp.root.id not in self.buf_of:
+                slot = self.sizes.reserve()
+                self.buf_of[grp.root.id] = self._new_buf(grp.root.dtype, 0, offset_slot=slot)
+                first[grp.root.id] = ki
+            for n in grp.nodes:
+                for x in n.inputs:
+                    if x is not None:
+                        bx = self.base_value(x)
+                        last[bx.id] = ki
+            if grp.source is not None:
+                last[self.base_value(grp.source).id] = ki
+        for ki, grp in enumerate(s.kernels):
+            self.kernels.append(self.lower_group(ki, grp))
+        arena = []
+        for vid, ki in first.items():
+            v = s.stored[vid]
+            nbytes = S.prod(v.shape) * itemsize(v.dtype)
+            arena.append((self.buffers[self.buf_of[vid]].offset_slot, nbytes, ki, max(last.get(vid, ki), ki)))
+        blob = np.zeros(max(self._woff, 1), dtype=np.uint8)
+        for off, arr in self._weights:
+            blob[off:off + arr.nbytes] = np.frombuffer(arr.tobytes(), dtype=np.uint8)
+        return Program(self.kernels, self.buffers, self.sizes, blob, list(g.inputs), list(g.outputs),
+                       arena, list(s.kernels))
+
+    def lower_group(self, ki, grp: KernelGroup) -> L.Kernel:
+        name = f"k{ki}_" + (grp.anchor.op if grp.anchor is not None else
+                            (grp.nodes[-1].op if grp.nodes else "copy"))
+        if grp.kind == "matmul":
+            body = self.lower_matmul(grp)
+        else:
+            body = self.lower_pointwise(grp)
+        return L.Kernel(name, body, grp.origin, grp.kind)
+
+    def _store(self, ctx, root, idx, val):
+        buf = self.buf_of[root.id]
+        if root.dtype == "float16":
+            val = L.Cast(val, "float16")
+        elif val.dtype != root.dtype:
+            val = L.Cast(val, root.dtype)
+        return L.Store(buf, ctx.linearize(idx, root.shape), val)
+
+    def lower_pointwise(self, grp: KernelGroup):
+        root = grp.root
+        ctx = KernelCtx(self, grp, self.lanes(root.dtype))
+        shape = root.shape
+        if any(isinstance(d, int) and d == 0 for d in shape):
+            return []
+        axes = [i for i, d in enumerate(shape) if not (isinstance(d, int) and d == 1)]
+        inner = axes[-1] if axes else None
+        idx = [ctx.iconst(0) if i not in axes else L.Var(f"i{i}") for i in range(len(shape))]
+        outer_names = [idx[i].name for i in axes if i != inner]
+        ctx.push_level(outer_names, vector=False)
+        if inner is not None:
+            ctx.push_level([idx[inner].name], vector=True)
+        src = grp.source if grp.kind == "copy" else root
+        val = ctx.value(src, idx)
+        if inner is not None:
+            elem = ctx.levels[1]["stmts"] + [self._store(ctx, root, idx, val)]
+            body = ctx.levels[0]["stmts"] + [L.For(idx[inner], ctx.iconst(0), ctx.size(shape[inner]), elem,
+                                                   vector=ctx.W)]
+        else:
+            body = ctx.levels[0]["stmts"] + [self._store(ctx, root, idx, val)]
+        outer = [i for i in axes if i != inner]
+        for n, i in enumerate(reversed(outer)):
+            body = [L.For(idx[i], ctx.iconst(0), ctx.size(shape[i]), body, parallel=(n == len(outer) - 1))]
+        return body
+
+    def lower_matmul(self, grp: KernelGroup):
+        mm = grp.anchor
+        a, b = mm.inputs
+        out = mm.outputs[0]
+        dt = compute_dtype(out.dtype)
+        W = self.lanes(out.dtype)
+        MR, NR = self.mr, self.nr
+        ctx = KernelCtx(self, grp, W)
+        a2 = tuple(a.shape) if a.type.rank > 1 else (1,) + tuple(a.shape)
+        b2 = tuple(b.shape) if b.type.rank > 1 else tuple(b.shape) + (1,)
+        if any(isinstance(d, int) and d == 0 for d in out.shape):
+            return []
+        K, N = a2[-1], b2[-1]
+        fold_batch = len(b2) == 2
+        if fold_batch:
+            M = S.prod(a2[:-1])
+            batch, a_bat, b_bat = (), (), ()
+        else:
+            M = a2[-2]
+            batch = tuple(out.shape[:len(out.shape) - (2 if a.type.rank > 1 and b.type.rank > 1 else 1)]) \
+                if False else None
+            from ..ir.ops import broadcast_shapes
+            batch = broadcast_shapes(a2[:-2], b2[:-2])
+            a_bat = (1,) * (len(batch) - len(a2[:-2])) + tuple(a2[:-2])
+            b_bat = (1,) * (len(batch) - len(b2[:-2])) + tuple(b2[:-2])
+        bvars = [L.Var(f"b{i}") for i in range(len(batch))]
+        sz = ctx.size
+
+        def bat_off(shape_b, mat_elems):
+            off = ctx.iconst(0)
+            for v, d in zip(bvars, shape_b):
+                off = ctx.add(ctx.mul(off, sz(d)), ctx.iconst(0) if (isinstance(d, int) and d == 1) else v)
+            return ctx.mul(off, sz(mat_elems))
+        a_off = bat_off(a_bat, S.prod(a2[-2:])) if not fold_batch else ctx.iconst(0)
+        b_off = bat_off(b_bat, S.prod(b2[-2:])) if not fold_batch else ctx.iconst(0)
+
+        def load_a(row, k):
+            x = L.Load(self._buf(a), ctx.add(a_off, ctx.add(ctx.mul(row, sz(K)), k)), a.dtype)
+            return L.Cast(x, dt) if a.dtype != dt else x
+
+        ib, jb, kv = L.Var("ib"), L.Var("jb"), L.Var("k")
+        i0 = ctx.mul(ib, ctx.iconst(MR))
+        j0 = ctx.mul(jb, ctx.iconst(NR * W))
+        cols = [ctx.add(j0, ctx.iconst(c * W)) for c in range(NR)]
+        masks = [L.LaneMask(c, sz(N), W) for c in cols]
+        acc = [[f"acc{r}_{c}" for c in range(NR)] for r in range(MR)]
+        body = [L.Decl(acc[r][c], L.Broadcast(L.Const(0, dt), W, dt), lanes=W) for r in range(MR) for c in range(NR)]
+        bv = []
+        for c in range(NR):
+            x = L.VLoad(self._buf(b), ctx.add(b_off, ctx.add(ctx.mul(kv, sz(N)), cols[c])), W, b.dtype, masks[c])
+            bv.append(L.Cast(x, dt) if b.dtype != dt else x)
+        kbody = []
+        mlast = sz(M - 1)
+        for r in range(MR):
+            row = L.Bin("min", ctx.add(i0, ctx.iconst(r)), mlast, "int64") if r else i0
+            av = L.Broadcast(load_a(row, kv), W, dt)
+            for c in range(NR):
+                if dt in FLOATS:
+                    upd = L.Fma(av, bv[c], L.Local(acc[r][c], dt), dt)
+                else:
+                    upd = L.Bin("add", L.Bin("mul", av, bv[c], dt), L.Local(acc[r][c], dt), dt)
+                kbody.append(L.Assign(acc[r][c], upd))
+        body.append(L.For(kv, ctx.iconst(0), sz(K), kbody))
+        # epilogue: the fused pointwise kernel, reading the accumulator for the matmul value
+        jv = L.Var("j")
+        for r in range(MR):
+            row = ctx.add(i0, ctx.iconst(r))
+            stores = []
+            for c in range(NR):
+                ctx.memo.clear()
+                out_idx = self._mm_out_index(ctx, out, a, b, bvars, row, jv, fold_batch)
+                ctx.overrides = {out.id: (lambda name: (lambda ix: L.Local(name, dt)))(acc[r][c])}
+                ctx.levels = []
+                ctx.push_level([], vector=True)
+                val = ctx.value(grp.root, out_idx)
+                if ctx.levels[0]["stmts"]:
+                    raise CompileError("internal: epilogue with reductions")
+                st = self._store(ctx, grp.root, out_idx, val)
+                stores.append(L.VecScope(jv, cols[c], W, [st], masks[c]))
+            guard = L.Bin("lt", row, sz(M), "bool")
+            body.append(L.If(guard, stores) if r else L.If(guard, stores))
+        nblk_m = sz(S.floordiv(M + MR - 1, MR))
+        nblk_n = sz(S.floordiv(N + NR * W - 1, NR * W))
+        loops = [L.For(ib, ctx.iconst(0), nblk_m, [L.For(jb, ctx.iconst(0), nblk_n, body)],
+                       parallel=not batch)]
+        for n, (v, d) in enumerate(reversed(list(zip(bvars, batch)))):
+            loops = [L.For(v, ctx.iconst(0), sz(d), loops, parallel=(n == len(batch) - 1))]
+        return loops
+
+    def _mm_out_index(self, ctx, out, a, b, bvars, row, jv, fold_batch):
+        """Index into the matmul's output (its real shape) of element (row, j)."""
+        if fold_batch:
+            lead = ctx.delinearize(row, a.shape[:-1]) if a.type.rank > 1 else []
+            return lead + ([jv] if b.type.rank > 1 else [])
+        idx = list(bvars)
+        if a.type.rank > 1:
+            idx.append(row)
+        if b.type.rank > 1:
+            idx.append(jv)
+        # drop broadcast batch dims that the output does not have (out rank may be smaller)
+        return idx[len(idx) - out.type.rank:]
+
+    def _buf(self, v: Value) -> int:
+        base = self.base_value(v)
+        if base.is_const:
+            return self.weight_buf(base)
+        return self.buf_of[base.id]
+
+
+def lower(sched: Schedule, vector_bits: int = 512) -> Program:
+    return Lowering(sched, vector_bits).run()

@@ -1,0 +1,111 @@
+"""Native compilation: LLVM IR text -> optimised object code for the host CPU, with an
+on-disk object cache keyed by a hash of (IR, target triple, CPU name and features, llvmlite
+version, Ember version), and loading of the object into an execution engine."""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import sys
+import threading
+from functools import lru_cache
+from pathlib import Path
+
+import llvmlite
+import llvmlite.binding as llvm
+
+from ..errors import CompileError
+
+_lock = threading.Lock()
+_engines = []          # keep engines alive for the process lifetime of their functions
+
+
+@lru_cache(maxsize=None)
+def target_info():
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    triple = llvm.get_process_triple()
+    cpu = llvm.get_host_cpu_name()
+    features = llvm.get_host_cpu_features().flatten()
+    return triple, cpu, features
+
+
+def vector_bits() -> int:
+    _, _, f = target_info()
+    if "+avx512f" in f:
+        return 512
+    if "+avx2" in f or "+avx" in f:
+        return 256
+    return 128
+
+
+@lru_cache(maxsize=None)
+def target_machine():
+    triple, cpu, features = target_info()
+    target = llvm.Target.from_triple(triple)
+    return target.create_target_machine(cpu=cpu, features=features, opt=3, reloc="pic", codemodel="default")
+
+
+def cache_dir() -> Path:
+    d = os.environ.get("EMBER_CACHE_DIR")
+    p = Path(d) if d else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ember"
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def object_key(ir_text: str) -> str:
+    from .. import __version__
+    triple, cpu, features = target_info()
+    h = hashlib.sha256()
+    for part in (ir_text, triple, cpu, features, llvmlite.__version__, __version__):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def compile_ir(ir_text: str, debug: bool = False) -> bytes:
+    """Optimise and compile LLVM IR text to an object file (bytes)."""
+    tm = target_machine()
+    try:
+        mod = llvm.parse_assembly(ir_text)
+        mod.verify()
+    except RuntimeError as e:
+        raise CompileError(f"generated LLVM IR is invalid (an Ember bug): {e}") from None
+    mod.triple = tm.triple
+    mod.data_layout = str(tm.target_data)
+    pto = llvm.create_pipeline_tuning_options(speed_level=3)
+    pb = llvm.create_pass_builder(tm, pto)
+    pm = pb.getModulePassManager()
+    pm.run(mod, pb)
+    if debug:
+        print(str(mod), file=sys.stderr)
+    return tm.emit_object(mod)
+
+
+def get_object(ir_text: str, use_cache: bool = True) -> tuple[bytes, str]:
+    key = object_key(ir_text)
+    path = cache_dir() / f"{key}.o"
+    if use_cache and path.exists():
+        return path.read_bytes(), key
+    obj = compile_ir(ir_text, debug="llvm-opt" in os.environ.get("EMBER_DEBUG", ""))
+    if use_cache:
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_bytes(obj)
+        os.replace(tmp, path)
+    return obj, key
+
+
+def load_object(obj: bytes, symbol: str = "ember_run"):
+    """Load an object file; returns a ctypes function `void f(void** bases, int64* sizes)`."""
+    with _lock:
+        tm = target_machine()
+        empty = llvm.parse_assembly("")
+        ee = llvm.create_mcjit_compiler(empty, tm)
+        ee.add_object_file(llvm.ObjectFileRef.from_data(obj))
+        ee.finalize_object()
+        addr = ee.get_function_address(symbol)
+        if not addr:
+            raise CompileError(f"symbol {symbol} missing from compiled object")
+        _engines.append(ee)
+    proto = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
+    return proto(addr)

@@ -1,0 +1,35 @@
+"""Every error Ember raises on purpose is an EmberError: the message names what was
+wrong (node, input, file) and what was expected, so users never need a stack trace."""
+
+
+class EmberError(Exception):
+    """Base class of all errors Ember raises deliberately."""
+
+
+class ModelLoadError(EmberError):
+    """The model file or bytes could not be read as a valid ONNX model."""
+
+
+class UnsupportedOpError(EmberError):
+    """The model uses operators (or attributes) Ember does not implement.
+
+    `nodes` lists (node_name, op_type, reason) for every offending node."""
+
+    def __init__(self, nodes):
+        self.nodes = list(nodes)
+        lines = [f"  - node '{n}' ({op}): {why}" for n, op, why in self.nodes]
+        super().__init__(
+            f"the model uses {len(self.nodes)} node(s) Ember cannot compile:\n" + "\n".join(lines)
+            + "\nRe-export the model with supported ops, or register a custom op.")
+
+
+class ShapeError(EmberError):
+    """Shapes or types in the graph are inconsistent (names the node)."""
+
+
+class InvalidInputError(EmberError):
+    """A feed passed to `run` is unknown, missing, or has the wrong dtype/rank/shape."""
+
+
+class CompileError(EmberError):
+    """Native code generation failed (a bug in Ember: please report it)."""

@@ -1,0 +1,60 @@
+"""Tensor element types: one table mapping ONNX enum, numpy dtype and ONNX type string."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import EmberError
+
+# name -> (onnx TensorProto enum, numpy dtype)
+_TABLE = {
+    "float32": (1, np.float32),
+    "uint8": (2, np.uint8),
+    "int8": (3, np.int8),
+    "uint16": (4, np.uint16),
+    "int16": (5, np.int16),
+    "int32": (6, np.int32),
+    "int64": (7, np.int64),
+    "bool": (9, np.bool_),
+    "float16": (10, np.float16),
+    "float64": (11, np.float64),
+    "uint32": (12, np.uint32),
+    "uint64": (13, np.uint64),
+}
+_ONNX_STR = {"float32": "float", "float64": "double"}
+_BY_ENUM = {e: n for n, (e, _) in _TABLE.items()}
+_BY_NP = {np.dtype(t): n for n, (_, t) in _TABLE.items()}
+
+FLOATS = frozenset({"float16", "float32", "float64"})
+INTS = frozenset({"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"})
+SIGNED = frozenset({"int8", "int16", "int32", "int64"})
+
+
+def from_onnx(enum: int) -> str:
+    if enum not in _BY_ENUM:
+        raise EmberError(f"ONNX element type {enum} is not supported "
+                         f"(supported: {', '.join(sorted(_TABLE))})")
+    return _BY_ENUM[enum]
+
+
+def to_onnx(name: str) -> int:
+    return _TABLE[name][0]
+
+
+def from_numpy(dt) -> str:
+    dt = np.dtype(dt)
+    if dt not in _BY_NP:
+        raise EmberError(f"numpy dtype {dt} is not supported")
+    return _BY_NP[dt]
+
+
+def to_numpy(name: str) -> np.dtype:
+    return np.dtype(_TABLE[name][1])
+
+
+def onnx_type_str(name: str) -> str:
+    """onnxruntime-style type string, e.g. 'tensor(float)'."""
+    return f"tensor({_ONNX_STR.get(name, name)})"
+
+
+def itemsize(name: str) -> int:
+    return to_numpy(name).itemsize

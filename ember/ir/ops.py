@@ -1,0 +1,682 @@
+"""The op table: one entry per op, with everything about the op beside it.
+
+Each `OpDef` has
+  * `infer(types, attrs) -> [TensorType]`  the type/shape rule (symbolic dims allowed);
+  * `ref(arrays, attrs) -> [ndarray]`      numpy semantics, used by constant folding (also on
+                                            object arrays of symbolic dims, for shape math);
+  * one lowering:
+      - `emit(o, *vals, **attrs)`        kind "pointwise": scalar semantics written against the
+                                          scalar-op protocol `o` (codegen supplies `o`);
+      - `index_emit(o, node, ins, idx)`  kind "index": computes the value at output index `idx`
+                                          from accessor functions `ins[k](index) -> value`
+                                          (data movement, reductions, windows);
+      - `decompose(b, inputs, attrs)`    kind "composite": rewritten into primitives by the
+                                          `decompose` pass;
+      - kind "matmul"                    the one op lowered by a dedicated micro-kernel.
+A pointwise op is one `_unary`/`_binary` line here plus a record in the op tests.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from . import symbolic as S
+from .dtypes import FLOATS, INTS, SIGNED, to_numpy
+from .graph import TensorType
+from ..errors import ShapeError
+
+OPS: dict = {}
+
+
+@dataclass
+class OpDef:
+    name: str
+    kind: str
+    infer: Callable
+    ref: Callable | None = None
+    emit: Callable | None = None
+    index_emit: Callable | None = None
+    decompose: Callable | None = None
+    cost: int = 1              # rough per-element cost, for fusion scoring
+    reduction: bool = False    # index ops that loop (reductions, windows)
+    attrs: dict = field(default_factory=dict)
+
+
+def register(op: OpDef) -> OpDef:
+    OPS[op.name] = op
+    return op
+
+
+def get(name: str) -> OpDef:
+    return OPS[name]
+
+
+# --------------------------------------------------------------------------- shape helpers
+def broadcast_shapes(*shapes, who="") -> tuple:
+    rank = max((len(s) for s in shapes), default=0)
+    out = []
+    for i in range(rank):
+        dims = [s[len(s) - rank + i] for s in shapes if len(s) - rank + i >= 0]
+        d = 1
+        for x in dims:
+            if x == 1:
+                continue
+            if d == 1:
+                d = x
+            elif d != x:
+                if isinstance(d, int) and isinstance(x, int):
+                    raise ShapeError(f"{who}: shapes {' and '.join(str(tuple(s)) for s in shapes)}"
+                                     f" cannot be broadcast (dimension {i}: {d} vs {x})")
+                # symbolic vs something else: they must be equal at run time; keep the static one
+                if isinstance(d, S.Sym) and isinstance(x, int):
+                    d = x
+        out.append(d)
+    return tuple(out)
+
+
+def norm_axis(axis: int, rank: int, who="") -> int:
+    if not -rank <= axis < max(rank, 1):
+        raise ShapeError(f"{who}: axis {axis} is out of range for rank {rank}")
+    return axis % rank if rank else 0
+
+
+def _same(types, attrs):
+    return [types[0]]
+
+
+def _bcast(out_dtype=None):
+    def infer(types, attrs):
+        shape = broadcast_shapes(*[t.shape for t in types], who=attrs.get("_who", ""))
+        return [TensorType(out_dtype or types[0].dtype, shape)]
+    return infer
+
+
+# ------------------------------------------------------------------------ pointwise family
+def _unary(name, ref, emit, cost=1, out_dtype=None):
+    def infer(types, attrs):
+        return [TensorType(out_dtype or types[0].dtype, types[0].shape)]
+    register(OpDef(name, "pointwise", infer, lambda a, at: [np.asarray(ref(a[0], at))], emit, cost=cost))
+
+
+def _binary(name, ref, emit, cost=1, out_dtype=None):
+    register(OpDef(name, "pointwise", _bcast(out_dtype),
+                   lambda a, at: [np.asarray(ref(a[0], a[1]))], emit, cost=cost))
+
+
+def _keep(x, like):
+    return np.asarray(x).astype(like.dtype, copy=False) if like.dtype != object else x
+
+
+def _erf(x):
+    v = np.vectorize(math.erf, otypes=[np.float64])(x.astype(np.float64))
+    return v.astype(x.dtype)
+
+
+with np.errstate(all="ignore"):
+    pass
+
+_unary("neg", lambda x, at: -x, lambda o, x: o.neg(x))
+_unary("abs", lambda x, at: np.abs(x), lambda o, x: o.abs(x))
+_unary("exp", lambda x, at: np.exp(x), lambda o, x: o.exp(x), cost=8)
+_unary("log", lambda x, at: np.log(x), lambda o, x: o.log(x), cost=8)
+_unary("sqrt", lambda x, at: np.sqrt(x), lambda o, x: o.sqrt(x), cost=4)
+_unary("tanh", lambda x, at: np.tanh(x), lambda o, x: o.tanh(x), cost=10)
+_unary("erf", lambda x, at: _erf(x), lambda o, x: o.erf(x), cost=10)
+_unary("sigmoid", lambda x, at: _keep(1 / (1 + np.exp(-x)), x),
+       lambda o, x: o.div(o.const(1, x), o.add(o.const(1, x), o.exp(o.neg(x)))), cost=10)
+_unary("reciprocal", lambda x, at: _keep(1 / x, x), lambda o, x: o.div(o.const(1, x), x), cost=2)
+_unary("relu", lambda x, at: np.maximum(x, 0).astype(x.dtype), lambda o, x: o.max(x, o.const(0, x)))
+_unary("floor", lambda x, at: np.floor(x), lambda o, x: o.floor(x))
+_unary("ceil", lambda x, at: np.ceil(x), lambda o, x: o.ceil(x))
+_unary("not", lambda x, at: np.logical_not(x), lambda o, x: o.not_(x))
+
+
+def _int_div(a, b):
+    if a.dtype == object or b.dtype == object:
+        def one(x, y):
+            if isinstance(x, int) and isinstance(y, int):
+                q = abs(x) // abs(y)
+                return q if (x >= 0) == (y >= 0) else -q
+            return S.floordiv(x, y)   # symbolic sizes are non-negative
+        return np.frompyfunc(one, 2, 1)(a, b)
+    if a.dtype.kind in "iu":
+        with np.errstate(divide="ignore"):
+            return (np.trunc(a.astype(np.float64) / b)).astype(a.dtype) if a.dtype.itemsize < 8 \
+                else np.where((a < 0) != (b < 0), -(np.abs(a) // np.abs(b)), np.abs(a) // np.abs(b)).astype(a.dtype)
+    return a / b
+
+
+def _sym_eq(a, b):
+    def one(x, y):
+        if isinstance(x, S.Sym) or isinstance(y, S.Sym):
+            d = x - y
+            if isinstance(d, int):
+                return d == 0
+            lb = d.lower_bound() if isinstance(d, S.Sym) else None
+            nlb = (-d).lower_bound() if isinstance(-d, S.Sym) else None
+            if (lb is not None and lb > 0) or (nlb is not None and nlb > 0):
+                return False
+            raise TypeError("undecidable")
+        return bool(x == y)
+    if a.dtype == object or b.dtype == object:
+        return np.frompyfunc(one, 2, 1)(a, b).astype(bool)
+    return np.equal(a, b)
+
+
+_binary("add", lambda a, b: _keep(a + b, a), lambda o, a, b: o.add(a, b))
+_binary("sub", lambda a, b: _keep(a - b, a), lambda o, a, b: o.sub(a, b))
+_binary("mul", lambda a, b: _keep(a * b, a), lambda o, a, b: o.mul(a, b))
+_binary("div", lambda a, b: _keep(_int_div(a, b), a), lambda o, a, b: o.div(a, b), cost=2)
+_binary("pow", lambda a, b: _keep(np.power(a.astype(np.float64), b).astype(a.dtype) if a.dtype.kind in "iu"
+                                  else np.power(a, b.astype(a.dtype)), a),
+        lambda o, a, b: o.pow(a, b), cost=20)
+_binary("max", lambda a, b: np.maximum(a, b), lambda o, a, b: o.max(a, b))
+_binary("min", lambda a, b: np.minimum(a, b), lambda o, a, b: o.min(a, b))
+_binary("mod", lambda a, b: np.fmod(a, b), lambda o, a, b: o.mod(a, b), cost=2)
+_binary("eq", _sym_eq, lambda o, a, b: o.eq(a, b), out_dtype="bool")
+_binary("lt", lambda a, b: np.less(a, b), lambda o, a, b: o.lt(a, b), out_dtype="bool")
+_binary("gt", lambda a, b: np.greater(a, b), lambda o, a, b: o.lt(b, a), out_dtype="bool")
+_binary("le", lambda a, b: np.less_equal(a, b), lambda o, a, b: o.le(a, b), out_dtype="bool")
+_binary("ge", lambda a, b: np.greater_equal(a, b), lambda o, a, b: o.le(b, a), out_dtype="bool")
+_binary("and", lambda a, b: np.logical_and(a, b), lambda o, a, b: o.and_(a, b))
+_binary("or", lambda a, b: np.logical_or(a, b), lambda o, a, b: o.or_(a, b))
+_binary("xor", lambda a, b: np.logical_xor(a, b), lambda o, a, b: o.xor(a, b))
+
+
+def _where_infer(types, attrs):
+    shape = broadcast_shapes(*[t.shape for t in types], who=attrs.get("_who", ""))
+    return [TensorType(types[1].dtype, shape)]
+
+
+register(OpDef("where", "pointwise", _where_infer,
+               lambda a, at: [np.where(a[0], a[1], a[2]) if a[1].dtype == object or a[2].dtype == object
+                              else np.where(a[0], a[1], a[2]).astype(a[1].dtype)],
+               lambda o, c, a, b: o.where(c, a, b)))
+
+
+def _cast_ref(a, at):
+    to = at["to"]
+    if a[0].dtype == object:
+        if to in INTS:
+            return [a[0]]
+        raise TypeError("symbolic value cast to non-integer")
+    x = a[0]
+    if to == "bool":
+        return [x != 0]
+    if x.dtype.kind == "f" and to in INTS:
+        with np.errstate(invalid="ignore"):
+            return [np.trunc(x).astype(to_numpy(to))]
+    return [x.astype(to_numpy(to))]
+
+
+register(OpDef("cast", "pointwise", lambda t, at: [TensorType(at["to"], t[0].shape)], _cast_ref,
+               lambda o, x, to: o.cast(x, to)))
+
+
+# ------------------------------------------------------------------------------ reductions
+def _reduce_shape(shape, axes, keepdims):
+    if keepdims:
+        return tuple(1 if i in axes else d for i, d in enumerate(shape))
+    return tuple(d for i, d in enumerate(shape) if i not in axes)
+
+
+def _reduce_infer(types, attrs):
+    return [TensorType(types[0].dtype, _reduce_shape(types[0].shape, attrs["axes"], attrs["keepdims"]))]
+
+
+def _reduce_emit(kind):
+    def emit(o, node, ins, idx):
+        axes, keep = node.attrs["axes"], node.attrs["keepdims"]
+        shape = node.inputs[0].shape
+        out_pos, full_rule = 0, []
+        for i in range(len(shape)):
+            if i in axes:
+                full_rule.append(("r", len([a for a in axes if a < i])))
+                if keep:
+                    out_pos += 1
+            else:
+                full_rule.append(("o", out_pos))
+                out_pos += 1
+
+        def body(r):
+            return ins[0]([idx[p] if k == "o" else r[p] for k, p in full_rule])
+        return o.reduce(kind, [shape[a] for a in axes], body, node.inputs[0].dtype)
+    return emit
+
+
+def _reduce_ref(fn):
+    def ref(a, at):
+        x = a[0]
+        if x.size == 0 and fn in (np.max, np.min):
+            ident = -np.inf if fn is np.max else np.inf
+            if x.dtype.kind in "iu":
+                info = np.iinfo(x.dtype)
+                ident = info.min if fn is np.max else info.max
+            shape = _reduce_shape(x.shape, at["axes"], at["keepdims"])
+            return [np.full(shape, ident, dtype=x.dtype)]
+        return [np.asarray(fn(x, axis=tuple(at["axes"]), keepdims=bool(at["keepdims"]))).astype(x.dtype)]
+    return ref
+
+
+for _k, _fn in (("sum", np.sum), ("max", np.max), ("min", np.min)):
+    register(OpDef(f"reduce_{_k}", "index", _reduce_infer, _reduce_ref(_fn),
+                   index_emit=_reduce_emit(_k), reduction=True, cost=2))
+
+
+# ---------------------------------------------------------------------------------- matmul
+def _matmul_infer(types, attrs):
+    a, b = types[0].shape, types[1].shape
+    who = attrs.get("_who", "matmul")
+    if len(a) == 0 or len(b) == 0:
+        raise ShapeError(f"{who}: MatMul inputs must have rank >= 1, got {a} and {b}")
+    a2 = a if len(a) > 1 else (1,) + tuple(a)
+    b2 = b if len(b) > 1 else tuple(b) + (1,)
+    if isinstance(a2[-1], int) and isinstance(b2[-2], int) and a2[-1] != b2[-2]:
+        raise ShapeError(f"{who}: MatMul inner dimensions differ: {a} @ {b}")
+    batch = broadcast_shapes(a2[:-2], b2[:-2], who=who)
+    out = tuple(batch) + (a2[-2], b2[-1])
+    if len(a) == 1:
+        out = out[:-2] + out[-1:]
+    if len(b) == 1:
+        out = out[:-1]
+    return [TensorType(types[0].dtype, out)]
+
+
+register(OpDef("matmul", "matmul", _matmul_infer, lambda a, at: [np.matmul(a[0], a[1])], cost=100))
+
+
+# ----------------------------------------------------------------------- data movement ops
+def _transpose_infer(types, attrs):
+    perm = attrs["perm"]
+    return [TensorType(types[0].dtype, tuple(types[0].shape[p] for p in perm))]
+
+
+def _transpose_emit(o, node, ins, idx):
+    perm = node.attrs["perm"]
+    src = [None] * len(perm)
+    for i, p in enumerate(perm):
+        src[p] = idx[i]
+    return ins[0](src)
+
+
+register(OpDef("transpose", "index", _transpose_infer,
+               lambda a, at: [np.transpose(a[0], at["perm"])], index_emit=_transpose_emit))
+
+
+def _reshape_emit(o, node, ins, idx):
+    lin = o.linearize(idx, node.outputs[0].shape)
+    return ins[0](o.delinearize(lin, node.inputs[0].shape))
+
+
+register(OpDef("reshape", "index", lambda t, at: [TensorType(t[0].dtype, tuple(at["shape"]))],
+               lambda a, at: [a[0].reshape([int(d) for d in at["shape"]])], index_emit=_reshape_emit))
+
+
+def _expand_emit(o, node, ins, idx):
+    return ins[0](o.broadcast_index(idx, node.inputs[0].shape, node.outputs[0].shape))
+
+
+register(OpDef("expand", "index",
+               lambda t, at: [TensorType(t[0].dtype, broadcast_shapes(t[0].shape, tuple(at["shape"]),
+                                                                      who=at.get("_who", "expand")))],
+               lambda a, at: [np.broadcast_to(a[0], broadcast_shapes(a[0].shape, tuple(int(d) for d in at["shape"]))).copy()],
+               index_emit=_expand_emit))
+
+
+def _slice_infer(types, attrs):
+    return [TensorType(types[0].dtype, tuple(attrs["sizes"]))]
+
+
+def _slice_ref(a, at):
+    sl = []
+    for st, step, n in zip(at["starts"], at["steps"], at["sizes"]):
+        st, n = int(st), int(n)
+        stop = st + step * n
+        sl.append(slice(st, stop if stop >= 0 else None, step))
+    return [a[0][tuple(sl)]]
+
+
+def _slice_emit(o, node, ins, idx):
+    src = [o.add(o.size(st), o.mul(i, o.size(step))) for i, st, step in
+           zip(idx, node.attrs["starts"], node.attrs["steps"])]
+    return ins[0](src)
+
+
+register(OpDef("slice", "index", _slice_infer, _slice_ref, index_emit=_slice_emit))
+
+
+def _concat_infer(types, attrs):
+    axis = attrs["axis"]
+    base = list(types[0].shape)
+    total = 0
+    for t in types:
+        if t.rank != len(base):
+            raise ShapeError(f"{attrs.get('_who', 'concat')}: inputs have different ranks")
+        total = total + t.shape[axis]
+    base[axis] = total
+    return [TensorType(types[0].dtype, tuple(base))]
+
+
+def _concat_ref(a, at):
+    if any(x.dtype == object for x in a):
+        return [np.concatenate([x.astype(object) for x in a], axis=at["axis"])]
+    return [np.concatenate(a, axis=at["axis"])]
+
+
+def _concat_emit(o, node, ins, idx):
+    axis = node.attrs["axis"]
+    offsets, off = [], 0
+    for v in node.inputs:
+        offsets.append(off)
+        off = off + v.shape[axis]
+    # value = select chain over the pieces; each piece reads a clamped (always valid) index
+    result = None
+    for k in reversed(range(len(node.inputs))):
+        n_k = node.inputs[k].shape[axis]
+        if n_k == 0:
+            continue
+        local = o.sub(idx[axis], o.size(offsets[k]))
+        local = o.min(o.max(local, o.iconst(0)), o.size(n_k - 1))
+        val = ins[k](idx[:axis] + [local] + idx[axis + 1:])
+        if result is None:
+            result = val
+        else:
+            result = o.where(o.lt(idx[axis], o.size(offsets[k] + n_k)), val, result)
+    return result
+
+
+register(OpDef("concat", "index", _concat_infer, _concat_ref, index_emit=_concat_emit))
+
+
+def _gather_infer(types, attrs):
+    d, i = types[0].shape, types[1].shape
+    ax = attrs["axis"]
+    return [TensorType(types[0].dtype, tuple(d[:ax]) + tuple(i) + tuple(d[ax + 1:]))]
+
+
+def _gather_ref(a, at):
+    idx = a[1]
+    if idx.dtype != object:
+        idx = np.where(idx < 0, idx + a[0].shape[at["axis"]], idx)
+    return [np.take(a[0], idx, axis=at["axis"])]
+
+
+def _gather_emit(o, node, ins, idx):
+    ax = node.attrs["axis"]
+    qr = node.inputs[1].type.rank
+    n = node.inputs[0].shape[ax]
+    j = o.cast(ins[1](idx[ax:ax + qr]), "int64")
+    j = o.where(o.lt(j, o.iconst(0)), o.add(j, o.size(n)), j)
+    j = o.min(o.max(j, o.iconst(0)), o.size(n - 1))   # never read out of bounds
+    return ins[0](idx[:ax] + [j] + idx[ax + qr:])
+
+
+register(OpDef("gather", "index", _gather_infer, _gather_ref, index_emit=_gather_emit))
+
+
+def _range_emit(o, node, ins, idx):
+    dt = node.outputs[0].dtype
+    start, delta = node.attrs["start"], node.attrs["delta"]
+    if dt in FLOATS:
+        i = o.cast(idx[0], dt)
+        return o.add(o.const(start, dt), o.mul(i, o.const(delta, dt)))
+    return o.cast(o.add(o.size(start), o.mul(idx[0], o.size(delta))), dt)
+
+
+register(OpDef("range", "index", lambda t, at: [TensorType(at["dtype"], (at["length"],))],
+               lambda a, at: [(at["start"] + np.arange(int(at["length"])) * at["delta"]).astype(to_numpy(at["dtype"]))],
+               index_emit=_range_emit))
+
+
+def _im2col_infer(types, attrs):
+    n, c = types[0].shape[:2]
+    g = attrs["group"]
+    return [TensorType(types[0].dtype, (n, g, c // g) + tuple(attrs["kernel"]) + tuple(attrs["out"]))]
+
+
+def _im2col_emit(o, node, ins, idx):
+    """col[n, g, c, k..., p...] = x[n, g*C/g + c, p*stride - pad + k*dilation] (0 outside)."""
+    nd = len(node.attrs["kernel"])
+    x_shape = node.inputs[0].shape
+    cg = x_shape[1] // node.attrs["group"]
+    n, g, c = idx[0], idx[1], idx[2]
+    ks, ps = idx[3:3 + nd], idx[3 + nd:]
+    src, inside = [n, o.add(o.mul(g, o.size(cg)), c)], None
+    for d in range(nd):
+        pos = o.add(o.sub(o.mul(ps[d], o.iconst(node.attrs["strides"][d])), o.iconst(node.attrs["pads"][d])),
+                    o.mul(ks[d], o.iconst(node.attrs["dilations"][d])))
+        ok = o.and_(o.le(o.iconst(0), pos), o.lt(pos, o.size(x_shape[2 + d])))
+        inside = ok if inside is None else o.and_(inside, ok)
+        src.append(o.min(o.max(pos, o.iconst(0)), o.size(x_shape[2 + d] - 1)))
+    v = ins[0](src)
+    return o.where(inside, v, o.const(0, v))
+
+
+register(OpDef("im2col", "index", _im2col_infer, None, index_emit=_im2col_emit))
+
+
+def _pool_infer(types, attrs):
+    return [TensorType(types[0].dtype, tuple(types[0].shape[:2]) + tuple(attrs["out"]))]
+
+
+def _pool_emit(o, node, ins, idx):
+    at = node.attrs
+    nd = len(at["kernel"])
+    x_shape = node.inputs[0].shape
+    dt = node.inputs[0].dtype
+    is_max = at["mode"] == "max"
+
+    def body(r):
+        src, inside = list(idx[:2]), None
+        for d in range(nd):
+            pos = o.add(o.sub(o.mul(idx[2 + d], o.iconst(at["strides"][d])), o.iconst(at["pads"][d])),
+                        o.mul(r[d], o.iconst(at["dilations"][d])))
+            ok = o.and_(o.le(o.iconst(0), pos), o.lt(pos, o.size(x_shape[2 + d])))
+            inside = ok if inside is None else o.and_(inside, ok)
+            src.append(o.min(o.max(pos, o.iconst(0)), o.size(x_shape[2 + d] - 1)))
+        v = ins[0](src)
+        return o.where(inside, v, o.const(-math.inf if is_max else 0, v))
+    acc = o.reduce("max" if is_max else "sum", list(at["kernel"]), body, dt, unroll=True)
+    if is_max:
+        return acc
+    if at["count_include_pad"]:
+        # divisor counts padding but not the part of the window beyond the (ceil-mode) edge
+        cnt = None
+        for d in range(nd):
+            start = o.sub(o.mul(idx[2 + d], o.iconst(at["strides"][d])), o.iconst(at["pads"][d]))
+            end = o.min(o.add(start, o.iconst((at["kernel"][d] - 1) * at["dilations"][d] + 1)),
+                        o.add(o.size(x_shape[2 + d]), o.iconst(at["pads"][d + nd])))
+            span = o.sub(end, start)
+            c = o.add(o.div(o.sub(span, o.iconst(1)), o.iconst(at["dilations"][d])), o.iconst(1))
+            cnt = c if cnt is None else o.mul(cnt, c)
+    else:
+        cnt = None
+        for d in range(nd):
+            c = o.iconst(0)
+            for k in range(at["kernel"][d]):
+                pos = o.add(o.sub(o.mul(idx[2 + d], o.iconst(at["strides"][d])), o.iconst(at["pads"][d])),
+                            o.iconst(k * at["dilations"][d]))
+                ok = o.and_(o.le(o.iconst(0), pos), o.lt(pos, o.size(x_shape[2 + d])))
+                c = o.add(c, o.cast(ok, "int64"))
+            cnt = c if cnt is None else o.mul(cnt, c)
+    return o.div(acc, o.cast(o.max(cnt, o.iconst(1)), dt))
+
+
+register(OpDef("pool", "index", _pool_infer, None, index_emit=_pool_emit, reduction=True, cost=4))
+
+
+# ------------------------------------------------------------------------------ composites
+def _gemm_decompose(b, ins, at):
+    a, w = ins[0], ins[1]
+    if at.get("transA"):
+        a = b.op("transpose", [a], perm=(1, 0))
+    if at.get("transB"):
+        w = b.op("transpose", [w], perm=(1, 0))
+    y = b.op("matmul", [a, w])
+    if at.get("alpha", 1.0) != 1.0:
+        y = b.op("mul", [y, b.scalar(at["alpha"], y.dtype)])
+    if len(ins) > 2 and ins[2] is not None:
+        c = ins[2]
+        if at.get("beta", 1.0) != 1.0:
+            c = b.op("mul", [c, b.scalar(at["beta"], c.dtype)])
+        y = b.op("add", [y, c])
+    return [y]
+
+
+def _gemm_infer(types, at):
+    a, w = types[0].shape, types[1].shape
+    m = a[1] if at.get("transA") else a[0]
+    n = w[0] if at.get("transB") else w[1]
+    return [TensorType(types[0].dtype, (m, n))]
+
+
+register(OpDef("gemm", "composite", _gemm_infer, decompose=_gemm_decompose))
+
+
+def _softmax_decompose(b, ins, at):
+    x = ins[0]
+    ax = (at["axis"],)
+    m = b.op("reduce_max", [x], axes=ax, keepdims=1)
+    e = b.op("exp", [b.op("sub", [x, m])])
+    s = b.op("reduce_sum", [e], axes=ax, keepdims=1)
+    if at.get("log"):
+        return [b.op("sub", [b.op("sub", [x, m]), b.op("log", [s])])]
+    return [b.op("div", [e, s])]
+
+
+register(OpDef("softmax", "composite", _same, decompose=_softmax_decompose))
+
+
+def _mean(b, x, axes):
+    s = b.op("reduce_sum", [x], axes=axes, keepdims=1)
+    n = S.prod(x.shape[a] for a in axes)
+    if isinstance(n, int):
+        return b.op("mul", [s, b.scalar(1.0 / max(n, 1), x.dtype)])
+    return b.op("div", [s, b.op("cast", [b.sym_scalar(n)], to=x.dtype)])
+
+
+def _layer_norm_decompose(b, ins, at):
+    x, scale = ins[0], ins[1]
+    bias = ins[2] if len(ins) > 2 else None
+    axes = tuple(range(at["axis"], x.type.rank))
+    mean = _mean(b, x, axes)
+    d = b.op("sub", [x, mean])
+    var = _mean(b, b.op("mul", [d, d]), axes)
+    inv = b.op("div", [b.scalar(1.0, x.dtype),
+                       b.op("sqrt", [b.op("add", [var, b.scalar(at["epsilon"], x.dtype)])])])
+    y = b.op("mul", [b.op("mul", [d, inv]), scale])
+    if bias is not None:
+        y = b.op("add", [y, bias])
+    return [y]
+
+
+register(OpDef("layer_norm", "composite", _same, decompose=_layer_norm_decompose))
+
+
+def _batch_norm_decompose(b, ins, at):
+    x, scale, bias, mean, var = ins
+    shape = (-1,) + (1,) * (x.type.rank - 2)
+
+    def chan(v):
+        return b.op("reshape", [v], shape=(v.shape[0],) + (1,) * (x.type.rank - 2)) if x.type.rank > 2 else v
+    inv = b.op("div", [scale, b.op("sqrt", [b.op("add", [var, b.scalar(at["epsilon"], var.dtype)])])])
+    shift = b.op("sub", [bias, b.op("mul", [mean, inv])])
+    del shape
+    return [b.op("add", [b.op("mul", [x, chan(inv)]), chan(shift)])]
+
+
+register(OpDef("batch_norm", "composite", _same, decompose=_batch_norm_decompose))
+
+
+def _gelu_decompose(b, ins, at):
+    x = ins[0]
+    half = b.op("mul", [x, b.scalar(0.5, x.dtype)])
+    if at.get("approximate", "none") == "tanh":
+        x3 = b.op("mul", [b.op("mul", [x, x]), x])
+        inner = b.op("mul", [b.op("add", [x, b.op("mul", [x3, b.scalar(0.044715, x.dtype)])]),
+                             b.scalar(math.sqrt(2 / math.pi), x.dtype)])
+        t = b.op("tanh", [inner])
+    else:
+        t = b.op("erf", [b.op("mul", [x, b.scalar(1 / math.sqrt(2), x.dtype)])])
+    return [b.op("mul", [half, b.op("add", [t, b.scalar(1.0, x.dtype)])])]
+
+
+register(OpDef("gelu", "composite", _same, decompose=_gelu_decompose))
+
+
+def _leaky_relu_decompose(b, ins, at):
+    x = ins[0]
+    neg = b.op("lt", [x, b.scalar(0, x.dtype)])
+    return [b.op("where", [neg, b.op("mul", [x, b.scalar(at["alpha"], x.dtype)]), x])]
+
+
+register(OpDef("leaky_relu", "composite", _same, decompose=_leaky_relu_decompose))
+
+
+def _clip_decompose(b, ins, at):
+    x = ins[0]
+    if len(ins) > 1 and ins[1] is not None:
+        x = b.op("max", [x, ins[1]])
+    if len(ins) > 2 and ins[2] is not None:
+        x = b.op("min", [x, ins[2]])
+    return [x]
+
+
+register(OpDef("clip", "composite", _same, decompose=_clip_decompose))
+
+
+def _reduce_mean_decompose(b, ins, at):
+    x = ins[0]
+    if not at["axes"]:
+        return [x]
+    m = _mean(b, x, at["axes"])
+    if not at["keepdims"]:
+        m = b.op("reshape", [m], shape=_reduce_shape(x.shape, at["axes"], 0))
+    return [m]
+
+
+register(OpDef("reduce_mean", "composite", _reduce_infer, decompose=_reduce_mean_decompose))
+
+
+def _conv_infer(types, at):
+    x, w = types[0].shape, types[1].shape
+    return [TensorType(types[0].dtype, (x[0], w[0]) + tuple(at["out"]))]
+
+
+def _conv_decompose(b, ins, at):
+    x, w = ins[0], ins[1]
+    bias = ins[2] if len(ins) > 2 else None
+    g, nd = at["group"], len(at["kernel"])
+    n, c = x.shape[:2]
+    m = w.shape[0]
+    kk = S.prod([c // g] + list(at["kernel"]))
+    npix = S.prod(at["out"])
+    pointwise = (all(k == 1 for k in at["kernel"]) and all(s == 1 for s in at["strides"])
+                 and not any(at["pads"]))
+    if pointwise:  # 1x1 convolution: the input already is the column matrix
+        col = b.op("reshape", [x], shape=(n, g, kk, npix))
+    else:
+        col = b.op("im2col", [x], group=g, kernel=at["kernel"], strides=at["strides"],
+                   pads=at["pads"], dilations=at["dilations"], out=at["out"])
+        col = b.op("reshape", [col], shape=(n, g, kk, npix))
+    wm = b.op("reshape", [w], shape=(g, m // g, kk))
+    y = b.op("matmul", [wm, col])                      # [n, g, m/g, npix]
+    y = b.op("reshape", [y], shape=(n, m) + tuple(at["out"]))
+    if bias is not None:
+        y = b.op("add", [y, b.op("reshape", [bias], shape=(m,) + (1,) * nd)])
+    del kk
+    return [y]
+
+
+register(OpDef("conv", "composite", _conv_infer, decompose=_conv_decompose))
+
+
+def _pow_special(b, ins, at):
+    return None
+
+
+# Ops every kind of node can be asked about
+POINTWISE = frozenset(n for n, d in OPS.items() if d.kind == "pointwise")

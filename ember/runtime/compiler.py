@@ -1,0 +1,178 @@
+"""The compile pipeline, stage by stage, and the compiled-model artifact that is cached on
+disk (metadata JSON + weight blob + object file keyed by IR hash)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..codegen import loop_ir
+from ..codegen import native
+from ..codegen.llvm import ModuleBuilder
+from ..codegen.lower import Program, lower
+from ..frontends.onnx.loader import load_onnx, read_model
+from ..ir import symbolic as S
+from ..passes import optimize
+from ..schedule.fusion import schedule
+
+FORMAT = 1
+
+
+@dataclass
+class Compiled:
+    """Everything `run` needs, independent of how it was produced (fresh or from cache)."""
+    inputs: list            # [(name, dtype, shape dims)]
+    outputs: list           # [(name, dtype, shape dims)]
+    size_exprs: list        # slot -> Dim | None (None: arena offset slot)
+    arena: list             # [(slot, nbytes Dim, first, last)]
+    weights: np.ndarray
+    fn: object              # ctypes function
+    stats: dict = field(default_factory=dict)
+    # present only after a fresh compile (for inspect)
+    graph: object = None
+    program: Program | None = None
+    onnx_nodes: int = 0
+
+
+def _debug(stage):
+    d = os.environ.get("EMBER_DEBUG", "")
+    return d == "all" or stage in d.split(",")
+
+
+def compile_model(model, use_cache: bool = True, progress=None) -> Compiled:
+    t0 = time.perf_counter()
+    raw = _model_bytes(model)
+    key = None
+    if use_cache and raw is not None:
+        key = _model_key(raw)
+        hit = _load_cached(key)
+        if hit is not None:
+            hit.stats["load_s"] = time.perf_counter() - t0
+            hit.stats["cache"] = "hit"
+            return hit
+    stats = {}
+
+    def stage(name):
+        stats[name] = time.perf_counter() - stage.t
+        stage.t = time.perf_counter()
+        if progress:
+            progress(name)
+    stage.t = time.perf_counter()
+
+    proto = read_model(model)
+    n_onnx = len(proto.graph.node)
+    graph = load_onnx(proto)
+    stage("import")
+    graph = optimize(graph)
+    stage("optimize")
+    sched = schedule(graph)
+    stage("schedule")
+    prog = lower(sched, native.vector_bits())
+    stage("lower")
+    if _debug("loop"):
+        for k in prog.kernels:
+            print(loop_ir.kernel_str(k), file=sys.stderr)
+    mb = ModuleBuilder("ember_model", prog.buffers, native.vector_bits())
+    for k in prog.kernels:
+        mb.add_kernel(k)
+    mb.add_entry()
+    ir_text = str(mb.module)
+    if _debug("llvm"):
+        print(ir_text, file=sys.stderr)
+    stage("llvm_ir")
+    obj, obj_key = native.get_object(ir_text, use_cache=use_cache)
+    stage("native")
+    fn = native.load_object(obj)
+    c = Compiled(
+        inputs=[(v.name, v.dtype, tuple(v.shape)) for v in prog.inputs],
+        outputs=[(name, v.dtype, tuple(v.shape)) for name, v in zip(sched.graph.output_names, prog.outputs)],
+        size_exprs=list(prog.sizes.exprs), arena=list(prog.arena), weights=prog.weights, fn=fn,
+        stats=stats, graph=graph, program=prog, onnx_nodes=n_onnx)
+    c.stats["kernels"] = len(prog.kernels)
+    c.stats["cache"] = "miss"
+    if key is not None:
+        _store_cached(key, c, obj_key)
+    c.stats["compile_s"] = time.perf_counter() - t0
+    return c
+
+
+# -------------------------------------------------------------------------------- cache
+def _model_bytes(model):
+    """The bytes that identify the model for the cache (None: do not cache)."""
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        return bytes(model)
+    if isinstance(model, (str, os.PathLike)):
+        p = os.fspath(model)
+        if not os.path.isfile(p):
+            return None
+        with open(p, "rb") as f:
+            data = f.read()
+        if b"location" in data:   # may reference external data files: key on their stats too
+            d = os.path.dirname(os.path.abspath(p))
+            stats = sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(d) if e.is_file())
+            data += repr(stats).encode()
+        return data
+    try:
+        return model.SerializeToString()
+    except Exception:
+        return None
+
+
+def _model_key(raw: bytes) -> str:
+    from .. import __version__
+    triple, cpu, features = native.target_info()
+    h = hashlib.sha256(raw)
+    for part in (triple, cpu, features, __version__, str(FORMAT)):
+        h.update(part.encode())
+    return h.hexdigest()
+
+
+def _enc(d):
+    return None if d is None else S.encode(d)
+
+
+def _store_cached(key, c: Compiled, obj_key: str):
+    d = native.cache_dir()
+    meta = {
+        "format": FORMAT, "object": obj_key,
+        "inputs": [[n, t, [S.encode(x) for x in s]] for n, t, s in c.inputs],
+        "outputs": [[n, t, [S.encode(x) for x in s]] for n, t, s in c.outputs],
+        "sizes": [_enc(x) for x in c.size_exprs],
+        "arena": [[slot, S.encode(nb), f, l] for slot, nb, f, l in c.arena],
+        "kernels": c.stats.get("kernels", 0),
+    }
+    wpath = d / f"{key}.weights.npy"
+    tmp = d / f"{key}.weights.tmp{os.getpid()}.npy"
+    np.save(tmp, c.weights)
+    os.replace(tmp, wpath)
+    mpath = d / f"{key}.json"
+    tmpm = d / f"{key}.json.tmp{os.getpid()}"
+    tmpm.write_text(json.dumps(meta))
+    os.replace(tmpm, mpath)
+
+
+def _load_cached(key):
+    d = native.cache_dir()
+    mpath = d / f"{key}.json"
+    if not mpath.exists():
+        return None
+    try:
+        meta = json.loads(mpath.read_text())
+        if meta.get("format") != FORMAT:
+            return None
+        opath = d / f"{meta['object']}.o"
+        weights = np.load(d / f"{key}.weights.npy", mmap_mode="r")
+        fn = native.load_object(opath.read_bytes())
+    except (OSError, ValueError, KeyError):
+        return None
+    return Compiled(
+        inputs=[(n, t, tuple(S.decode(x) for x in s)) for n, t, s in meta["inputs"]],
+        outputs=[(n, t, tuple(S.decode(x) for x in s)) for n, t, s in meta["outputs"]],
+        size_exprs=[None if x is None else S.decode(x) for x in meta["sizes"]],
+        arena=[(slot, S.decode(nb), f, l) for slot, nb, f, l in meta["arena"]],
+        weights=weights, fn=fn, stats={"kernels": meta.get("kernels", 0)})

@@ -1,0 +1,187 @@
+"""`InferenceSession`: the onnxruntime-shaped API over a compiled model.
+
+`run` validates the feeds, finds the plan for this input-shape signature (symbolic sizes and
+arena offsets, computed once and cached), and makes one native call that runs every kernel.
+It is safe to call from several threads: plans are immutable and each call takes its own arena.
+"""
+from __future__ import annotations
+
+import ctypes
+import threading
+
+import numpy as np
+
+from ..errors import InvalidInputError
+from ..ir import symbolic as S
+from ..ir.dtypes import onnx_type_str, to_numpy
+from ..schedule.memory import plan_arena
+from .compiler import compile_model
+
+
+class NodeArg:
+    def __init__(self, name, dtype, shape):
+        self.name = name
+        self.dtype = dtype
+        self.shape = [d if isinstance(d, int) else str(d) for d in shape]
+        self.type = onnx_type_str(dtype)
+
+    def __repr__(self):
+        return f"NodeArg(name='{self.name}', type='{self.type}', shape={self.shape})"
+
+
+class SessionOptions:
+    """Mirrors onnxruntime.SessionOptions for the settings Ember honours."""
+
+    def __init__(self):
+        self.intra_op_num_threads = 0
+        self.enable_cache = True
+
+
+class _Plan:
+    __slots__ = ("sizes", "sizes_ptr", "arena_bytes", "out_shapes", "_arenas")
+
+    def __init__(self, sizes, arena_bytes, out_shapes):
+        self.sizes = sizes
+        self.sizes_ptr = sizes.ctypes.data
+        self.arena_bytes = arena_bytes
+        self.out_shapes = out_shapes
+        self._arenas = []
+
+    def take_arena(self):
+        try:
+            return self._arenas.pop()
+        except IndexError:
+            return np.empty(max(self.arena_bytes, 64) + 64, dtype=np.uint8)
+
+    def give_arena(self, a):
+        self._arenas.append(a)
+
+
+class InferenceSession:
+    def __init__(self, model, sess_options: SessionOptions | None = None, providers=None, **kwargs):
+        opts = sess_options or SessionOptions()
+        self._options = opts
+        self._c = compile_model(model, use_cache=getattr(opts, "enable_cache", True))
+        c = self._c
+        self._inputs = [NodeArg(n, t, s) for n, t, s in c.inputs]
+        self._outputs = [NodeArg(n, t, s) for n, t, s in c.outputs]
+        self._in_names = [n for n, _, _ in c.inputs]
+        self._in_index = {n: i for i, n in enumerate(self._in_names)}
+        self._out_index = {n: i for i, (n, _, _) in enumerate(c.outputs)}
+        self._in_np = [to_numpy(t) for _, t, _ in c.inputs]
+        self._out_np = [to_numpy(t) for _, t, _ in c.outputs]
+        self._weights = np.ascontiguousarray(c.weights) if not isinstance(c.weights, np.memmap) else c.weights
+        self._wptr = self._weights.ctypes.data
+        self._plans: dict = {}
+        self._plan_lock = threading.Lock()
+        self._nbases = 2 + len(c.inputs) + len(c.outputs)
+        self._fn = c.fn
+
+    # ---------------------------------------------------------------------- introspection
+    def get_inputs(self):
+        return list(self._inputs)
+
+    def get_outputs(self):
+        return list(self._outputs)
+
+    def get_providers(self):
+        return ["EmberCPUExecutionProvider"]
+
+    @property
+    def compile_stats(self) -> dict:
+        return dict(self._c.stats)
+
+    # ------------------------------------------------------------------------------ run
+    def run(self, output_names, input_feed, run_options=None):
+        arrays = self._check_feeds(input_feed)
+        sig = tuple(a.shape for a in arrays)
+        plan = self._plans.get(sig)
+        if plan is None:
+            plan = self._make_plan(arrays, sig)
+        outs = [np.empty(s, dtype=d) for s, d in zip(plan.out_shapes, self._out_np)]
+        arena = plan.take_arena()
+        bases = (ctypes.c_void_p * self._nbases)(
+            (arena.ctypes.data + 63) // 64 * 64, self._wptr,
+            *[a.ctypes.data for a in arrays], *[o.ctypes.data for o in outs])
+        try:
+            self._fn(bases, plan.sizes_ptr)
+        finally:
+            plan.give_arena(arena)
+        if output_names is None:
+            return outs
+        res = []
+        for n in output_names:
+            if n not in self._out_index:
+                raise InvalidInputError(f"unknown output name '{n}'; the model's outputs are "
+                                        f"{list(self._out_index)}")
+            res.append(outs[self._out_index[n]])
+        return res
+
+    def _check_feeds(self, feed):
+        if not isinstance(feed, dict):
+            raise InvalidInputError(f"feeds must be a dict of input name -> array, got {type(feed).__name__}")
+        unknown = [k for k in feed if k not in self._in_index]
+        if unknown:
+            raise InvalidInputError(f"unknown input name(s) {unknown}; the model's inputs are "
+                                    f"{self._describe_inputs()}")
+        missing = [n for n in self._in_names if n not in feed]
+        if missing:
+            raise InvalidInputError(f"missing input(s) {missing}; the model's inputs are {self._describe_inputs()}")
+        arrays = []
+        for name, want, (_, dtype, shape) in zip(self._in_names, self._in_np, self._c.inputs):
+            a = feed[name]
+            if not isinstance(a, np.ndarray):
+                try:
+                    a = np.asarray(a, dtype=want)
+                except (TypeError, ValueError) as e:
+                    raise InvalidInputError(f"input '{name}': cannot convert to {dtype}: {e}") from None
+            if a.dtype != want:
+                raise InvalidInputError(f"input '{name}' has dtype {a.dtype}, expected {dtype} "
+                                        f"(convert with .astype(np.{want.name}))")
+            if a.ndim != len(shape):
+                raise InvalidInputError(f"input '{name}' has rank {a.ndim} (shape {list(a.shape)}), expected "
+                                        f"rank {len(shape)} (shape {[str(d) for d in shape]})")
+            for i, (got, d) in enumerate(zip(a.shape, shape)):
+                if isinstance(d, int) and got != d:
+                    raise InvalidInputError(f"input '{name}' has size {got} in dimension {i}, expected {d} "
+                                            f"(shape {[str(x) for x in shape]})")
+            arrays.append(np.ascontiguousarray(a))
+        return arrays
+
+    def _describe_inputs(self):
+        return ", ".join(f"'{n}' {t}[{','.join(str(d) for d in s)}]" for n, t, s in self._c.inputs)
+
+    def _make_plan(self, arrays, sig):
+        env: dict = {}
+        where: dict = {}
+        for (name, _, shape), a in zip(self._c.inputs, arrays):
+            for i, (d, got) in enumerate(zip(shape, a.shape)):
+                if isinstance(d, S.Sym):
+                    syms = d.free_symbols()
+                    if len(syms) == 1 and d == S.sym(next(iter(syms))):
+                        s = next(iter(syms))
+                        if s in env and env[s] != got:
+                            other = where[s]
+                            raise InvalidInputError(
+                                f"input '{name}' has size {got} in dimension {i} ('{s}'), but input "
+                                f"'{other[0]}' dimension {other[1]} gave '{s}' = {env[s]}; they must match")
+                        env[s] = got
+                        where[s] = (name, i)
+        sizes = np.zeros(max(len(self._c.size_exprs), 1), dtype=np.int64)
+        try:
+            for k, e in enumerate(self._c.size_exprs):
+                if e is not None:
+                    sizes[k] = S.evaluate(e, env)
+            buffers = [(slot, S.evaluate(nb, env), f, l) for slot, nb, f, l in self._c.arena]
+            out_shapes = [tuple(S.evaluate(d, env) for d in shape) for _, _, shape in self._c.outputs]
+        except ZeroDivisionError:
+            raise InvalidInputError(f"input shapes {[list(s) for s in sig]} are inconsistent with the model") from None
+        if any(x < 0 for s in out_shapes for x in s):
+            raise InvalidInputError(f"input shapes {[list(s) for s in sig]} give negative output sizes")
+        offsets, total = plan_arena(buffers)
+        for slot, off in offsets.items():
+            sizes[slot] = off
+        plan = _Plan(sizes, total, out_shapes)
+        with self._plan_lock:
+            self._plans.setdefault(sig, plan)
+            return self._plans[sig]

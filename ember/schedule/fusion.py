@@ -1,0 +1,173 @@
+"""Kernel fusion: decide which values get a buffer and which are computed inline.
+
+Walking the graph backwards, every node either becomes the root of a kernel (its value is
+stored to a buffer) or is inlined into the one kernel that consumes it. `can_fuse` says when
+inlining is legal, `score` whether it pays; they are kept apart so heuristics never change
+correctness. A matmul is always a kernel root ("anchor"); afterwards the pointwise kernel that
+consumes it at the same index becomes its epilogue (bias, activation, residual ...), applied to
+the accumulators before they are stored. Reshapes of stored values are free views.
+The walk is linear in the number of nodes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..ir import symbolic as S
+from ..ir.graph import Graph, Value
+from ..ir.ops import OPS
+
+
+@dataclass
+class KernelGroup:
+    kind: str                       # "pointwise" | "matmul" | "copy"
+    root: Value                     # the value this kernel stores
+    nodes: list = field(default_factory=list)    # graph nodes computed here (root's node last)
+    anchor: object = None           # the matmul node, for "matmul" kernels
+    source: Value | None = None     # for "copy": the value copied into an output
+
+    @property
+    def origin(self):
+        seen = []
+        for n in self.nodes:
+            for o in n.origin:
+                if o and o not in seen:
+                    seen.append(o)
+        return tuple(seen)
+
+
+@dataclass
+class Schedule:
+    graph: Graph
+    kernels: list                   # in execution order
+    views: dict                     # value id -> base value id (reshape views of stored values)
+    stored: dict                    # value id -> Value, every value that owns or shares a buffer
+
+
+def _numel(v: Value):
+    return S.prod(v.shape)
+
+
+def can_fuse(node, consumer_kernel: KernelGroup, users) -> bool:
+    """Legal to compute `node` inside `consumer_kernel` instead of storing it?"""
+    d = OPS[node.op]
+    if consumer_kernel.kind != "pointwise":
+        return False
+    if d.kind not in ("pointwise", "index"):
+        return False
+    if len(node.outputs) != 1:
+        return False
+    return True
+
+
+def score(node, consumer_kernel: KernelGroup, users) -> int:
+    """How much inlining `node` saves (>0: inline). Recomputing an expensive value that is
+    broadcast into a larger domain costs more than the memory traffic it saves."""
+    d = OPS[node.op]
+    out = node.outputs[0]
+    dom = consumer_kernel.root
+    if d.reduction:
+        return 1      # reductions are hoisted to the loop level where they are invariant
+    same = _numel(out) == _numel(dom)
+    if not same and d.cost >= 8:
+        return 0
+    n_uses = len(users.get(out.id, ()))
+    if n_uses > 2 and d.cost >= 8:
+        return 0
+    return 1
+
+
+def schedule(graph: Graph) -> Schedule:
+    users = graph.consumers()
+    out_ids = {v.id for v in graph.outputs}
+    kernel_of: dict = {}                  # node -> KernelGroup it is computed in
+    groups: list = []
+    views: dict = {}
+    stored: dict = {}
+
+    for node in reversed(graph.nodes):
+        d = OPS[node.op]
+        out = node.outputs[0]
+        if d.kind == "matmul":
+            g = KernelGroup("matmul", out, [node], anchor=node)
+            groups.append(g)
+            kernel_of[node] = g
+            continue
+        if node.op == "reshape" and out.id not in out_ids:
+            views[out.id] = node.inputs[0]
+            kernel_of[node] = None
+            continue
+        consumer_kernels = {id(kernel_of[u]): kernel_of[u] for u in users.get(out.id, [])}
+        if (out.id not in out_ids and len(consumer_kernels) == 1
+                and None not in consumer_kernels.values()):
+            k = next(iter(consumer_kernels.values()))
+            if can_fuse(node, k, users) and score(node, k, users) > 0:
+                k.nodes.insert(0, node)
+                kernel_of[node] = k
+                continue
+        g = KernelGroup("pointwise", out, [node])
+        groups.append(g)
+        kernel_of[node] = g
+
+    groups.reverse()
+    _fuse_epilogues(groups, users, kernel_of, out_ids)
+
+    # graph outputs that no kernel writes (inputs, constants, views, repeats) get a copy
+    written = set()
+    for g in groups:
+        written.add(g.root.id)
+    seen_out = set()
+    final_outputs = []
+    for v in graph.outputs:
+        if v.id in written and v.id not in seen_out:
+            seen_out.add(v.id)
+            final_outputs.append(v)
+            continue
+        copy = Value(v.type, v.name)
+        groups.append(KernelGroup("copy", copy, [], source=v))
+        final_outputs.append(copy)
+    graph = Graph(graph.inputs, final_outputs, graph.nodes, graph.name, graph.output_names)
+
+    for g in groups:
+        stored[g.root.id] = g.root
+    return Schedule(graph, groups, {k: v for k, v in views.items()}, stored)
+
+
+def _fuse_epilogues(groups, users, kernel_of, out_ids):
+    """Merge a matmul with the pointwise kernel that consumes its result element for element."""
+    for g in list(groups):
+        if g.kind != "matmul" or g.root.id in out_ids:
+            continue
+        mm = g.anchor.outputs[0]
+        consumers = users.get(mm.id, [])
+        ks = {id(kernel_of.get(u)) for u in consumers}
+        if len(ks) != 1 or not consumers:
+            continue
+        k = kernel_of.get(consumers[0])
+        if k is None or k.kind != "pointwise" or tuple(k.root.shape) != tuple(mm.shape):
+            continue
+        if not _identity_path(mm, k, users):
+            continue
+        g.nodes = g.nodes + k.nodes
+        g.root = k.root
+        groups.remove(k)
+        for n in k.nodes:
+            kernel_of[n] = g
+
+
+def _identity_path(mm: Value, k: KernelGroup, users) -> bool:
+    """Every use of `mm` inside `k`, transitively up to the root, is pointwise on the same shape
+    (so the epilogue reads the accumulator at exactly the element being stored)."""
+    in_k = set(id(n) for n in k.nodes)
+    frontier = [mm]
+    seen = set()
+    while frontier:
+        v = frontier.pop()
+        for u in users.get(v.id, []):
+            if id(u) not in in_k:
+                return False
+            if OPS[u.op].kind != "pointwise" or tuple(u.outputs[0].shape) != tuple(mm.shape):
+                return False
+            if id(u) not in seen:
+                seen.add(id(u))
+                frontier.append(u.outputs[0])
+    return True
