@@ -281,7 +281,7 @@ class FunctionEmitter:
             v = self.b.load(self.elem_ptr(e.buf, idx.v), typ=t, align=_bytes(t))
             return Val("s", self._from_mem(v, e.dtype))
         vidx = self.as_vec(idx, n)
-        ptrs = self.b.gep(self.bufptr(e.buf), [vidx], source_etype=t)
+        ptrs = self.b.gep(self.splat(self.bufptr(e.buf), n), [vidx], source_etype=t)
         vt = ir.VectorType(t, n)
         mk = mask if mask is not None else ir.Constant(ir.VectorType(I1, n), [1] * n)
         f = self.mb.intrinsic(f"llvm.masked.gather.{mangle(vt)}.v{n}p0", vt,
@@ -311,7 +311,7 @@ class FunctionEmitter:
                 self.b.call(f, [v, p, ir.Constant(I32, _bytes(t)), mask])
             return
         vidx = self.as_vec(idx, n)
-        ptrs = self.b.gep(self.bufptr(buf), [vidx], source_etype=t)
+        ptrs = self.b.gep(self.splat(self.bufptr(buf), n), [vidx], source_etype=t)
         mk = mask if mask is not None else ir.Constant(ir.VectorType(I1, n), [1] * n)
         f = self.mb.intrinsic(f"llvm.masked.scatter.{mangle(vt)}.v{n}p0", ir.VoidType(),
                               [vt, ir.VectorType(PTR, n), I32, ir.VectorType(I1, n)])

@@ -65,6 +65,17 @@ class Program:
 _IDENT = {"sum": 0.0, "max": -math.inf, "min": math.inf}
 
 
+def _ikey(e):
+    """Structural key for the simple index expressions that repeat (consts, vars, sizes)."""
+    if isinstance(e, L.Const):
+        return ("c", e.value)
+    if isinstance(e, (L.Var, L.Local)):
+        return ("v", e.name)
+    if isinstance(e, L.SizeRef):
+        return ("s", e.slot)
+    return id(e)
+
+
 class KernelCtx:
     """The scalar-op protocol over loop IR, plus value emission for one kernel."""
 
@@ -173,19 +184,16 @@ class KernelCtx:
 
     def delinearize(self, lin, shape):
         out = []
-        for d in reversed(shape):
+        for k, d in enumerate(reversed(shape)):
             if isinstance(d, int) and d == 1:
                 out.append(self.iconst(0))
-                continue
-            out.append(L.Bin("mod", lin, self.size(d), "int64"))
-            lin = L.Bin("div", lin, self.size(d), "int64")
+            elif k == len(shape) - 1:       # the outermost index needs no wrap-around
+                out.append(lin)
+            else:
+                out.append(L.Bin("mod", lin, self.size(d), "int64"))
+                lin = L.Bin("div", lin, self.size(d), "int64")
         out.reverse()
-        if shape:
-            out[0] = self._first_index(lin, out[0], shape[0])
         return out
-
-    def _first_index(self, lin_after, modded, d):
-        return modded
 
     def broadcast_index(self, idx, in_shape, out_shape):
         off = len(out_shape) - len(in_shape)
@@ -198,7 +206,7 @@ class KernelCtx:
         """Deepest statement level an expression depends on (-1: none)."""
         k = id(e)
         if k in self._lvl_memo:
-            return self._lvl_memo[k]
+            return self._lvl_memo[k][1]
         if isinstance(e, (L.Var, L.Local)):
             r = self.level_of_name.get(e.name, -1)
         elif isinstance(e, (L.Const, L.SizeRef)):
@@ -209,7 +217,7 @@ class KernelCtx:
                 sub = getattr(e, f, None)
                 if isinstance(sub, L.Expr):
                     r = max(r, self._level_of(sub))
-        self._lvl_memo[k] = r
+        self._lvl_memo[k] = (e, r)     # hold e: ids of dead objects get reused
         return r
 
     def push_level(self, names, vector):
@@ -236,8 +244,15 @@ class KernelCtx:
         lvl = self.push_level([v.name for v in rvars], vector=True)
         val = body(rvars)
         self.levels.pop()
+        # names bound inside the reduction do not count: it depends on the levels outside
+        inner = {n: l for n, l in self.level_of_name.items() if l >= depth}
+        for n in inner:
+            self.level_of_name[n] = -1
+        self._lvl_memo.clear()
         deps = [self._level_of(val)] + [self._stmt_level(s) for s in lvl["stmts"]]
-        place = max([d for d in deps if d < depth] + [0])
+        self.level_of_name.update(inner)
+        self._lvl_memo.clear()
+        place = max(deps + [0])
         acc = self.fresh("acc")
         target = self.levels[place]
         own_vector = not target["vector"]
@@ -270,17 +285,17 @@ class KernelCtx:
 
     # -- values ---------------------------------------------------------------------------
     def value(self, v: Value, idx):
-        key = (v.id, tuple(id(i) for i in idx))
+        key = (v.id, tuple(_ikey(i) for i in idx))
         hit = self.memo.get(key)
         if hit is not None:
-            return hit
+            return hit[0]
         if v.id in self.overrides:
             r = self.overrides[v.id](idx)
         elif v.id in self.inline:
             r = self._compute(v, idx)
         else:
             r = self.lw.load_value(self, v, idx)
-        self.memo[key] = r
+        self.memo[key] = (r, idx)      # hold idx: ids of dead objects get reused
         return r
 
     def _compute(self, v: Value, idx):

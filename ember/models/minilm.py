@@ -16,8 +16,8 @@ embedding is ``mean_pool(last_hidden_state, attention_mask)``, exactly what
 sentence-transformers' ``encode()`` computes (Transformer -> mean Pooling -> Normalize).
 
 torch / transformers / onnxscript are imported lazily inside the functions: the
-ember package itself must not require torch. ``tokenize`` needs only
-``transformers`` (plus the ``tokenizers`` backend).
+ember package itself must not require torch. ``tokenize`` needs only the
+``tokenizers`` package (no torch); ``mean_pool`` only numpy.
 
 ``python -m ember.models.minilm [PATH]`` exports and checks onnxruntime against
 sentence-transformers.
@@ -56,30 +56,35 @@ def _offline() -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-@functools.lru_cache(maxsize=1)
-def _tokenizer():
-    _offline()
-    from transformers import AutoTokenizer
+@functools.lru_cache(maxsize=4)
+def _tokenizer(max_length: int):
+    """The model's own fast tokenizer (tokenizer.json: BERT uncased WordPiece,
+    [CLS] ... [SEP] template) loaded with the ``tokenizers`` library, which needs
+    no torch (transformers' AutoTokenizer imports torch). tokenizer.json ships with
+    fixed padding/truncation at 128; replace them with sentence-transformers'
+    behaviour: truncate at `max_length`, pad to the longest sentence with [PAD] (0)."""
+    from tokenizers import Tokenizer
 
-    return AutoTokenizer.from_pretrained(str(model_dir()))
+    tok = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
+    tok.enable_truncation(max_length=max_length)
+    pad_id = tok.token_to_id("[PAD]")
+    tok.enable_padding(direction="right", pad_id=pad_id, pad_type_id=0, pad_token="[PAD]", length=None)
+    return tok
 
 
 def tokenize(sentences: list[str], max_length: int = MAX_SEQ_LENGTH) -> dict[str, np.ndarray]:
     """Tokenize with the model's own (uncased WordPiece) tokenizer, padding to the
-    longest sentence and truncating to `max_length` tokens, like sentence-transformers.
+    longest sentence and truncating to `max_length` tokens, like sentence-transformers
+    (identical ids to transformers' AutoTokenizer(..., padding=True, truncation=True)).
     Returns int64 arrays input_ids, attention_mask, token_type_ids of shape [batch, seq]."""
     if isinstance(sentences, str):
         sentences = [sentences]
-    enc = _tokenizer()(
-        list(sentences),
-        padding="longest",
-        truncation=True,
-        max_length=max_length,
-        return_tensors="np",
-        return_token_type_ids=True,
-        return_attention_mask=True,
-    )
-    return {name: np.ascontiguousarray(enc[name], dtype=np.int64) for name in INPUT_NAMES}
+    encs = _tokenizer(max_length).encode_batch(list(sentences))
+    fields = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+    return {
+        name: np.array([getattr(e, attr) for e in encs], dtype=np.int64).reshape(len(encs), -1)
+        for name, attr in fields.items()
+    }
 
 
 def mean_pool(last_hidden_state: np.ndarray, attention_mask: np.ndarray, normalize: bool = True) -> np.ndarray:
@@ -105,7 +110,14 @@ def _torch_model():
     import torch
     from transformers import BertModel
 
-    bert = BertModel.from_pretrained(str(model_dir()), add_pooling_layer=False, attn_implementation="eager")
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the unused pooler weights make it print a load report
+    try:
+        bert = BertModel.from_pretrained(str(model_dir()), add_pooling_layer=False, attn_implementation="eager")
+    finally:
+        hf_logging.set_verbosity(verbosity)
     bert.eval()
 
     class MiniLM(torch.nn.Module):
