@@ -338,7 +338,7 @@ class Lowering:
     def weight_buf(self, v: Value):
         b = self.buf_of.get(v.id)
         if b is None:
-            arr = np.ascontiguousarray(v.const)
+            arr = np.asarray(v.const, order="C")
             if arr.dtype == np.bool_:
                 arr = arr.astype(np.uint8)
             off = (self._woff + 63) // 64 * 64

@@ -53,11 +53,23 @@ def cache_dir() -> Path:
     return p
 
 
-def object_key(ir_text: str) -> str:
+@lru_cache(maxsize=None)
+def compiler_fingerprint() -> str:
+    """Ember's version plus a digest of its own source files (size, mtime): a code change
+    invalidates cached artifacts even when the version number did not move."""
     from .. import __version__
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256(__version__.encode())
+    for p in sorted(root.rglob("*.py")):
+        st = p.stat()
+        h.update(f"{p.relative_to(root)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def object_key(ir_text: str) -> str:
     triple, cpu, features = target_info()
     h = hashlib.sha256()
-    for part in (ir_text, triple, cpu, features, llvmlite.__version__, __version__):
+    for part in (ir_text, triple, cpu, features, llvmlite.__version__, compiler_fingerprint()):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()

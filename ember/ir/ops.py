@@ -115,9 +115,6 @@ def _erf(x):
     return v.astype(x.dtype)
 
 
-with np.errstate(all="ignore"):
-    pass
-
 _unary("neg", lambda x, at: -x, lambda o, x: o.neg(x))
 _unary("abs", lambda x, at: np.abs(x), lambda o, x: o.abs(x))
 _unary("exp", lambda x, at: np.exp(x), lambda o, x: o.exp(x), cost=8)
@@ -553,8 +550,10 @@ register(OpDef("softmax", "composite", _same, decompose=_softmax_decompose))
 def _mean(b, x, axes):
     s = b.op("reduce_sum", [x], axes=axes, keepdims=1)
     n = S.prod(x.shape[a] for a in axes)
-    if isinstance(n, int):
+    if isinstance(n, int) and x.dtype in FLOATS:
         return b.op("mul", [s, b.scalar(1.0 / max(n, 1), x.dtype)])
+    if isinstance(n, int):      # integer mean truncates, like numpy's mean cast back
+        return b.op("div", [s, b.scalar(max(n, 1), x.dtype)])
     return b.op("div", [s, b.op("cast", [b.sym_scalar(n)], to=x.dtype)])
 
 
@@ -578,13 +577,10 @@ register(OpDef("layer_norm", "composite", _same, decompose=_layer_norm_decompose
 
 def _batch_norm_decompose(b, ins, at):
     x, scale, bias, mean, var = ins
-    shape = (-1,) + (1,) * (x.type.rank - 2)
-
     def chan(v):
         return b.op("reshape", [v], shape=(v.shape[0],) + (1,) * (x.type.rank - 2)) if x.type.rank > 2 else v
     inv = b.op("div", [scale, b.op("sqrt", [b.op("add", [var, b.scalar(at["epsilon"], var.dtype)])])])
     shift = b.op("sub", [bias, b.op("mul", [mean, inv])])
-    del shape
     return [b.op("add", [b.op("mul", [x, chan(inv)]), chan(shift)])]
 
 
@@ -667,15 +663,10 @@ def _conv_decompose(b, ins, at):
     y = b.op("reshape", [y], shape=(n, m) + tuple(at["out"]))
     if bias is not None:
         y = b.op("add", [y, b.op("reshape", [bias], shape=(m,) + (1,) * nd)])
-    del kk
     return [y]
 
 
 register(OpDef("conv", "composite", _conv_infer, decompose=_conv_decompose))
-
-
-def _pow_special(b, ins, at):
-    return None
 
 
 # Ops every kind of node can be asked about

@@ -124,10 +124,9 @@ def _model_bytes(model):
 
 
 def _model_key(raw: bytes) -> str:
-    from .. import __version__
     triple, cpu, features = native.target_info()
     h = hashlib.sha256(raw)
-    for part in (triple, cpu, features, __version__, str(FORMAT)):
+    for part in (triple, cpu, features, native.compiler_fingerprint(), str(FORMAT)):
         h.update(part.encode())
     return h.hexdigest()
 

@@ -70,7 +70,7 @@ class InferenceSession:
         self._out_index = {n: i for i, (n, _, _) in enumerate(c.outputs)}
         self._in_np = [to_numpy(t) for _, t, _ in c.inputs]
         self._out_np = [to_numpy(t) for _, t, _ in c.outputs]
-        self._weights = np.ascontiguousarray(c.weights) if not isinstance(c.weights, np.memmap) else c.weights
+        self._weights = c.weights
         self._wptr = self._weights.ctypes.data
         self._plans: dict = {}
         self._plan_lock = threading.Lock()
@@ -145,7 +145,7 @@ class InferenceSession:
                 if isinstance(d, int) and got != d:
                     raise InvalidInputError(f"input '{name}' has size {got} in dimension {i}, expected {d} "
                                             f"(shape {[str(x) for x in shape]})")
-            arrays.append(np.ascontiguousarray(a))
+            arrays.append(np.asarray(a, order="C"))
         return arrays
 
     def _describe_inputs(self):

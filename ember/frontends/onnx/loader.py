@@ -156,4 +156,4 @@ def load_onnx(model, custom_ops=None) -> Graph:
 
 def _const(arr: np.ndarray):
     from ...ir.graph import const_value
-    return const_value(np.ascontiguousarray(arr))
+    return const_value(np.asarray(arr, order="C"))

@@ -1,0 +1,119 @@
+"""Golden before/after tests for every graph pass, on the printed IR (TVM-style)."""
+import numpy as np
+
+from ember.ir.printer import parse_graph, print_graph
+from ember.passes import cse, dead_code, decompose, fold_constants, optimize, simplify
+
+
+def check(pass_fn, before: str, expected: str):
+    got = print_graph(pass_fn(parse_graph(before)))
+    want = print_graph(parse_graph(expected))
+    assert got == want, f"\n--- got ---\n{got}\n--- expected ---\n{want}"
+
+
+def test_print_parse_roundtrip():
+    text = """graph(%x: float32[batch,4], %w: float32[4,3]) {
+  %0: float32[batch,3] = matmul(%x, %w)
+  %1: float32[batch,3] = relu(%0)
+  %2: float32[batch,1] = reduce_sum(%1) {axes=(1,), keepdims=1}
+  return %1, %2
+}"""
+    assert print_graph(parse_graph(text)) == text.replace("(1,)", "[1]")
+
+
+def test_fold_constants_evaluates_constant_subgraphs():
+    check(fold_constants, """graph(%x: float32[2]) {
+  %0: float32[2] = add(const<float32[2]: [1.0, 2.0]>, const<float32[2]: [3.0, 4.0]>)
+  %1: float32[2] = mul(%x, %0)
+  return %1
+}""", """graph(%x: float32[2]) {
+  %0: float32[2] = mul(%x, const<float32[2]: [4.0, 6.0]>)
+  return %0
+}""")
+
+
+def test_fold_constants_resolves_symbolic_shape_chain():
+    # Shape -> Gather -> Concat -> Reshape: the target shape becomes [batch, 2, 2] symbolically
+    from ember.frontends.onnx.loader import load_onnx
+    from onnx import TensorProto as T, helper, numpy_helper
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Gather", ["s", "zero"], ["b"], axis=0),
+             helper.make_node("Unsqueeze", ["b", "zero1"], ["b1"]),
+             helper.make_node("Concat", ["b1", "two2"], ["shape"], axis=0),
+             helper.make_node("Reshape", ["x", "shape"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", T.FLOAT, ["batch", 4])],
+                          [helper.make_tensor_value_info("y", T.FLOAT, None)],
+                          [numpy_helper.from_array(np.array(0, np.int64), "zero"),
+                           numpy_helper.from_array(np.array([0], np.int64), "zero1"),
+                           numpy_helper.from_array(np.array([2, 2], np.int64), "two2")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    graph = optimize(load_onnx(m))
+    assert print_graph(graph) == """graph(%x: float32[batch,4]) {
+  %0: float32[batch,2,2] = reshape(%x) {shape=[batch,2,2]}
+  return %0
+}"""
+
+
+def test_decompose_softmax_into_primitives():
+    check(decompose, """graph(%x: float32[n,8]) {
+  %0: float32[n,8] = softmax(%x) {axis=1}
+  return %0
+}""", """graph(%x: float32[n,8]) {
+  %0: float32[n,1] = reduce_max(%x) {axes=(1,), keepdims=1}
+  %1: float32[n,8] = sub(%x, %0)
+  %2: float32[n,8] = exp(%1)
+  %3: float32[n,1] = reduce_sum(%2) {axes=(1,), keepdims=1}
+  %4: float32[n,8] = div(%2, %3)
+  return %4
+}""")
+
+
+def test_decompose_gemm_with_transpose_and_bias():
+    check(decompose, """graph(%x: float32[n,3], %w: float32[4,3], %c: float32[4]) {
+  %0: float32[n,4] = gemm(%x, %w, %c) {transB=1}
+  return %0
+}""", """graph(%x: float32[n,3], %w: float32[4,3], %c: float32[4]) {
+  %0: float32[3,4] = transpose(%w) {perm=(1,0)}
+  %1: float32[n,4] = matmul(%x, %0)
+  %2: float32[n,4] = add(%1, %c)
+  return %2
+}""")
+
+
+def test_simplify_removes_identities_and_merges_views():
+    check(lambda g: dead_code(simplify(g)), """graph(%x: float32[2,3,4]) {
+  %0: float32[2,3,4] = add(%x, const<float32[]: [0.0]>)
+  %1: float32[6,4] = reshape(%0) {shape=(6,4)}
+  %2: float32[24] = reshape(%1) {shape=(24,)}
+  %3: float32[4,3,2] = transpose(%x) {perm=(2,1,0)}
+  %4: float32[2,3,4] = transpose(%3) {perm=(2,1,0)}
+  %5: float32[2,3,4] = mul(%4, const<float32[]: [1.0]>)
+  return %2, %5
+}""", """graph(%x: float32[2,3,4]) {
+  %0: float32[24] = reshape(%x) {shape=(24,)}
+  return %0, %x
+}""")
+
+
+def test_cse_merges_equal_nodes():
+    check(cse, """graph(%x: float32[4]) {
+  %0: float32[4] = exp(%x)
+  %1: float32[4] = exp(%x)
+  %2: float32[4] = add(%0, %1)
+  return %2
+}""", """graph(%x: float32[4]) {
+  %0: float32[4] = exp(%x)
+  %1: float32[4] = add(%0, %0)
+  return %1
+}""")
+
+
+def test_dead_code_drops_unused_nodes():
+    check(dead_code, """graph(%x: float32[4]) {
+  %0: float32[4] = exp(%x)
+  %1: float32[4] = log(%x)
+  return %0
+}""", """graph(%x: float32[4]) {
+  %0: float32[4] = exp(%x)
+  return %0
+}""")
