@@ -1,0 +1,110 @@
+"""Runtime behaviour: one native call per run, shape signatures, threads, the disk cache."""
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+from onnx import TensorProto as T, helper
+
+import ember
+from tests.util import make_model, mlp_model
+
+
+def _python_calls(fn):
+    count = [0]
+
+    def prof(frame, event, arg):
+        if event == "call":
+            count[0] += 1
+    sys.setprofile(prof)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return count[0]
+
+
+def test_run_python_calls_do_not_grow_with_nodes():
+    calls = []
+    for layers in (2, 16):
+        s = ember.InferenceSession(mlp_model(layers=layers))
+        feeds = {"x": np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)}
+        s.run(None, feeds)                     # plans the shape signature
+        calls.append(_python_calls(lambda: s.run(None, feeds)))
+    assert calls[0] == calls[1], calls
+    assert calls[0] < 40, calls
+
+
+def test_one_session_many_shapes_no_recompile():
+    s = ember.InferenceSession(mlp_model())
+    rng = np.random.default_rng(1)
+    ref = ember.InferenceSession(mlp_model())
+    for b in (1, 5, 17, 1):
+        x = rng.standard_normal((b, 64)).astype(np.float32)
+        y = s.run(None, {"x": x})[0]
+        assert y.shape == (b, 64)
+        np.testing.assert_allclose(y, ref.run(None, {"x": x})[0], rtol=1e-6)
+    assert len(s._plans) == 3
+
+
+def test_concurrent_runs_from_threads():
+    s = ember.InferenceSession(mlp_model(layers=4))
+    rng = np.random.default_rng(2)
+    xs = [rng.standard_normal((b, 64)).astype(np.float32) for b in (1, 3, 7, 9)]
+    expected = [s.run(None, {"x": x})[0] for x in xs]
+    errors = []
+
+    def work(k):
+        for i in range(50):
+            j = (k + i) % len(xs)
+            y = s.run(None, {"x": xs[j]})[0]
+            if not np.array_equal(y, expected[j]):
+                errors.append((k, i))
+    ts = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors
+
+
+def test_io_metadata_like_onnxruntime():
+    m = make_model([helper.make_node("Cast", ["ids"], ["y"], to=T.FLOAT)],
+                   [("ids", T.INT64, ["batch", "seq"])], [("y", T.FLOAT, ["batch", "seq"])])
+    s = ember.InferenceSession(m)
+    (i,), (o,) = s.get_inputs(), s.get_outputs()
+    assert (i.name, i.shape, i.type) == ("ids", ["batch", "seq"], "tensor(int64)")
+    assert (o.name, o.shape, o.type) == ("y", ["batch", "seq"], "tensor(float)")
+
+
+def test_second_process_uses_disk_cache(tmp_path):
+    path = tmp_path / "m.onnx"
+    path.write_bytes(mlp_model(layers=3))
+    code = ("import sys, time, numpy as np; t=time.perf_counter(); import ember; "
+            "s=ember.InferenceSession(sys.argv[1]); "
+            "print(s.compile_stats['cache'], s.run(None, {'x': np.ones((2,64), np.float32)})[0].sum())")
+    env = dict(os.environ, EMBER_CACHE_DIR=str(tmp_path / "cache"))
+    first = subprocess.run([sys.executable, "-c", code, str(path)], env=env, capture_output=True, text=True, check=True)
+    second = subprocess.run([sys.executable, "-c", code, str(path)], env=env, capture_output=True, text=True, check=True)
+    assert first.stdout.split()[0] == "miss"
+    assert second.stdout.split()[0] == "hit"
+    assert first.stdout.split()[1] == second.stdout.split()[1]
+
+
+def test_outputs_that_are_inputs_or_constants():
+    m = make_model([helper.make_node("Identity", ["x"], ["a"]),
+                    helper.make_node("Reshape", ["x", "s"], ["b"]),
+                    helper.make_node("Identity", ["c"], ["cc"])],
+                   [("x", T.FLOAT, ["n", 2])],
+                   [("a", T.FLOAT, None), ("b", T.FLOAT, None), ("cc", T.FLOAT, None)],
+                   {"s": np.array([-1], np.int64), "c": np.arange(3, dtype=np.float32)})
+    s = ember.InferenceSession(m)
+    x = np.random.default_rng(0).standard_normal((3, 2)).astype(np.float32)
+    a, b, cc = s.run(None, {"x": x})
+    np.testing.assert_array_equal(a, x)
+    np.testing.assert_array_equal(b, x.reshape(-1))
+    np.testing.assert_array_equal(cc, np.arange(3, dtype=np.float32))
+    a[0, 0] = 99.0
+    assert x[0, 0] != 99.0          # outputs never alias inputs
