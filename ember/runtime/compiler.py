@@ -46,10 +46,15 @@ def _debug(stage):
 
 def compile_model(model, use_cache: bool = True, progress=None) -> Compiled:
     t0 = time.perf_counter()
-    raw = _model_bytes(model)
-    key = None
-    if use_cache and raw is not None:
-        key = _model_key(raw)
+    key = _stat_lookup(model) if use_cache else None
+    raw = None
+    if key is None:
+        raw = _model_bytes(model)
+        if use_cache and raw is not None:
+            key = _model_key(raw)
+            if b"location" not in raw:    # external data files are not covered by the stat key
+                _stat_remember(model, key)
+    if key is not None:
         hit = _load_cached(key)
         if hit is not None:
             hit.stats["load_s"] = time.perf_counter() - t0
@@ -121,6 +126,32 @@ def _model_bytes(model):
         return model.SerializeToString()
     except Exception:
         return None
+
+
+def _stat_ref(model):
+    """For a model file: a key from (path, size, mtime, inode), so a warm load need not read
+    and hash the whole file (ccache's 'direct mode'); None for bytes or protos."""
+    if not isinstance(model, (str, os.PathLike)) or not os.path.isfile(model):
+        return None
+    st = os.stat(model)
+    ident = f"{os.path.realpath(model)}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|{native.compiler_fingerprint()}"
+    return native.cache_dir() / (hashlib.sha256(ident.encode()).hexdigest() + ".ref")
+
+
+def _stat_lookup(model):
+    ref = _stat_ref(model)
+    try:
+        return ref.read_text().strip() if ref is not None and ref.exists() else None
+    except OSError:
+        return None
+
+
+def _stat_remember(model, key):
+    ref = _stat_ref(model)
+    if ref is not None:
+        tmp = ref.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(key)
+        os.replace(tmp, ref)
 
 
 def _model_key(raw: bytes) -> str:
