@@ -332,7 +332,10 @@ def _slice_ref(a, at):
     for st, step, n in zip(at["starts"], at["steps"], at["sizes"]):
         st, n = int(st), int(n)
         stop = st + step * n
-        sl.append(slice(st, stop if stop >= 0 else None, step))
+        if n == 0:
+            sl.append(slice(0, 0))
+        else:
+            sl.append(slice(st, stop if stop >= 0 else None, step))
     return [a[0][tuple(sl)]]
 
 

@@ -446,29 +446,25 @@ def _concat(b, n, ins, opset):
 
 
 def _slice_axis(d, start, end, step):
-    """Start and length of a slice along a dim of size d (d, start, end may be symbolic)."""
+    """Start and length of a slice along a dim of size d (d, start, end may be symbolic),
+    clamped as the ONNX spec says: [0, d] for positive steps, [0, d-1] / [-1, d-1] for
+    negative ones (huge sentinels like INT64_MAX stand for the dim's end)."""
     big = 1 << 62
+
+    def norm(v, lo, hi):
+        if isinstance(v, int):
+            if v >= big:
+                return hi
+            if v <= -big:
+                return lo
+            if v < 0:
+                v = v + d
+        return S.smin(S.smax(v, lo), hi)
     if step > 0:
-        if isinstance(start, int) and start < 0:
-            start = start + d
-        if isinstance(end, int) and end < 0:
-            end = end + d
-        elif isinstance(end, int) and end >= big // 2:
-            end = d
-        start = S.smin(S.smax(start, 0), d)
-        end = S.smin(S.smax(end, 0), d)
+        start, end = norm(start, 0, d), norm(end, 0, d)
         length = S.smax(S.floordiv(end - start + step - 1, step), 0)
     else:
-        if isinstance(start, int) and start < 0:
-            start = start + d
-        elif isinstance(start, int) and start >= big // 2:
-            start = d - 1
-        if isinstance(end, int) and end < -(big // 2):
-            end = -1
-        elif isinstance(end, int) and end < 0:
-            end = end + d
-        start = S.smin(S.smax(start, -1), d - 1)
-        end = S.smin(S.smax(end, -1), d - 1)
+        start, end = norm(start, 0, d - 1), norm(end, -1, d - 1)
         length = S.smax(S.floordiv(start - end + (-step) - 1, -step), 0)
     return start, length
 
