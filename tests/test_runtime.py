@@ -108,3 +108,16 @@ def test_outputs_that_are_inputs_or_constants():
     np.testing.assert_array_equal(cc, np.arange(3, dtype=np.float32))
     a[0, 0] = 99.0
     assert x[0, 0] != 99.0          # outputs never alias inputs
+
+
+def test_external_data_model(tmp_path):
+    import onnx
+    m = onnx.load_model_from_string(mlp_model(layers=2))
+    path = tmp_path / "ext.onnx"
+    onnx.save_model(m, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="ext.data", size_threshold=0)
+    assert (tmp_path / "ext.data").exists()
+    x = np.random.default_rng(3).standard_normal((2, 64)).astype(np.float32)
+    want = ember.InferenceSession(mlp_model(layers=2)).run(None, {"x": x})[0]
+    got = ember.InferenceSession(str(path)).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-6)

