@@ -1,0 +1,139 @@
+"""MatMul, Gemm, Conv, BatchNormalization (inference)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from .harness import FLOATS, NUMERIC, check, node_model, ort_skip
+from .strategies import (DIMS, SMALL_DIMS, UNIT, Domain, conv_params, examples, gen,
+                         geometry_attrs, pick_consts, rng_from)
+
+MAT_DIMS = DIMS + (0,)  # size-0 M/K/N are legal (K == 0 gives zeros)
+
+
+def _mag(*arrays):
+    return max([1.0] + [float(np.max(np.abs(a.astype(np.float64)))) for a in arrays if a.size])
+
+
+# --------------------------------------------------------------------------- MatMul
+@pytest.mark.parametrize("dtype", NUMERIC)
+@examples(25)
+@given(data=st.data())
+def test_matmul(dtype, data):
+    rng = rng_from(data)
+    ra = data.draw(st.integers(1, 4), label="rank_a")
+    rb = data.draw(st.integers(1, 4), label="rank_b")
+    m, k, n = (data.draw(st.sampled_from(MAT_DIMS), label=l) for l in ("M", "K", "N"))
+    # batch dims: broadcast between the two operands (1s and missing leading dims)
+    nb = max(ra, rb) - 2 if max(ra, rb) > 2 else 0
+    batch = [data.draw(st.sampled_from((1, 2, 3, 5)), label="batch") for _ in range(nb)]
+    ba = [1 if data.draw(st.booleans(), label="bcast_a") else d for d in batch][len(batch) - max(ra - 2, 0):]
+    bb = [1 if data.draw(st.booleans(), label="bcast_b") else d for d in batch][len(batch) - max(rb - 2, 0):]
+    sa = tuple(ba) + ((m, k) if ra >= 2 else (k,))
+    sb = tuple(bb) + ((k, n) if rb >= 2 else (k,))
+    a, b = gen(rng, dtype, sa, UNIT), gen(rng, dtype, sb, UNIT)
+    const = pick_consts(data, ["A", "B"])
+    check(*node_model("MatMul", [("A", a), ("B", b)], const=const), scale=max(k, 1) * _mag(a, b) ** 2)
+
+
+# --------------------------------------------------------------------------- Gemm
+GEMM_DTYPES = ["float32", "float16",
+               pytest.param("int32", marks=ort_skip("no int32 Gemm kernel on the CPU provider")),
+               pytest.param("int64", marks=ort_skip("no int64 Gemm kernel on the CPU provider"))]
+
+
+@pytest.mark.parametrize("dtype", GEMM_DTYPES)
+@examples(20)
+@given(data=st.data())
+def test_gemm(dtype, data):
+    rng = rng_from(data)
+    m, k, n = (data.draw(st.sampled_from(DIMS), label=l) for l in ("M", "K", "N"))
+    trans_a = data.draw(st.sampled_from([None, 0, 1]), label="transA")
+    trans_b = data.draw(st.sampled_from([None, 0, 1]), label="transB")
+    is_int = np.dtype(dtype).kind == "i"
+    alpha = data.draw(st.sampled_from([None, 1.0, 0.5, -1.5, 2.0] if not is_int else [None, 1.0]), label="alpha")
+    beta = data.draw(st.sampled_from([None, 1.0, 0.0, -0.5, 3.0] if not is_int else [None, 1.0]), label="beta")
+    c_shape = data.draw(st.sampled_from(["none", (), (1,), (n,), (1, n), (m, 1), (m, n), (1, 1)]), label="C")
+    a = gen(rng, dtype, (k, m) if trans_a else (m, k), UNIT)
+    b = gen(rng, dtype, (n, k) if trans_b else (k, n), UNIT)
+    inputs = [("A", a), ("B", b)]
+    if c_shape != "none":
+        inputs.append(("C", gen(rng, dtype, c_shape, UNIT)))
+    # B and C are weights in practice: usually constants
+    const = pick_consts(data, ["A"]) | ({"B", "C"} if data.draw(st.booleans(), label="weights_const") else set())
+    attrs = {"transA": trans_a, "transB": trans_b, "alpha": alpha, "beta": beta}
+    check(*node_model("Gemm", inputs, attrs, const=const), scale=k * 2.0 + 3.0)
+
+
+# --------------------------------------------------------------------------- Conv
+def _conv_case(dtype, data, p):
+    rng = rng_from(data)
+    n = data.draw(st.sampled_from((1, 2)), label="N")
+    mode = data.draw(st.sampled_from(["plain", "grouped", "depthwise"]), label="groups")
+    if mode == "plain":
+        group, cpg, mpg = 1, data.draw(st.sampled_from(SMALL_DIMS + (8,)), label="C"), data.draw(st.sampled_from(SMALL_DIMS), label="M")
+    elif mode == "grouped":
+        group = data.draw(st.sampled_from((2, 3)), label="group")
+        cpg, mpg = data.draw(st.sampled_from((1, 2, 3)), label="C/g"), data.draw(st.sampled_from((1, 2, 3)), label="M/g")
+    else:  # depthwise: one input channel per group, channel multiplier 1 or 2
+        group = data.draw(st.sampled_from((1, 3, 4, 7)), label="channels")
+        cpg, mpg = 1, data.draw(st.sampled_from((1, 1, 2)), label="multiplier")
+    c, m = group * cpg, group * mpg
+    x = gen(rng, dtype, (n, c, *p["spatial"]), UNIT)
+    w = gen(rng, dtype, (m, cpg, *p["kernel"]), UNIT)
+    inputs = [("X", x), ("W", w)]
+    if data.draw(st.booleans(), label="bias"):
+        inputs.append(("B", gen(rng, dtype, (m,), UNIT)))
+    attrs = geometry_attrs(p, data)
+    if group != 1 or data.draw(st.booleans(), label="explicit_group"):
+        attrs["group"] = group
+    if data.draw(st.booleans(), label="explicit_kernel_shape"):
+        attrs["kernel_shape"] = p["kernel"]
+    # weights are initializers in real models; sometimes runtime inputs
+    const = pick_consts(data, ["X"]) | ({"W", "B"} if data.draw(st.booleans(), label="weights_const") else set())
+    check(*node_model("Conv", inputs, attrs, const=const), scale=cpg * math.prod(p["kernel"]) + 1)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@examples(25)
+@given(data=st.data())
+def test_conv(dtype, data):
+    _conv_case(dtype, data, data.draw(conv_params(), label="geometry"))
+
+
+@ort_skip("CPU Conv rejects dilations > 1 combined with auto_pad SAME_UPPER/SAME_LOWER")
+@pytest.mark.parametrize("dtype", FLOATS)
+@examples(10)
+@given(data=st.data())
+def test_conv_same_autopad_with_dilation(dtype, data):
+    p = data.draw(conv_params(auto_pads=("SAME_UPPER", "SAME_LOWER"), same_dilated=True), label="geometry")
+    _conv_case(dtype, data, p)
+
+
+# --------------------------------------------------------------------------- BatchNormalization
+@pytest.mark.parametrize("dtype", FLOATS)
+@examples(15)
+@given(data=st.data())
+def test_batchnorm_inference(dtype, data):
+    rng = rng_from(data)
+    rank = data.draw(st.integers(2, 4), label="rank")
+    shape = [data.draw(st.sampled_from((1, 2, 3)), label="N"), data.draw(st.sampled_from(DIMS), label="C")]
+    shape += [data.draw(st.sampled_from((1, 3, 5, 7, 8, 17)), label="spatial") for _ in range(rank - 2)]
+    c = shape[1]
+    x = gen(rng, dtype, shape, Domain(low=-3.0, high=5.0))
+    scale = gen(rng, dtype, (c,), Domain(low=-2.0, high=2.0))
+    bias = gen(rng, dtype, (c,), UNIT)
+    mean = gen(rng, dtype, (c,), UNIT)
+    var = gen(rng, dtype, (c,), Domain(low=0.05, high=3.0))
+    eps = data.draw(st.sampled_from([None, 1e-5, 1e-3, 0.1]), label="epsilon")
+    attrs = {"epsilon": eps, "training_mode": data.draw(st.sampled_from([None, 0]), label="training_mode")}
+    params = ["scale", "B", "mean", "var"]
+    const = set(params) if data.draw(st.booleans(), label="params_const") else set()
+    const |= pick_consts(data, ["X"])
+    model, feeds = node_model("BatchNormalization", [("X", x), ("scale", scale), ("B", bias), ("mean", mean), ("var", var)],
+                              attrs, opset=data.draw(st.sampled_from([15, 18]), label="opset"), const=const)
+    check(model, feeds, scale=8.0)

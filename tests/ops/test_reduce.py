@@ -1,0 +1,128 @@
+"""Reductions and normalizations: ReduceMean/Sum/Max/Min, Softmax, LayerNormalization."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from onnx import helper
+
+from .harness import FLOATS, NUMERIC, build_model, check, node_model
+from .strategies import UNIT, Domain, examples, gen, pick_consts, rng_from, shapes
+
+REDUCE_OPS = ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin")
+# ONNX opset 13: only ReduceSum takes axes as an input (others: attribute); opset 18: all inputs.
+AXES_AS_INPUT = {13: {"ReduceSum"}, 18: set(REDUCE_OPS)}
+
+
+@pytest.mark.parametrize("dtype", NUMERIC)
+@pytest.mark.parametrize("op", REDUCE_OPS)
+@examples(15)
+@given(data=st.data())
+def test_reduce(op, dtype, data):
+    rng = rng_from(data)
+    opset = data.draw(st.sampled_from([18, 18, 13]), label="opset")
+    shape = list(data.draw(shapes(1, 4, max_size=4096, zero=True), label="shape"))
+    rank = len(shape)
+    mode = data.draw(st.sampled_from(["axes", "axes", "omitted", "empty"]), label="axes_mode")
+    axes = None
+    if mode == "axes":
+        ax = data.draw(st.lists(st.integers(0, rank - 1), min_size=1, max_size=rank, unique=True), label="axes")
+        axes = [a - rank if data.draw(st.booleans(), label="negative") else a for a in ax]
+    elif mode == "empty":
+        axes = []
+    keepdims = data.draw(st.sampled_from([None, 0, 1]), label="keepdims")
+    as_input = op in AXES_AS_INPUT[opset]
+    noop = data.draw(st.sampled_from([None, 0, 1]), label="noop_with_empty_axes") if as_input else None
+    # Reducing over an empty set has no agreed value for Max/Min/Mean; keep reduced dims
+    # non-zero (size-0 dims survive on kept axes).
+    reduces_all = axes is None or (axes == [] and not noop)
+    reduced = range(rank) if reduces_all else [a % rank for a in axes]
+    for a in reduced:
+        if shape[a] == 0:
+            shape[a] = 3
+    dom = Domain(low=-4.0, high=4.0, int_low=-100, int_high=100)
+    x = gen(rng, dtype, shape, dom)
+    attrs = {"keepdims": keepdims, "noop_with_empty_axes": noop}
+    inputs = [("data", x)]
+    if as_input:
+        inputs.append(("axes", None if axes is None else np.array(axes, dtype=np.int64)))
+    else:
+        attrs["axes"] = axes or None  # opset-13 attribute form: omitted == all axes
+    n = math.prod(shape[a] for a in reduced) if shape else 1
+    tol_scale = (n if op in ("ReduceSum",) else 1) * 4.0
+    const = {"axes"} | pick_consts(data, ["data"])
+    check(*node_model(op, inputs, attrs, opset=opset, const=const), scale=tol_scale)
+
+
+# --------------------------------------------------------------------------- Softmax
+@pytest.mark.parametrize("dtype", FLOATS)
+@examples(20)
+@given(data=st.data())
+def test_softmax(dtype, data):
+    rng = rng_from(data)
+    opset = data.draw(st.sampled_from([13, 18]), label="opset")
+    shape = data.draw(shapes(1, 4, max_size=4096, zero=True), label="shape")
+    rank = len(shape)
+    ax = data.draw(st.one_of(st.none(), st.integers(-rank, rank - 1)), label="axis")
+    # large logits check the max-subtraction (exp overflows past ~88 in float32)
+    spread = data.draw(st.sampled_from([1.0, 5.0, 60.0] if dtype == "float32" else [1.0, 5.0, 12.0]), label="spread")
+    x = gen(rng, dtype, shape, Domain(low=-spread, high=spread))
+    if data.draw(st.booleans(), label="offset"):
+        x = (x.astype(np.float32) + (100.0 if dtype == "float32" else 10.0)).astype(dtype)
+    check(*node_model("Softmax", [("x", x)], {"axis": ax}, opset=opset, const=pick_consts(data, ["x"])),
+          kind="transcendental")
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@examples(12)
+@given(data=st.data())
+def test_softmax_opset11_coerces_to_2d(dtype, data):
+    """Opset < 13 Softmax normalizes over ALL dims from `axis` on (input coerced to 2-D;
+    default axis=1).  onnx.reference implements only the opset-13 single-axis form, so the
+    reference runs the equivalent Flatten -> Softmax(axis=1) -> Reshape graph."""
+    rng = rng_from(data)
+    shape = data.draw(shapes(2, 4, max_size=4096), label="shape")
+    rank = len(shape)
+    ax = data.draw(st.one_of(st.none(), st.integers(-rank, rank - 1)), label="axis")
+    x = gen(rng, dtype, shape, Domain(low=-5.0, high=5.0))
+    model, feeds = node_model("Softmax", [("x", x)], {"axis": ax}, opset=11)
+    nodes = [
+        helper.make_node("Flatten", ["x"], ["flat"], axis=1 if ax is None else ax),
+        helper.make_node("Softmax", ["flat"], ["sm"], axis=1),
+        helper.make_node("Reshape", ["sm", "shape"], ["out0"]),
+    ]
+    ref = build_model(nodes, [("x", x)], ["out0"], [("shape", np.array(shape, dtype=np.int64))], opset=13)
+    check(model, feeds, kind="transcendental", reference_model=ref)
+
+
+# --------------------------------------------------------------------------- LayerNormalization
+@pytest.mark.parametrize("dtype", FLOATS)
+@examples(20)
+@given(data=st.data())
+def test_layer_normalization(dtype, data):
+    rng = rng_from(data)
+    shape = list(data.draw(shapes(1, 4, max_size=4096), label="shape"))
+    rank = len(shape)
+    ax = data.draw(st.one_of(st.none(), st.integers(-rank, rank - 1)), label="axis")
+    a = -1 if ax is None else ax
+    a = a % rank
+    # size-0 dims only before the normalized axes (normalizing an empty set is undefined)
+    if data.draw(st.booleans(), label="zero_batch") and a > 0:
+        shape[0] = 0
+    eps = data.draw(st.sampled_from([None, 1e-5, 1e-3, 0.1]), label="epsilon")
+    # a mean offset makes a naive E[x^2]-E[x]^2 variance lose precision
+    offset = data.draw(st.sampled_from([0.0, 0.0, 3.0]), label="offset")
+    x = gen(rng, dtype, shape, Domain(low=-2.0 + offset, high=2.0 + offset))
+    norm_shape = shape[a:]
+    scale = gen(rng, dtype, norm_shape, Domain(low=-2.0, high=2.0))
+    inputs = [("X", x), ("Scale", scale)]
+    if data.draw(st.booleans(), label="bias"):
+        inputs.append(("B", gen(rng, dtype, norm_shape, UNIT)))
+    const = {"Scale", "B"} if data.draw(st.booleans(), label="params_const") else set()
+    const |= pick_consts(data, ["X"])
+    n = math.prod(norm_shape)
+    check(*node_model("LayerNormalization", inputs, {"axis": ax, "epsilon": eps}, opset=18, const=const),
+          kind="transcendental", scale=4.0 * (1 + math.log2(n)))

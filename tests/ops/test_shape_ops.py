@@ -1,0 +1,432 @@
+"""Data-movement and shape operators: Flatten, Reshape, Transpose, Squeeze, Unsqueeze,
+Concat, Slice, Split, Gather, Expand, Shape, ConstantOfShape, Constant, Range."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from onnx import helper, numpy_helper
+
+from .harness import ALL, build_model, check, node_model, ort_skip
+from .strategies import (SMALL_DIMS, Domain, examples, gen, pick_consts, rng_from,
+                         shapes)
+
+INT64_MAX = np.iinfo(np.int64).max
+INT64_MIN = np.iinfo(np.int64).min
+
+
+def i64(v):
+    return np.array(v, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------- Flatten
+@pytest.mark.parametrize("dtype", ALL)
+@examples(10)
+@given(data=st.data())
+def test_flatten(dtype, data):
+    rng = rng_from(data)
+    shape = data.draw(shapes(1, 4, zero=True), label="shape")
+    r = len(shape)
+    ax = data.draw(st.one_of(st.none(), st.integers(-r, r)), label="axis")  # axis == r and 0 allowed
+    x = gen(rng, dtype, shape)
+    const = pick_consts(data, ["x"])
+    model, feeds = node_model("Flatten", [("x", x)], {"axis": ax}, const=const)
+    ref = None
+    if x.size == 0:
+        # onnx.reference's Flatten reshapes with -1, which numpy rejects for size-0 arrays:
+        # the reference runs the equivalent Reshape (allowzero=1: the 0s are real dims)
+        a = 1 if ax is None else (ax if ax >= 0 else ax + r)
+        target = i64([math.prod(shape[:a]), math.prod(shape[a:])])
+        node = helper.make_node("Reshape", ["x", "s"], ["out0"], allowzero=1)
+        ins, inits = ([], [("x", x)]) if "x" in const else ([("x", x)], [])
+        ref = build_model([node], ins, ["out0"], inits + [("s", target)])
+    check(model, feeds, reference_model=ref)
+
+
+# --------------------------------------------------------------------------- Reshape
+@st.composite
+def reshape_target(draw, shape):
+    """A target shape for `shape` using 0 (copy the input dim) and -1 (infer) markers."""
+    total = math.prod(shape)
+    if total == 0:
+        # size-0 input: with allowzero=0 a 0 in `shape` means "copy", so a zero dim can only
+        # come from copying one; -1 would be ambiguous.  Keep the dims, maybe add 1s.
+        out = [0 if (d == 0 or draw(st.booleans(), label="copy")) else d for d in shape]
+        return out + [1] * draw(st.integers(0, 2), label="trailing_ones")
+    # factor the total into a random number of dims
+    factors = []
+    rest = total
+    for p in (2, 3, 5, 7, 11, 13, 17, 31):
+        while rest % p == 0:
+            factors.append(p)
+            rest //= p
+    if rest > 1:
+        factors.append(rest)
+    n_dims = draw(st.integers(0 if total == 1 else 1, min(5, max(1, len(factors)) + 1)), label="out_rank")
+    out = [1] * n_dims
+    for f in factors:
+        if n_dims == 0:
+            break
+        out[draw(st.integers(0, n_dims - 1), label="slot")] *= f
+    if n_dims == 0:
+        return []
+    # 0 = "same as input dim at this index" (allowzero=0)
+    out = [0 if (i < len(shape) and d == shape[i] and draw(st.booleans(), label="copy")) else d
+           for i, d in enumerate(out)]
+    if draw(st.booleans(), label="use_minus_one"):
+        out[draw(st.integers(0, n_dims - 1), label="minus_one_at")] = -1
+    return out
+
+
+@pytest.mark.parametrize("dtype", ALL)
+@examples(12)
+@given(data=st.data())
+def test_reshape(dtype, data):
+    rng = rng_from(data)
+    shape = data.draw(shapes(0, 4, max_size=2048, zero=True), label="shape")
+    target = data.draw(reshape_target(list(shape)), label="target")
+    x = gen(rng, dtype, shape)
+    attrs = {"allowzero": data.draw(st.sampled_from([None, 0]), label="allowzero")}
+    const = {"shape"} | pick_consts(data, ["x"])
+    check(*node_model("Reshape", [("x", x), ("shape", i64(target))], attrs, const=const))
+
+
+# --------------------------------------------------------------------------- Transpose
+@pytest.mark.parametrize("dtype", ALL)
+@examples(10)
+@given(data=st.data())
+def test_transpose(dtype, data):
+    rng = rng_from(data)
+    shape = data.draw(shapes(0, 5, max_size=4096, zero=True), label="shape")
+    perm = data.draw(st.one_of(st.none(), st.permutations(range(len(shape)))), label="perm")
+    if not shape:
+        perm = None  # an empty `perm` attribute cannot be typed by onnx.helper
+    x = gen(rng, dtype, shape)
+    check(*node_model("Transpose", [("x", x)], {"perm": None if perm is None else list(perm)},
+                      const=pick_consts(data, ["x"])))
+
+
+# --------------------------------------------------------------------------- Squeeze / Unsqueeze
+@pytest.mark.parametrize("dtype", ALL)
+@examples(10)
+@given(data=st.data())
+def test_squeeze(dtype, data):
+    rng = rng_from(data)
+    base = list(data.draw(shapes(0, 4, zero=True), label="shape"))
+    # sprinkle extra size-1 dims
+    for _ in range(data.draw(st.integers(0, 3), label="n_ones")):
+        base.insert(data.draw(st.integers(0, len(base)), label="one_at"), 1)
+    r = len(base)
+    ones = [i for i, d in enumerate(base) if d == 1]
+    axes = None
+    if ones and data.draw(st.booleans(), label="explicit_axes"):
+        sel = data.draw(st.lists(st.sampled_from(ones), min_size=1, unique=True), label="axes")
+        axes = [a - r if data.draw(st.booleans(), label="neg") else a for a in sel]
+    x = gen(rng, dtype, base)
+    inputs = [("x", x), ("axes", None if axes is None else i64(axes))]
+    check(*node_model("Squeeze", inputs, const={"axes"} | pick_consts(data, ["x"])))
+
+
+@pytest.mark.parametrize("dtype", ALL)
+@examples(10)
+@given(data=st.data())
+def test_unsqueeze(dtype, data):
+    rng = rng_from(data)
+    shape = data.draw(shapes(0, 4, zero=True), label="shape")
+    n_new = data.draw(st.integers(1, 3), label="n_new")
+    out_rank = len(shape) + n_new
+    sel = data.draw(st.lists(st.integers(0, out_rank - 1), min_size=n_new, max_size=n_new, unique=True), label="axes")
+    axes = [a - out_rank if data.draw(st.booleans(), label="neg") else a for a in sel]  # unsorted, mixed sign
+    x = gen(rng, dtype, shape)
+    check(*node_model("Unsqueeze", [("x", x), ("axes", i64(axes))], const={"axes"} | pick_consts(data, ["x"])))
+
+
+# --------------------------------------------------------------------------- Concat
+@pytest.mark.parametrize("dtype", ALL)
+@examples(10)
+@given(data=st.data())
+def test_concat(dtype, data):
+    rng = rng_from(data)
+    shape = list(data.draw(shapes(1, 4, zero=True), label="shape"))
+    r = len(shape)
+    ax = data.draw(st.integers(-r, r - 1), label="axis")
+    n = data.draw(st.integers(2, 4), label="n_inputs")
+    arrays = []
+    for i in range(n):
+        s = list(shape)
+        s[ax] = data.draw(st.sampled_from((0, 1, 2, 3, 7, 17)), label="len_along_axis")
+        arrays.append((f"x{i}", gen(rng, dtype, s)))
+    const = pick_consts(data, [n for n, _ in arrays])
+    check(*node_model("Concat", arrays, {"axis": ax}, const=const))
+
+
+# --------------------------------------------------------------------------- Slice
+BIG = (INT64_MAX, INT64_MIN, 1000, -1000)
+
+
+@st.composite
+def slice_spec(draw, shape):
+    r = len(shape)
+    n_axes = draw(st.integers(1, r), label="n_axes")
+    axes = draw(st.lists(st.integers(0, r - 1), min_size=n_axes, max_size=n_axes, unique=True), label="axes")
+    starts, ends, steps = [], [], []
+    for a in axes:
+        d = shape[a]
+        step = draw(st.sampled_from((1, 1, 2, 3, -1, -1, -2)), label="step")
+        # in-range (possibly negative) indices, or out-of-range values that must clamp
+        idx = st.one_of(st.integers(-d - 2, d + 2), st.sampled_from(BIG))
+        start, end = draw(idx, label="start"), draw(idx, label="end")
+        if step < 0 and end == INT64_MAX:
+            end = 1000  # INT64_MAX end + negative step: see test_slice_int64_max_end_negative_step
+        starts.append(start)
+        ends.append(end)
+        steps.append(step)
+    axes = [a - r if draw(st.booleans(), label="neg_axis") else a for a in axes]
+    return axes, starts, ends, steps
+
+
+@pytest.mark.parametrize("dtype", ALL)
+@examples(15)
+@given(data=st.data())
+def test_slice(dtype, data):
+    rng = rng_from(data)
+    shape = data.draw(shapes(1, 4, zero=True), label="shape")
+    axes, starts, ends, steps = data.draw(slice_spec(list(shape)), label="spec")
+    ind = data.draw(st.sampled_from(["int64", "int64", "int32"]), label="index_dtype")
+    if ind == "int32":
+        clamp = lambda v: [int(np.clip(x, np.iinfo(np.int32).min, np.iinfo(np.int32).max)) for x in v]  # noqa: E731
+        starts, ends = clamp(starts), clamp(ends)
+    form = data.draw(st.sampled_from(["full", "no_steps", "no_axes"]), label="form")
+    x = gen(rng, dtype, shape)
+    if form == "no_axes":
+        # axes omitted == [0, 1, ..., len(starts)-1]
+        k = min(len(starts), len(shape))
+        starts, ends, steps = starts[:k], ends[:k], steps[:k]
+        axes = list(range(k))
+        with_steps = data.draw(st.booleans(), label="steps_without_axes")
+        inputs = [("x", x), ("starts", np.array(starts, ind)), ("ends", np.array(ends, ind)), None,
+                  ("steps", np.array(steps, ind) if with_steps else None)]
+        if not with_steps:
+            steps = [1] * k
+    else:
+        with_steps = form == "full"
+        if not with_steps:
+            steps = [1] * len(axes)
+        inputs = [("x", x), ("starts", np.array(starts, ind)), ("ends", np.array(ends, ind)),
+                  ("axes", np.array(axes, ind)), ("steps", np.array(steps, ind) if with_steps else None)]
+    const = {"starts", "ends", "axes", "steps"} | pick_consts(data, ["x"])
+    model, feeds = node_model("Slice", inputs, const=const)
+    # onnx.reference slices with numpy semantics, which differ from ONNX clamping for
+    # out-of-range starts with negative steps (ONNX clamps start to 0 -> element 0 is
+    # included); the reference runs the same Slice with spec-canonicalized, in-range values.
+    cs, ce = _canonical_slice(shape, axes, starts, ends, steps)
+    ref, _ = node_model("Slice", [("x", x), ("starts", i64(cs)), ("ends", i64(ce)), ("axes", i64(axes)),
+                                  ("steps", i64(steps))], const=const)
+    check(model, feeds, reference_model=ref)
+
+
+def _canonical_slice(shape, axes, starts, ends, steps):
+    """starts/ends clamped exactly as the ONNX Slice spec says, re-encoded so numpy-style
+    slicing gives the same result (an end of -1 'before the front' becomes INT64_MIN)."""
+    cs, ce = [], []
+    for a, b, e, st_ in zip(axes, starts, ends, steps):
+        d = shape[a]
+        b = b + d if b < 0 else b
+        e = e + d if e < 0 else e
+        if st_ > 0:
+            b, e = min(max(b, 0), d), min(max(e, 0), d)
+        else:
+            b, e = min(max(b, 0), d - 1), min(max(e, -1), d - 1)
+            if d == 0:
+                b, e = 0, 0
+            elif e == -1:
+                e = int(INT64_MIN)
+        cs.append(int(b))
+        ce.append(int(e))
+    return cs, ce
+
+
+@ort_skip("Slice treats end=INT64_MAX with a negative step as 'run to the front' instead of "
+          "clamping it to dim-1 as the ONNX spec says (returns e.g. [2,1,0] instead of [])")
+@pytest.mark.parametrize("start", [0, 2, -1, INT64_MAX])
+def test_slice_int64_max_end_negative_step(start):
+    x = np.arange(5 * 3, dtype=np.float32).reshape(5, 3)
+    inputs = [("x", x), ("starts", i64([start])), ("ends", i64([INT64_MAX])), ("axes", i64([0])), ("steps", i64([-1]))]
+    out = check(*node_model("Slice", inputs, const={"starts", "ends", "axes", "steps"}))[0]
+    assert out.shape[0] == 0
+
+
+# --------------------------------------------------------------------------- Split
+@pytest.mark.parametrize("dtype", ALL)
+@examples(12)
+@given(data=st.data())
+def test_split(dtype, data):
+    rng = rng_from(data)
+    shape = list(data.draw(shapes(1, 4), label="shape"))
+    r = len(shape)
+    ax = data.draw(st.integers(-r, r - 1), label="axis")
+    d = shape[ax]
+    mode = data.draw(st.sampled_from(["sizes", "num_outputs", "equal_opset13"]), label="mode")
+    x = gen(rng, dtype, shape)
+    if mode == "sizes":
+        # random partition of d into 1..4 parts; parts of size 0 are legal
+        n = data.draw(st.integers(1, 4), label="n_outputs")
+        cuts = sorted(data.draw(st.lists(st.integers(0, d), min_size=n - 1, max_size=n - 1), label="cuts"))
+        sizes = np.diff([0] + cuts + [d]).tolist()
+        model, feeds = node_model("Split", [("x", x), ("split", i64(sizes))], {"axis": ax}, n_outputs=n,
+                                  const={"split"} | pick_consts(data, ["x"]))
+    elif mode == "num_outputs":
+        # opset 18: uneven split allowed, the last chunk is smaller: chunk = ceil(d / n)
+        ok = [n for n in range(1, 5) if n <= d and (n - 1) * -(-d // n) < d]
+        n = data.draw(st.sampled_from(ok), label="num_outputs")
+        model, feeds = node_model("Split", [("x", x)], {"axis": ax, "num_outputs": n}, n_outputs=n,
+                                  const=pick_consts(data, ["x"]))
+    else:
+        # opset 13: no split input -> equal parts, count = number of outputs
+        n = data.draw(st.sampled_from([k for k in range(1, 5) if d % k == 0]), label="n_outputs")
+        model, feeds = node_model("Split", [("x", x)], {"axis": ax}, n_outputs=n, opset=13,
+                                  const=pick_consts(data, ["x"]))
+    check(model, feeds)
+
+
+# --------------------------------------------------------------------------- Gather
+@pytest.mark.parametrize("ind_dtype", ["int64", "int32"])
+@pytest.mark.parametrize("dtype", ALL)
+@examples(10)
+@given(data=st.data())
+def test_gather(dtype, ind_dtype, data):
+    rng = rng_from(data)
+    shape = list(data.draw(shapes(1, 4, max_size=2048), label="shape"))
+    r = len(shape)
+    ax = data.draw(st.one_of(st.none(), st.integers(-r, r - 1)), label="axis")
+    d = shape[0 if ax is None else ax]
+    ishape = data.draw(shapes(0, 2, max_size=64, dims=SMALL_DIMS, zero=True), label="indices_shape")  # () = scalar
+    idx = rng.integers(-d, d, size=ishape).astype(ind_dtype)  # negative indices count from the end
+    x = gen(rng, dtype, shape)
+    const = pick_consts(data, ["data", "indices"])
+    check(*node_model("Gather", [("data", x), ("indices", idx)], {"axis": ax}, const=const))
+
+
+# --------------------------------------------------------------------------- Expand
+@pytest.mark.parametrize("dtype", ALL)
+@examples(10)
+@given(data=st.data())
+def test_expand(dtype, data):
+    rng = rng_from(data)
+    full = list(data.draw(shapes(0, 4, max_size=2048, zero=True), label="full"))
+    # input: full shape with some dims 1 and leading dims dropped
+    drop = data.draw(st.integers(0, len(full)), label="drop")
+    in_shape = [1 if data.draw(st.booleans(), label="to_one") else d for d in full[drop:]]
+    # shape input: may itself use 1 where the input is larger, and may be shorter than the input
+    target = [1 if (i >= drop and full[i] == in_shape[i - drop] and data.draw(st.booleans(), label="one_in_shape"))
+              else full[i] for i in range(len(full))]
+    cut = data.draw(st.integers(0, len(target)), label="shape_prefix_cut")
+    target = target[min(cut, drop):]
+    x = gen(rng, dtype, in_shape)
+    check(*node_model("Expand", [("x", x), ("shape", i64(target))], const={"shape"} | pick_consts(data, ["x"])))
+
+
+# --------------------------------------------------------------------------- Shape
+@pytest.mark.parametrize("dtype", ["float32", "bool", "int32"])
+@examples(10)
+@given(data=st.data())
+def test_shape(dtype, data):
+    rng = rng_from(data)
+    shape = data.draw(shapes(0, 4, zero=True), label="shape")
+    r = len(shape)
+    edge = st.integers(-r - 2, r + 2)  # out-of-range start/end clamp
+    start = data.draw(st.one_of(st.none(), edge), label="start")
+    end = data.draw(st.one_of(st.none(), edge), label="end")
+    x = gen(rng, dtype, shape)
+    check(*node_model("Shape", [("x", x)], {"start": start, "end": end}, opset=data.draw(st.sampled_from([15, 18]), label="opset"),
+                      const=pick_consts(data, ["x"])))
+
+
+# --------------------------------------------------------------------------- ConstantOfShape
+@pytest.mark.parametrize("dtype", [None] + list(ALL))
+@examples(8)
+@given(data=st.data())
+def test_constant_of_shape(dtype, data):
+    rng = rng_from(data)
+    out_shape = data.draw(shapes(0, 4, zero=True), label="out_shape")  # () -> scalar output
+    attrs = {}
+    if dtype is not None:  # default: float32 zeros
+        val = gen(rng, dtype, (1,), Domain(low=-100.0, high=100.0, int_low=-10**6, int_high=10**6))
+        attrs["value"] = numpy_helper.from_array(val, "value")
+    if data.draw(st.booleans(), label="from_shape_op") and len(out_shape) > 0:
+        # the common exported pattern: Shape(x) -> ConstantOfShape
+        x = gen(rng, "float32", out_shape)
+        nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("ConstantOfShape", ["s"], ["out0"], **attrs)]
+        check(build_model(nodes, [("x", x)], ["out0"]), {"x": x})
+    else:
+        check(*node_model("ConstantOfShape", [("shape", i64(list(out_shape)))], attrs, const={"shape"}))
+
+
+# --------------------------------------------------------------------------- Constant
+CONSTANT_FORMS = ["value", "value_float", "value_floats", "value_int", "value_ints"]
+
+
+@pytest.mark.parametrize("form", CONSTANT_FORMS)
+@examples(10)
+@given(data=st.data())
+def test_constant(form, data):
+    rng = rng_from(data)
+    if form == "value":
+        dtype = data.draw(st.sampled_from(ALL), label="dtype")
+        arr = gen(rng, dtype, data.draw(shapes(0, 3, max_size=256, zero=True), label="shape"))
+        attr = numpy_helper.from_array(arr, "c")
+    elif form == "value_float":
+        arr = np.array(rng.uniform(-10, 10), dtype=np.float32)
+        attr = float(arr)
+    elif form == "value_floats":
+        arr = rng.uniform(-10, 10, size=data.draw(st.integers(1, 17), label="n")).astype(np.float32)
+        attr = [float(v) for v in arr]
+    elif form == "value_int":
+        arr = np.array(rng.integers(-10**9, 10**9), dtype=np.int64)
+        attr = int(arr)
+    else:
+        arr = rng.integers(-10**9, 10**9, size=data.draw(st.integers(1, 17), label="n")).astype(np.int64)
+        attr = [int(v) for v in arr]
+    const_node = helper.make_node("Constant", [], ["c"], **{form: attr})
+    if data.draw(st.booleans(), label="standalone"):
+        # graph with no inputs at all: output is the constant itself
+        model = build_model([const_node], [], ["c"])
+        check(model, {})
+    else:
+        # constant feeding a runtime op
+        x = gen(rng, arr.dtype, arr.shape)
+        op = "And" if arr.dtype == np.bool_ else "Add"
+        model = build_model([const_node, helper.make_node(op, ["x", "c"], ["out0"])], [("x", x)], ["out0"])
+        check(model, {"x": x})
+
+
+# --------------------------------------------------------------------------- Range
+@pytest.mark.parametrize("dtype", ["float32", "int32", "int64"])
+@examples(12)
+@given(data=st.data())
+def test_range(dtype, data):
+    rng = rng_from(data)
+    n = data.draw(st.sampled_from((0, 1, 2, 5, 7, 17, 33, 100)), label="n_elements")
+    if dtype == "float32":
+        start = float(np.float32(rng.uniform(-20, 20)))
+        delta = float(np.float32(rng.choice([-1, 1]) * rng.choice([0.1, 0.25, 0.5, 1.0, 1.7, 3.0])))
+        # put the limit mid-way between two grid points: the element count is unambiguous
+        limit = start + (n - 1 + rng.uniform(0.3, 0.7)) * delta if n else start - delta * rng.uniform(0, 3)
+    else:
+        start = int(rng.integers(-20, 21))
+        delta = int(rng.choice([-1, 1]) * rng.choice([1, 2, 3, 5]))
+        limit = start + (n - 1) * delta + int(np.sign(delta)) * int(rng.integers(1, abs(delta) + 1)) if n else start
+    scalars = [(k, np.array(v, dtype=dtype)) for k, v in (("start", start), ("limit", limit), ("delta", delta))]
+    model, feeds = node_model("Range", scalars, const={"start", "limit", "delta"})
+    out = check(model, feeds, scale=abs(start) + n * abs(delta) + 1)[0]
+    assert out.shape == (n,)
+
+
+@pytest.mark.parametrize("dtype", ALL)
+def test_identity_on_constant(dtype):
+    """Identity of an initializer: the output aliases a constant (no runtime input)."""
+    arr = gen(np.random.default_rng(0), dtype, (3, 7))
+    check(*node_model("Identity", [("x", arr)], const={"x"}))
