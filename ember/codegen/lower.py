@@ -20,7 +20,7 @@ from ..errors import CompileError
 from ..ir import symbolic as S
 from ..ir.dtypes import FLOATS, itemsize, to_numpy
 from ..ir.graph import Value
-from ..ir.ops import OPS
+from ..ir.ops import OPS, broadcast_shapes
 from ..schedule.fusion import KernelGroup, Schedule
 
 
@@ -170,7 +170,7 @@ class KernelCtx:
 
     def cast(self, x, to):
         if to == "float16":   # round to half precision, keep computing in float32
-            return L.Cast(L.Cast(x, "float16"), "float32") if x.dtype != "float32" or True else x
+            return L.Cast(L.Cast(x, "float16"), "float32")
         if x.dtype == to:
             return x
         return L.Cast(x, to)
@@ -476,9 +476,6 @@ class Lowering:
             batch, a_bat, b_bat = (), (), ()
         else:
             M = a2[-2]
-            batch = tuple(out.shape[:len(out.shape) - (2 if a.type.rank > 1 and b.type.rank > 1 else 1)]) \
-                if False else None
-            from ..ir.ops import broadcast_shapes
             batch = broadcast_shapes(a2[:-2], b2[:-2])
             a_bat = (1,) * (len(batch) - len(a2[:-2])) + tuple(a2[:-2])
             b_bat = (1,) * (len(batch) - len(b2[:-2])) + tuple(b2[:-2])
@@ -537,7 +534,7 @@ class Lowering:
                 st = self._store(ctx, grp.root, out_idx, val)
                 stores.append(L.VecScope(jv, cols[c], W, [st], masks[c]))
             guard = L.Bin("lt", row, sz(M), "bool")
-            body.append(L.If(guard, stores) if r else L.If(guard, stores))
+            body.append(L.If(guard, stores))
         nblk_m = sz(S.floordiv(M + MR - 1, MR))
         nblk_n = sz(S.floordiv(N + NR * W - 1, NR * W))
         loops = [L.For(ib, ctx.iconst(0), nblk_m, [L.For(jb, ctx.iconst(0), nblk_n, body)],
