@@ -85,7 +85,8 @@ def conv_params(draw, max_spatial_rank=2, pool=False, dilations=True,
                 auto_pads=("NOTSET", "NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"), same_dilated=False):
     """Consistent Conv/Pool geometry: rank, kernel, strides, dilations, pads/auto_pad and
     an input size that yields at least one output element.  SAME_* auto_pad is combined
-    with dilations > 1 only when `same_dilated` (then always: at least one dilation is 2)."""
+    with dilations > 1 only when `same_dilated` (then always: at least one dilation is 2),
+    because onnxruntime cannot run that combination (see test_conv_same_autopad_with_dilation)."""
     nd = draw(st.integers(1, max_spatial_rank), label="spatial_rank")
     kernel = [draw(st.sampled_from((1, 2, 3) if nd > 1 else (1, 2, 3, 5)), label="kernel") for _ in range(nd)]
     strides = [draw(st.sampled_from((1, 1, 2, 3)), label="stride") for _ in range(nd)]
@@ -98,7 +99,8 @@ def conv_params(draw, max_spatial_rank=2, pool=False, dilations=True,
         dil = [draw(st.sampled_from((1, 1, 2)), label="dilation") for _ in range(nd)]
     pads = None
     if auto_pad == "NOTSET":
-        # pads may be omitted (all 0); explicit pads are < the (dilated) kernel extent
+        # pads may be omitted (all 0); explicit pads go up to the dilated kernel extent for
+        # Conv and up to kernel-1 for pools (pads >= kernel are rejected by pool kernels)
         if draw(st.booleans(), label="explicit_pads"):
             def max_pad(i):
                 return kernel[i] - 1 if pool else (kernel[i] - 1) * dil[i] + 1

@@ -63,7 +63,8 @@ def test_matmul_bias_gelu(gelu, data):
 def test_attention_scores_softmax(data):
     """(Q @ K^T) * scale + mask -> Softmax(-1) -> @ V : scaled dot-product attention."""
     rng = rng_from(data)
-    b, h, s, d = _k("B", data, (1, 2)), _k("heads", data, (1, 2, 3)), _k("S", data, (1, 3, 7, 17)), _k("D", data, (1, 4, 7, 16))
+    b, h = _k("B", data, (1, 2)), _k("heads", data, (1, 2, 3))
+    s, d = _k("S", data, (1, 3, 7, 17)), _k("D", data, (1, 4, 7, 16))
     q, kk, v = (gen(rng, "float32", (b, h, s, d), UNIT) for _ in range(3))
     mask_kind = data.draw(st.sampled_from(["none", "causal", "padding"]), label="mask")
     if mask_kind == "causal":
@@ -96,7 +97,7 @@ def test_residual_add_layernorm(dtype, data):
     # the residual sum is also an output: the fused kernel must still materialize it
     outs = ["y", "sum"] if data.draw(st.booleans(), label="sum_is_output") else ["y"]
     model = build_model(nodes, [("x", x), ("res", r)], outs, [("gamma", gamma), ("beta", beta)])
-    check(model, {"x": x, "res": r}, kind="transcendental", scale=4 * (1 + math.log2(c)))
+    check(model, {"x": x, "res": r}, kind="transcendental", scale=4)
 
 
 # --------------------------------------------------------------------------- Conv -> BN -> Relu -> Add
@@ -133,7 +134,8 @@ def test_shape_computation_reshape(data):
     """PyTorch-export idiom: Shape -> Gather -> Unsqueeze -> Concat -> Reshape, i.e. the
     target shape is computed in-graph from the input's shape (the engine folds it)."""
     rng = rng_from(data)
-    b, s, hd = _k("B", data, (1, 2, 3)), _k("S", data, (1, 3, 7)), data.draw(st.sampled_from([(2, 4), (3, 5), (1, 16)]), label="heads")
+    b, s = _k("B", data, (1, 2, 3)), _k("S", data, (1, 3, 7))
+    hd = data.draw(st.sampled_from([(2, 4), (3, 5), (1, 16)]), label="heads x head_dim")
     x = gen(rng, "float32", (b, s, hd[0] * hd[1]))
     nodes = [H("Shape", ["x"], ["shp"]),
              H("Gather", ["shp", "i0"], ["d0"], axis=0), H("Gather", ["shp", "i1"], ["d1"], axis=0),

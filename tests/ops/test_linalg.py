@@ -75,10 +75,13 @@ def _conv_case(dtype, data, p):
     n = data.draw(st.sampled_from((1, 2)), label="N")
     mode = data.draw(st.sampled_from(["plain", "grouped", "depthwise"]), label="groups")
     if mode == "plain":
-        group, cpg, mpg = 1, data.draw(st.sampled_from(SMALL_DIMS + (8,)), label="C"), data.draw(st.sampled_from(SMALL_DIMS), label="M")
+        group = 1
+        cpg = data.draw(st.sampled_from(SMALL_DIMS + (8,)), label="C")
+        mpg = data.draw(st.sampled_from(SMALL_DIMS), label="M")
     elif mode == "grouped":
         group = data.draw(st.sampled_from((2, 3)), label="group")
-        cpg, mpg = data.draw(st.sampled_from((1, 2, 3)), label="C/g"), data.draw(st.sampled_from((1, 2, 3)), label="M/g")
+        cpg = data.draw(st.sampled_from((1, 2, 3)), label="C/g")
+        mpg = data.draw(st.sampled_from((1, 2, 3)), label="M/g")
     else:  # depthwise: one input channel per group, channel multiplier 1 or 2
         group = data.draw(st.sampled_from((1, 3, 4, 7)), label="channels")
         cpg, mpg = 1, data.draw(st.sampled_from((1, 1, 2)), label="multiplier")
@@ -134,6 +137,7 @@ def test_batchnorm_inference(dtype, data):
     params = ["scale", "B", "mean", "var"]
     const = set(params) if data.draw(st.booleans(), label="params_const") else set()
     const |= pick_consts(data, ["X"])
-    model, feeds = node_model("BatchNormalization", [("X", x), ("scale", scale), ("B", bias), ("mean", mean), ("var", var)],
-                              attrs, opset=data.draw(st.sampled_from([15, 18]), label="opset"), const=const)
+    inputs = [("X", x), ("scale", scale), ("B", bias), ("mean", mean), ("var", var)]
+    opset = data.draw(st.sampled_from([15, 18]), label="opset")
+    model, feeds = node_model("BatchNormalization", inputs, attrs, opset=opset, const=const)
     check(model, feeds, scale=8.0)

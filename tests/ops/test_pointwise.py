@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from .harness import ALL, FLOATS, INTS, NUMERIC, check, node_model, ort_skip
+from .harness import ALL, FLOATS, NUMERIC, check, node_model, onnx_type, ort_skip
 from .strategies import (REAL, Domain, broadcast_shapes, examples, gen, pick_consts,
                          rng_from, shapes)
 
@@ -233,8 +233,6 @@ def _cast_cases():
 @examples(10)
 @given(data=st.data())
 def test_cast(src, dst, data):
-    from .harness import onnx_type
-
     rng = rng_from(data)
     shape = data.draw(shapes(0, 4, zero=True), label="shape")
     x = _cast_source(rng, src, dst, shape)

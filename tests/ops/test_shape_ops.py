@@ -341,8 +341,8 @@ def test_shape(dtype, data):
     start = data.draw(st.one_of(st.none(), edge), label="start")
     end = data.draw(st.one_of(st.none(), edge), label="end")
     x = gen(rng, dtype, shape)
-    check(*node_model("Shape", [("x", x)], {"start": start, "end": end}, opset=data.draw(st.sampled_from([15, 18]), label="opset"),
-                      const=pick_consts(data, ["x"])))
+    opset = data.draw(st.sampled_from([15, 18]), label="opset")  # start/end exist since 15
+    check(*node_model("Shape", [("x", x)], {"start": start, "end": end}, opset=opset, const=pick_consts(data, ["x"])))
 
 
 # --------------------------------------------------------------------------- ConstantOfShape
