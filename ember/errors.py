@@ -33,3 +33,20 @@ class InvalidInputError(EmberError):
 
 class CompileError(EmberError):
     """Native code generation failed (a bug in Ember: please report it)."""
+
+
+class KernelError(EmberError):
+    """A kernel-language function could not be compiled: the message gives file:line:column,
+    the source line with a caret under the offending construct, and what to write instead."""
+
+    def __init__(self, message, filename=None, lineno=None, col=None, source_line=None):
+        self.filename, self.lineno, self.col = filename, lineno, col
+        self.reason = message
+        if filename is not None and lineno is not None:
+            loc = f"{filename}:{lineno}:{(col or 0) + 1}: {message}"
+            if source_line:
+                stripped = source_line.rstrip("\n")
+                indent = len(stripped) - len(stripped.lstrip())
+                loc += f"\n    {stripped.strip()}\n    {' ' * max((col or 0) - indent, 0)}^"
+            message = loc
+        super().__init__(message)

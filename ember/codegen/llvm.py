@@ -1,9 +1,12 @@
 """Loop IR -> LLVM IR with llvmlite's IR builder.
 
-Every kernel becomes `void kernel(ptr bases, ptr sizes)`: `bases[k]` are the base pointers
-(arena, weights, inputs, outputs), `sizes` the per-shape-signature int64 table (symbolic dims,
-strides, arena offsets). `ember_run(bases, sizes)` calls every kernel in order, so one native
-call runs the whole model.
+Every kernel becomes `void kernel(ptr bases, ptr sizes, i32 nthreads)`: `bases[k]` are the
+base pointers (arena, weights, inputs, outputs), `sizes` the per-shape-signature int64 table
+(symbolic dims, strides, arena offsets), `nthreads` the most threads its parallel loops may use.
+`ember_run(bases, sizes, nthreads)` calls every kernel in order, so one native call runs the
+whole model. A parallel loop's body is outlined into `void body(ptr ctx, i64 lo, i64 hi)` and
+run by the native thread pool's `ember_parallel_for(body, ctx, n, nthreads)`; `ctx` carries
+the base and size tables, the enclosing loop variables and pointers to the enclosing locals.
 
 Inside a vector context (a vectorised `For`, or a `VecScope`) each expression evaluates to a
 `Val`: uniform scalar ('s'), per-lane vector ('v'), or an integer ramp base + step*lane ('r')
@@ -66,13 +69,22 @@ class BufferInfo:
         self.dtype, self.base, self.offset, self.offset_slot = dtype, base, offset, offset_slot
 
 
+KERNEL_T = ir.FunctionType(ir.VoidType(), [PTR, PTR, I32])
+BODY_T = ir.FunctionType(ir.VoidType(), [PTR, I64, I64])
+PARALLEL_FOR_T = ir.FunctionType(ir.VoidType(), [PTR, PTR, I64, I32])
+
+
 class ModuleBuilder:
-    def __init__(self, name: str, buffers: dict, vector_bits: int = 512):
+    def __init__(self, name: str, buffers: dict, vector_bits: int = 512, fastmath: bool = False,
+                 parallel: bool = True):
         self.module = ir.Module(name=name)
         self.buffers = buffers
         self.vector_bits = vector_bits
+        self.fastmath = fastmath
+        self.parallel = parallel          # False: parallel loops run serially (no pool calls)
         self.functions = []
         self._intrinsics: dict = {}
+        self._outlined = itertools.count()
 
     def intrinsic(self, name, ret, args):
         key = (name, str(ret), tuple(str(a) for a in args))
@@ -82,31 +94,39 @@ class ModuleBuilder:
             self._intrinsics[key] = f
         return f
 
-    def add_kernel(self, k: L.Kernel) -> ir.Function:
-        fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [PTR, PTR]), name=k.name)
-        fn.linkage = "internal"
+    def add_kernel(self, k: L.Kernel, linkage: str = "internal") -> ir.Function:
+        fn = ir.Function(self.module, KERNEL_T, name=k.name)
+        fn.linkage = linkage
         fn.attributes.add("nounwind")
-        FunctionEmitter(self, fn).emit_kernel(k)
+        fe = FunctionEmitter(self, fn)
+        fe.bases, fe.sizes, fe.nthreads = fn.args
+        fe.emit_kernel(k)
         self.functions.append(fn)
         return fn
 
     def add_entry(self, name="ember_run"):
-        fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [PTR, PTR]), name=name)
+        fn = ir.Function(self.module, KERNEL_T, name=name)
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         for f in self.functions:
             b.call(f, fn.args)
         b.ret_void()
         return fn
 
+    def parallel_for(self):
+        f = self.module.globals.get("ember_parallel_for")
+        return f if f is not None else ir.Function(self.module, PARALLEL_FOR_T, name="ember_parallel_for")
+
 
 class FunctionEmitter:
-    def __init__(self, mb: ModuleBuilder, fn: ir.Function):
+    def __init__(self, mb: ModuleBuilder, fn: ir.Function, outlined: bool = False):
         self.mb, self.fn = mb, fn
         self.entry = fn.append_basic_block("entry")
         self.eb = ir.IRBuilder(self.entry)
         body = fn.append_basic_block("body")
         self.b = ir.IRBuilder(body)
-        self.bases, self.sizes = fn.args
+        self.bases = self.sizes = self.nthreads = None     # set by the creator
+        self.outlined = outlined    # inside a parallel body: nested parallel loops run serially
+        self.loops: list = []       # (label, continue block, break block), innermost last
         self.vars: dict = {}
         self.locals: dict = {}
         self.vctx = None           # (lanes, mask llvm value | None, ctx id)
@@ -230,7 +250,38 @@ class FunctionEmitter:
             return Val("v", b.icmp_signed("<", ids, self.splat(lim, e.lanes)))
         if isinstance(e, L.HReduce):
             return Val("s", self.hreduce(e.op, self.expr(e.a).v, e.dtype))
+        if isinstance(e, L.ScalarArg):
+            return Val("s", self.scalar_arg(e))
+        if isinstance(e, L.Bitcast):
+            x = self.expr(e.a)
+            v = self.as_vec(x, self.lanes()) if x.kind == "r" else x.v
+            t = llt(e.dtype)
+            t = ir.VectorType(t, v.type.count) if isinstance(v.type, ir.VectorType) else t
+            return Val("s" if x.kind == "s" else "v", b.bitcast(v, t))
+        if isinstance(e, L.Iota):
+            return Val("v", ir.Constant(ir.VectorType(llt(e.dtype), e.lanes),
+                                        [float(i) if e.dtype in FLOATS else i for i in range(e.lanes)]))
+        if isinstance(e, L.Extract):
+            return Val("s", b.extract_element(self.expr(e.vec).v, self.expr(e.index).v))
+        if isinstance(e, L.Insert):
+            return Val("v", b.insert_element(self.expr(e.vec).v, self.expr(e.value).v, self.expr(e.index).v))
+        if isinstance(e, L.Shuffle):
+            x = self.expr(e.a).v
+            y = self.expr(e.b).v if e.b is not None else x
+            mask = ir.Constant(ir.VectorType(I32, len(e.indices)), list(e.indices))
+            return Val("v", b.shuffle_vector(x, y, mask))
         raise CompileError(f"cannot generate code for {e!r}")
+
+    def scalar_arg(self, e: L.ScalarArg):
+        raw = self.size_slot(e.slot)
+        b = self.b
+        if e.dtype in FLOATS:
+            d = b.bitcast(raw, ir.DoubleType())
+            return d if e.dtype == "float64" else b.fptrunc(d, llt(e.dtype))
+        if e.dtype == "bool":
+            return b.icmp_unsigned("!=", raw, ir.Constant(I64, 0))
+        t = llt(e.dtype)
+        return raw if t.width == 64 else b.trunc(raw, t)
 
     def _lanes_of(self, *vals):
         for x in vals:
@@ -345,7 +396,13 @@ class FunctionEmitter:
         return Val("v", self._scalar_bin(op, self.as_vec(x, n), self.as_vec(y, n), dtype))
 
     def _call_intr(self, name, t, args):
-        return self.b.call(self.mb.intrinsic(f"{name}.{mangle(t)}", t, [t] * len(args)), args)
+        return self.b.call(self.mb.intrinsic(f"{name}.{mangle(t)}", t, [t] * len(args)), args,
+                           fastmath=("fast",) if self.mb.fastmath else ())
+
+    def _fast(self, instr):
+        if self.mb.fastmath:
+            instr.flags.append("fast")
+        return instr
 
     def _scalar_bin(self, op, x, y, dtype):
         b = self.b
@@ -353,16 +410,9 @@ class FunctionEmitter:
         uns = dtype in UNSIGNED
         t = x.type
         if isf:
-            if op == "add":
-                return b.fadd(x, y)
-            if op == "sub":
-                return b.fsub(x, y)
-            if op == "mul":
-                return b.fmul(x, y)
-            if op == "div":
-                return b.fdiv(x, y)
-            if op == "mod":
-                return b.frem(x, y)
+            if op in ("add", "sub", "mul", "div", "mod"):
+                f = {"add": b.fadd, "sub": b.fsub, "mul": b.fmul, "div": b.fdiv, "mod": b.frem}[op]
+                return self._fast(f(x, y))
             if op == "max":
                 return self._call_intr("llvm.maximum", t, [x, y])
             if op == "min":
@@ -392,6 +442,10 @@ class FunctionEmitter:
                 return self._call_intr("llvm.umax" if uns else "llvm.smax", t, [x, y])
             if op == "min":
                 return self._call_intr("llvm.umin" if uns else "llvm.smin", t, [x, y])
+            if op == "shl":
+                return b.shl(x, y)
+            if op == "shr":
+                return b.lshr(x, y) if uns else b.ashr(x, y)
             if op == "and":
                 return b.and_(x, y)
             if op == "or":
@@ -420,8 +474,11 @@ class FunctionEmitter:
         elif op == "abs":
             r = self._call_intr("llvm.fabs", t, [v]) if isf else \
                 b.call(self.mb.intrinsic(f"llvm.abs.{mangle(t)}", t, [t, I1]), [v, ir.Constant(I1, 0)])
-        elif op in ("exp", "log", "sqrt", "floor", "ceil", "tanh"):
+        elif op in ("exp", "log", "sqrt", "floor", "ceil", "tanh", "sin", "cos", "round", "trunc"):
             r = self._call_intr(f"llvm.{op}", t, [v])
+        elif op == "rsqrt":
+            one = ir.Constant(t, [1.0] * t.count) if isinstance(t, ir.VectorType) else ir.Constant(t, 1.0)
+            r = self._fast(b.fdiv(one, self._call_intr("llvm.sqrt", t, [v])))
         elif op == "erf":
             r = self._libm_lanes("erff" if e.dtype == "float32" else "erf", v)
         elif op == "not":
@@ -507,6 +564,19 @@ class FunctionEmitter:
             base = self.expr(s.base).v
             mask = self.expr(s.mask).v if s.mask is not None else None
             self.vector_body(s.var, base, s.lanes, mask, s.body)
+        elif isinstance(s, L.Loop):
+            self.loop_forever(s)
+        elif isinstance(s, (L.Break, L.Continue)):
+            target = self._loop_target(s.label)
+            self.b.branch(target[2] if isinstance(s, L.Break) else target[1])
+            self._dead_block()
+        elif isinstance(s, L.Return):
+            if self.outlined:
+                raise CompileError("return inside a parallel loop body")
+            if s.value is not None:
+                self.store(s.buf, L.Const(0, "int64"), s.value)
+            self.b.ret_void()
+            self._dead_block()
         else:
             raise CompileError(f"cannot generate code for statement {s!r}")
 
@@ -568,43 +638,86 @@ class FunctionEmitter:
             self.b.branch(end_bb)
         self.b.position_at_end(end_bb)
 
-    def _loop(self, start, stop, step, body_fn):
-        """Emit `for (i = start; i < stop; i += step) body_fn(i)`; returns the exit value of i."""
+    def _dead_block(self):
+        """After a branch or return: later statements of the same list are unreachable."""
+        self.b.position_at_end(self.fn.append_basic_block("dead"))
+
+    def _loop_target(self, label):
+        for t in reversed(self.loops):
+            if label is None or t[0] == label:
+                return t
+        raise CompileError(f"break/continue outside a loop" + (f" labelled {label}" if label else ""))
+
+    def _loop(self, start, stop, step, body_fn, full_chunks=False, label=None):
+        """Emit `for (i = start; i < stop; i += step) body_fn(i)` (`i > stop` for a negative step;
+        with `full_chunks`, only while a whole chunk of `step` fits); returns the exit value of i."""
         b = self.b
         pre = b.block
         head = self.fn.append_basic_block()
         body = self.fn.append_basic_block()
+        latch = self.fn.append_basic_block()
         exit_ = self.fn.append_basic_block()
         b.branch(head)
         b.position_at_end(head)
         i = b.phi(I64)
         i.add_incoming(start, pre)
-        cond = b.icmp_signed("<", b.add(i, ir.Constant(I64, step - 1)) if step > 1 else i, stop)
+        if step < 0:
+            cond = b.icmp_signed(">", i, stop)
+        else:
+            cond = b.icmp_signed("<", b.add(i, ir.Constant(I64, step - 1)) if full_chunks and step > 1 else i, stop)
         b.cbranch(cond, body, exit_)
         b.position_at_end(body)
         self.memo.append({})
+        self.loops.append((label, latch, exit_))
         body_fn(i)
+        self.loops.pop()
         self.memo.pop()
+        b.branch(latch)
+        b.position_at_end(latch)
         nxt = b.add(i, ir.Constant(I64, step))
-        i.add_incoming(nxt, b.block)
+        i.add_incoming(nxt, latch)
         b.branch(head)
         b.position_at_end(exit_)
         return i
 
+    def loop_forever(self, s: L.Loop):
+        b = self.b
+        head = self.fn.append_basic_block()
+        exit_ = self.fn.append_basic_block()
+        b.branch(head)
+        b.position_at_end(head)
+        self.memo.append({})
+        self.loops.append((s.label, head, exit_))
+        self.stmts(s.body)
+        self.loops.pop()
+        self.memo.pop()
+        b.branch(head)
+        b.position_at_end(exit_)
+
     def for_(self, s: L.For):
         start, stop = self.expr(s.start).v, self.expr(s.stop).v
         name = s.var.name
+        if s.parallel and self.mb.parallel and not self.outlined and self.vctx is None:
+            self.parallel_for(s, start, stop)
+            return
         if not s.vector or self.vctx is not None:
+            prev = self.vars.get(name)
+
             def body(i):
                 self.vars[name] = Val("s", i)
                 self.stmts(s.body)
-            self._loop(start, stop, 1, body)
+            self._loop(start, stop, s.step, body, label=s.label)
+            # the loop variable does not dominate code after the loop
+            if prev is None:
+                self.vars.pop(name, None)
+            else:
+                self.vars[name] = prev
             return
         w = s.vector
 
         def vbody(i):
             self.vector_body(s.var, i, w, None, s.body)
-        i_end = self._loop(start, stop, w, vbody)
+        i_end = self._loop(start, stop, w, vbody, full_chunks=True)
         # one masked iteration for the remainder
         rem = self.b.icmp_signed("<", i_end, stop)
         tail = self.fn.append_basic_block()
@@ -616,6 +729,58 @@ class FunctionEmitter:
         self.vector_body(s.var, i_end, w, mask, s.body)
         self.b.branch(done)
         self.b.position_at_end(done)
+
+    def parallel_for(self, s: L.For, start, stop):
+        """Outline the loop body and run it on the thread pool (see the module docstring)."""
+        b, eb = self.b, self.eb
+        cap_vars = [(n, v) for n, v in self.vars.items() if v.kind == "s" and n != s.var.name]
+        cap_locals = list(self.locals.items())
+        nslots = 3 + len(cap_vars) + len(cap_locals)
+        ctx = eb.alloca(ir.ArrayType(I64, nslots), name="pctx")
+
+        def slot(k):
+            return b.gep(ctx, [ir.Constant(I64, 0), ir.Constant(I64, k)])
+        def put(k, v):      # every slot holds 64 bits: pointers travel as integers
+            if isinstance(v.type, ir.PointerType):
+                v = b.ptrtoint(v, I64)
+            elif v.type != I64:
+                v = b.zext(v, I64) if v.type.width < 64 else v
+            b.store(v, slot(k))
+        put(0, self.bases)
+        put(1, self.sizes)
+        put(2, start)
+        for k, (_, v) in enumerate(cap_vars):
+            put(3 + k, v.v)
+        for k, (_, (ptr, *_)) in enumerate(cap_locals):
+            put(3 + len(cap_vars) + k, ptr)
+
+        fn = ir.Function(self.mb.module, BODY_T, name=f"{self.fn.name}_par{next(self.mb._outlined)}")
+        fn.linkage = "internal"
+        fe = FunctionEmitter(self.mb, fn, outlined=True)
+        pctx, lo, hi = fn.args
+        fb = fe.eb
+
+        def cslot(k, t):
+            p = fb.gep(pctx, [ir.Constant(I64, 0), ir.Constant(I64, k)], source_etype=ir.ArrayType(I64, nslots))
+            v = fb.load(p, typ=I64)
+            if isinstance(t, ir.PointerType):
+                return fb.inttoptr(v, PTR)
+            return v if t == I64 else fb.trunc(v, t)
+        fe.bases, fe.sizes, fe.nthreads = cslot(0, PTR), cslot(1, PTR), ir.Constant(I32, 1)
+        base = cslot(2, I64)
+        for k, (n, v) in enumerate(cap_vars):
+            fe.vars[n] = Val("s", cslot(3 + k, v.v.type))
+        for k, (n, (_, lanes, t, _c)) in enumerate(cap_locals):
+            fe.locals[n] = (cslot(3 + len(cap_vars) + k, PTR), lanes, t, 0)
+
+        def body(i):
+            fe.vars[s.var.name] = Val("s", fe.b.add(base, i))
+            fe.stmts(s.body)
+        fe._loop(lo, hi, 1, body, label=s.label)
+        fe.b.ret_void()
+        fe.eb.branch(fn.blocks[1])
+        n = b.sub(stop, start)
+        b.call(self.mb.parallel_for(), [fn, ctx, n, self.nthreads])
 
     def vector_body(self, var, base, lanes, mask, body):
         saved = self.vctx, self.vars.get(var.name)

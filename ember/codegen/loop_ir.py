@@ -8,7 +8,10 @@ Vectors appear two ways:
     per lane — loads become vector loads, gathers or broadcasts as their index allows;
   * explicitly: `VLoad`, `Broadcast`, `VStore`, `Fma`, `HReduce` for hand-blocked kernels such
     as GEMM, and `VecScope` to evaluate ordinary expressions lane-wise at a given base index.
-`For(parallel=True)` marks loops a thread pool may split.
+`For(parallel=True)` marks loops a thread pool may split: the LLVM backend outlines the body
+into a function and hands it to the native pool (`ember_parallel_for`).
+Control flow beyond counted loops (`Loop`, `Break`, `Continue`, `Return`) and the vector
+operations below `HReduce` exist for the kernel language (`ember.lang`).
 """
 from __future__ import annotations
 
@@ -123,6 +126,51 @@ class HReduce(Expr):
     dtype: str
 
 
+@dataclass(frozen=True, eq=False)
+class ScalarArg(Expr):
+    """A kernel argument passed as 64 bits in slot `slot` of the size table (ints sign-extended,
+    floats as float64 bits), converted to `dtype`."""
+    slot: int
+    dtype: str
+
+
+@dataclass(frozen=True, eq=False)
+class Bitcast(Expr):
+    a: Expr
+    dtype: str
+
+
+@dataclass(frozen=True, eq=False)
+class Iota(Expr):
+    """The vector [0, 1, ..., lanes-1]."""
+    lanes: int
+    dtype: str
+
+
+@dataclass(frozen=True, eq=False)
+class Extract(Expr):
+    vec: Expr
+    index: Expr
+    dtype: str
+
+
+@dataclass(frozen=True, eq=False)
+class Insert(Expr):
+    vec: Expr
+    index: Expr
+    value: Expr
+    dtype: str
+
+
+@dataclass(frozen=True, eq=False)
+class Shuffle(Expr):
+    """Lanes picked from the concatenation of `a` and `b` (b may be None: from `a` only)."""
+    a: Expr
+    b: Expr | None
+    indices: tuple
+    dtype: str
+
+
 # statements --------------------------------------------------------------------------------
 class Stmt:
     __slots__ = ()
@@ -136,6 +184,32 @@ class For(Stmt):
     body: list
     vector: int = 0          # >0: vectorise by this many lanes (masked tail)
     parallel: bool = False
+    step: int = 1            # compile-time step (negative: counts down while var > stop)
+    label: str | None = None  # target name for Break/Continue
+
+
+@dataclass(eq=False)
+class Loop(Stmt):
+    """Repeat `body` until a `Break` leaves it."""
+    body: list
+    label: str | None = None
+
+
+@dataclass(eq=False)
+class Break(Stmt):
+    label: str | None = None     # None: the innermost loop
+
+
+@dataclass(eq=False)
+class Continue(Stmt):
+    label: str | None = None
+
+
+@dataclass(eq=False)
+class Return(Stmt):
+    """Leave the kernel, storing `value` (if any) to element 0 of buffer `buf`."""
+    value: Expr | None = None
+    buf: int | None = None
 
 
 @dataclass(eq=False)
@@ -226,6 +300,19 @@ def expr_str(e: Expr) -> str:
         return f"lanemask<{e.lanes}>({expr_str(e.base)} < {expr_str(e.limit)})"
     if isinstance(e, HReduce):
         return f"hreduce_{e.op}({expr_str(e.a)})"
+    if isinstance(e, ScalarArg):
+        return f"arg[{e.slot}]:{e.dtype}"
+    if isinstance(e, Bitcast):
+        return f"bitcast<{e.dtype}>({expr_str(e.a)})"
+    if isinstance(e, Iota):
+        return f"iota<{e.lanes}>"
+    if isinstance(e, Extract):
+        return f"{expr_str(e.vec)}[{expr_str(e.index)}]"
+    if isinstance(e, Insert):
+        return f"insert({expr_str(e.vec)}, {expr_str(e.index)}, {expr_str(e.value)})"
+    if isinstance(e, Shuffle):
+        b = f", {expr_str(e.b)}" if e.b is not None else ""
+        return f"shuffle({expr_str(e.a)}{b}, {list(e.indices)})"
     return repr(e)
 
 
@@ -234,9 +321,17 @@ def stmts_str(body, indent=1) -> str:
     out = []
     for s in body:
         if isinstance(s, For):
-            attrs = (" vector=%d" % s.vector if s.vector else "") + (" parallel" if s.parallel else "")
+            attrs = (" vector=%d" % s.vector if s.vector else "") + (" parallel" if s.parallel else "") \
+                + (f" step={s.step}" if s.step != 1 else "") + (f" label={s.label}" if s.label else "")
             out.append(f"{pad}for {s.var.name} in [{expr_str(s.start)}, {expr_str(s.stop)}){attrs}:")
             out.append(stmts_str(s.body, indent + 1))
+        elif isinstance(s, Loop):
+            out.append(f"{pad}loop" + (f" label={s.label}" if s.label else "") + ":")
+            out.append(stmts_str(s.body, indent + 1))
+        elif isinstance(s, (Break, Continue)):
+            out.append(f"{pad}{type(s).__name__.lower()}" + (f" {s.label}" if s.label else ""))
+        elif isinstance(s, Return):
+            out.append(f"{pad}return" + (f" {expr_str(s.value)}" if s.value is not None else ""))
         elif isinstance(s, Store):
             out.append(f"{pad}buf{s.buf}[{expr_str(s.index)}] = {expr_str(s.value)}")
         elif isinstance(s, VStore):

@@ -108,7 +108,9 @@ def get_object(ir_text: str, use_cache: bool = True) -> tuple[bytes, str]:
 
 
 def load_object(obj: bytes, symbol: str = "ember_run"):
-    """Load an object file; returns a ctypes function `void f(void** bases, int64* sizes)`."""
+    """Load an object file; returns a ctypes function
+    `void f(void** bases, int64* sizes, int32 nthreads)`. Objects that call the thread pool
+    need it loaded first (`ember.codegen.threadpool.ensure_pool`), so the symbol resolves."""
     with _lock:
         tm = target_machine()
         empty = llvm.parse_assembly("")
@@ -119,5 +121,5 @@ def load_object(obj: bytes, symbol: str = "ember_run"):
         if not addr:
             raise CompileError(f"symbol {symbol} missing from compiled object")
         _engines.append(ee)
-    proto = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
+    proto = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32)
     return proto(addr)

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..codegen import loop_ir
 from ..codegen import native
+from ..codegen.threadpool import ensure_pool
 from ..codegen.llvm import ModuleBuilder
 from ..codegen.lower import Program, lower
 from ..frontends.onnx.loader import load_onnx, read_model
@@ -92,6 +93,7 @@ def compile_model(model, use_cache: bool = True, progress=None) -> Compiled:
     stage("llvm_ir")
     obj, obj_key = native.get_object(ir_text, use_cache=use_cache)
     stage("native")
+    ensure_pool()
     fn = native.load_object(obj)
     c = Compiled(
         inputs=[(v.name, v.dtype, tuple(v.shape)) for v in prog.inputs],
@@ -197,6 +199,7 @@ def _load_cached(key):
             return None
         opath = d / f"{meta['object']}.o"
         weights = np.load(d / f"{key}.weights.npy", mmap_mode="r")
+        ensure_pool()
         fn = native.load_object(opath.read_bytes())
     except (OSError, ValueError, KeyError):
         return None

@@ -15,6 +15,7 @@ from ..errors import InvalidInputError
 from ..ir import symbolic as S
 from ..ir.dtypes import onnx_type_str, to_numpy
 from ..schedule.memory import plan_arena
+from ..codegen.threadpool import default_threads
 from .compiler import compile_model
 
 
@@ -76,6 +77,7 @@ class InferenceSession:
         self._plan_lock = threading.Lock()
         self._nbases = 2 + len(c.inputs) + len(c.outputs)
         self._fn = c.fn
+        self._nthreads = int(getattr(opts, "intra_op_num_threads", 0) or 0) or default_threads()
 
     # ---------------------------------------------------------------------- introspection
     def get_inputs(self):
@@ -104,7 +106,7 @@ class InferenceSession:
             (arena.ctypes.data + 63) // 64 * 64, self._wptr,
             *[a.ctypes.data for a in arrays], *[o.ctypes.data for o in outs])
         try:
-            self._fn(bases, plan.sizes_ptr)
+            self._fn(bases, plan.sizes_ptr, self._nthreads)
         finally:
             plan.give_arena(arena)
         if output_names is None:
