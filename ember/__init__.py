@@ -4,6 +4,8 @@ __version__ = "0.1.0"
 from .errors import (CompileError, EmberError, InvalidInputError, ModelLoadError, ShapeError,
                      UnsupportedOpError)
 from .runtime.session import InferenceSession, NodeArg, SessionOptions
+from .lang import kernel
+from .lang.custom_op import custom_op
 
-__all__ = ["InferenceSession", "SessionOptions", "NodeArg", "EmberError", "ModelLoadError",
+__all__ = ["kernel", "custom_op", "InferenceSession", "SessionOptions", "NodeArg", "EmberError", "ModelLoadError",
            "UnsupportedOpError", "ShapeError", "InvalidInputError", "CompileError", "__version__"]

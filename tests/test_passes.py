@@ -55,17 +55,42 @@ def test_fold_constants_resolves_symbolic_shape_chain():
 
 
 def test_decompose_softmax_into_primitives():
-    check(decompose, """graph(%x: float32[n,8]) {
-  %0: float32[n,8] = softmax(%x) {axis=1}
+    # not over the last axis: no library kernel applies, so it decomposes
+    check(decompose, """graph(%x: float32[8,n]) {
+  %0: float32[8,n] = softmax(%x) {axis=0}
   return %0
-}""", """graph(%x: float32[n,8]) {
-  %0: float32[n,1] = reduce_max(%x) {axes=(1,), keepdims=1}
-  %1: float32[n,8] = sub(%x, %0)
-  %2: float32[n,8] = exp(%1)
-  %3: float32[n,1] = reduce_sum(%2) {axes=(1,), keepdims=1}
-  %4: float32[n,8] = div(%2, %3)
+}""", """graph(%x: float32[8,n]) {
+  %0: float32[1,n] = reduce_max(%x) {axes=(0,), keepdims=1}
+  %1: float32[8,n] = sub(%x, %0)
+  %2: float32[8,n] = exp(%1)
+  %3: float32[1,n] = reduce_sum(%2) {axes=(0,), keepdims=1}
+  %4: float32[8,n] = div(%2, %3)
   return %4
 }""")
+
+
+def test_decompose_keeps_softmax_and_layer_norm_with_library_kernels():
+    import ember.kernels  # noqa: F401  (registers the kernel-language implementations)
+    same = """graph(%x: float32[n,8], %s: float32[8], %b: float32[8]) {
+  %0: float32[n,8] = softmax(%x) {axis=1}
+  %1: float32[n,8] = layer_norm(%0, %s, %b) {axis=-1, epsilon=1e-05}
+  return %1
+}"""
+    check(decompose, same, same)
+
+
+def test_matmul_epilogue_fuses_when_result_feeds_other_kernels():
+    from ember.schedule.fusion import schedule
+    g = parse_graph("""graph(%x: float32[n,8], %w: float32[8,8], %b: float32[8], %r: float32[n,8]) {
+  %0: float32[n,8] = matmul(%x, %w)
+  %1: float32[n,8] = add(%0, %b)
+  %2: float32[n,8] = add(%1, %r)
+  %3: float32[n,8] = matmul(%2, %w)
+  %4: float32[n,8] = mul(%2, %3)
+  return %4
+}""")
+    kinds = [(k.kind, [n.op for n in k.nodes]) for k in schedule(g).kernels]
+    assert kinds == [("matmul", ["matmul", "add", "add"]), ("matmul", ["matmul", "mul"])]
 
 
 def test_decompose_gemm_with_transpose_and_bias():

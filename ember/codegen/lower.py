@@ -20,7 +20,7 @@ from ..errors import CompileError
 from ..ir import symbolic as S
 from ..ir.dtypes import FLOATS, itemsize, to_numpy
 from ..ir.graph import Value
-from ..ir.ops import OPS, broadcast_shapes
+from ..ir.ops import OPS, broadcast_shapes, library_impl
 from ..schedule.fusion import KernelGroup, Schedule
 
 
@@ -419,6 +419,8 @@ class Lowering:
                             (grp.nodes[-1].op if grp.nodes else "copy"))
         if grp.kind == "matmul":
             body = self.lower_matmul(grp)
+        elif grp.kind == "library":
+            body = self.lower_library(grp)
         else:
             body = self.lower_pointwise(grp)
         return L.Kernel(name, body, grp.origin, grp.kind)
@@ -542,6 +544,23 @@ class Lowering:
         for n, (v, d) in enumerate(reversed(list(zip(bvars, batch)))):
             loops = [L.For(v, ctx.iconst(0), sz(d), loops, parallel=(n == len(batch) - 1))]
         return loops
+
+    def lower_library(self, grp: KernelGroup):
+        """A node computed by a kernel-language kernel over its (C-contiguous) tensors."""
+        node = grp.anchor
+        kern, params = library_impl(node).lower(node)
+        ctx = KernelCtx(self, grp, self.lanes(grp.root.dtype))
+        tensors = []
+        for v, rank in zip(list(node.inputs) + [grp.root], kern.tensor_ranks()):
+            buf = self.buf_of[grp.root.id] if v is grp.root else self._buf(v)
+            dims = list(v.shape)
+            if len(dims) > rank:        # a rank-k kernel sees leading dims merged (C order)
+                dims = [S.prod(dims[:len(dims) - rank + 1])] + dims[len(dims) - rank + 1:]
+            dims = [1] * (rank - len(dims)) + dims
+            shape = [ctx.size(d) for d in dims]
+            strides = [ctx.size(S.prod(dims[k + 1:])) for k in range(len(dims))]
+            tensors.append((buf, v.dtype, shape, strides))
+        return kern.loop_body(tensors, params)
 
     def _mm_out_index(self, ctx, out, a, b, bvars, row, jv, fold_batch):
         """Index into the matmul's output (its real shape) of element (row, j)."""

@@ -43,6 +43,35 @@ class OpDef:
     cost: int = 1              # rough per-element cost, for fusion scoring
     reduction: bool = False    # index ops that loop (reductions, windows)
     attrs: dict = field(default_factory=dict)
+    # a kernel-language implementation used instead of `decompose` where it applies
+    # (registered by ember.kernels / ember.custom_op; see `LibraryImpl`)
+    library: "LibraryImpl | None" = None
+    fingerprint: str = ""      # for ops registered at run time: a digest of their source
+
+
+@dataclass
+class LibraryImpl:
+    """A node computed by one kernel-language kernel over whole tensors.
+    `applies(node)` says when; `lower(node)` returns (kernel, compile-time params); the
+    kernel's tensor parameters are the node's inputs followed by its outputs."""
+    applies: Callable
+    lower: Callable
+
+
+def library_impl(node):
+    """The library implementation that computes `node`, or None."""
+    lib = OPS[node.op].library
+    return lib if lib is not None and lib.applies(node) else None
+
+
+def custom_fingerprint() -> str:
+    """Digest of the ops registered at run time: part of compiled-model cache keys."""
+    import hashlib
+    h = hashlib.sha256()
+    for name in sorted(OPS):
+        if OPS[name].fingerprint:
+            h.update(f"{name}:{OPS[name].fingerprint};".encode())
+    return h.hexdigest()[:16]
 
 
 def register(op: OpDef) -> OpDef:

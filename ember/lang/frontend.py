@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import inspect
 import itertools
 import linecache
@@ -133,8 +134,10 @@ class Scope:
         return None
 
 
+@functools.lru_cache(maxsize=512)
 def _parse(fn):
-    """AST of a Python function, with the offsets that map it back to its file."""
+    """AST of a Python function, with the offsets that map it back to its file (cached:
+    library kernels are inlined many times per model). Callers must not mutate the AST."""
     try:
         lines, line0 = inspect.getsourcelines(fn)
         filename = inspect.getsourcefile(fn) or "<unknown>"
@@ -194,6 +197,7 @@ class Translator(ast.NodeVisitor):
         self.ret_buf = None
         self.ret_type = None
         self.path: list = []            # expression mode: conditions of the enclosing ifs
+        self._active_impls: set = set()
 
     # ------------------------------------------------------------------------ plumbing
     def fresh(self, p):
@@ -346,9 +350,9 @@ class Translator(ast.NodeVisitor):
             return a, self.rt(b, a)
         a, b = self._promote_int_float(a, b)
         if a.weak is not None and b.weak is None:
-            a = self._retype(a, b.dtype)
+            a = self._retype(a, b.dtype, b.width)
         elif b.weak is not None and a.weak is None:
-            b = self._retype(b, a.dtype)
+            b = self._retype(b, a.dtype, a.width)
         elif a.weak is not None and b.weak is not None:
             a, b = self._strong(a), self._strong(b)
         if a.dtype is not b.dtype:
@@ -379,12 +383,14 @@ class Translator(ast.NodeVisitor):
             return self.read(v.weak)
         return v
 
-    def _retype(self, v: Val, d: DType) -> Val:
+    def _retype(self, v: Val, d: DType, width=None) -> Val:
+        """Settle a weak local; meeting a vector makes it a vector (generic scalar code such
+        as a math kernel inlined on SIMD values)."""
         lv = v.weak
         src = lv.t.dtype if isinstance(lv.t, VecType) else lv.t
         if src.is_float and not (d.is_float or d.name == "bfloat16"):
             self.fail(f"'{self._user_name(lv)}' was initialised with a float literal but is used with {d.name}")
-        t = VecType(d, lv.t.width) if isinstance(lv.t, VecType) else d
+        t = VecType(d, lv.t.width) if isinstance(lv.t, VecType) else VecType(d, width) if width else d
         self.settle(lv, t)
         return self.read(lv)
 
@@ -1247,7 +1253,9 @@ class Translator(ast.NodeVisitor):
         c = self.visit(node.test)
         if isinstance(c, CT):
             return self.visit(node.body if c.v else node.orelse)
-        return self.select(self.truthy(c, node.test), self.visit(node.body), self.visit(node.orelse), node)
+        c = self.rt(c)
+        cond = c if c.width and c.dtype is bool_ else self.truthy(c, node.test)   # lanes: a select
+        return self.select(cond, self.visit(node.body), self.visit(node.orelse), node)
 
     def select(self, c, a, b, node):
         a, b = self.unify(a, b, "select")
@@ -1350,6 +1358,8 @@ class Translator(ast.NodeVisitor):
             return Val(L.HReduce("or" if f is any else "and", m.e, "bool"), bool_)
         if f is len:
             self._nargs(args, 1, "len")
+            if isinstance(args[0], CT) and isinstance(args[0].v, tuple):
+                return CT(len(args[0].v))
             if not isinstance(args[0], View):
                 self.fail("len(...) takes a tensor")
             return Val(args[0].shape[0], int64)
@@ -1390,11 +1400,13 @@ class Translator(ast.NodeVisitor):
             return x
         self._need_float(x, op)
         impl = MATH_IMPLS.get((op, x.dtype.name))
-        if impl is not None and not self.fastmath_disabled_impls:
-            return self.inline(self.helper_of(impl), [x], {}, node)
+        if impl is not None and impl not in self._active_impls:
+            self._active_impls.add(impl)
+            try:
+                return self.inline(self.helper_of(impl), [x], {}, node)
+            finally:
+                self._active_impls.discard(impl)
         return Val(L.Un(op, x.e, self.ldt(x.dtype)), x.t)
-
-    fastmath_disabled_impls = False
 
     def shuffle(self, a, b, indices, node):
         if not (isinstance(indices, CT) and isinstance(indices.v, tuple) and

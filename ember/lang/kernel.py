@@ -194,10 +194,7 @@ class Kernel:
 
     def _compile(self, kinds):
         node, src = _parse(self.fn)
-        g = dict(self.fn.__globals__)
-        if self.fn.__closure__:
-            g.update(zip(self.fn.__code__.co_freevars, (c.cell_contents for c in self.fn.__closure__)))
-        scope = Scope(None, g)
+        scope = Scope(None, self._names())
         tr = Translator(self.fn, fastmath=self.fastmath)
         tr._assign_counts = _count_assignments(node)
         buffers = {}
@@ -250,6 +247,48 @@ class Kernel:
         obj, _ = native.get_object(text)
         ensure_pool()
         return Specialization(native.load_object(obj), ret_dtype, text, L.kernel_str(kern))
+
+    def _names(self) -> dict:
+        """The names the kernel body sees: its module's globals and its closure."""
+        g = dict(self.fn.__globals__)
+        if self.fn.__closure__:
+            g.update(zip(self.fn.__code__.co_freevars, (c.cell_contents for c in self.fn.__closure__)))
+        return g
+
+    # ------------------------------------------------------------- inside a model
+    def tensor_ranks(self) -> list:
+        return [a.rank for a in self._annotations.values() if isinstance(a, TensorType)]
+
+    def loop_body(self, tensors, params=None) -> list:
+        """Loop IR of this kernel over a model's buffers, for a library op: `tensors` gives,
+        per tensor parameter in order, (buffer id, dtype name, shape exprs, stride exprs)."""
+        params = dict(params or {})
+        node, src = _parse(self.fn)
+        scope = Scope(None, self._names())
+        tr = Translator(self.fn, fastmath=self.fastmath)
+        tr._assign_counts = _count_assignments(node)
+        it = iter(tensors)
+        for name, ann in self._annotations.items():
+            if ann is Param:
+                if name not in params:
+                    default = self.signature.parameters[name].default
+                    if default is inspect.Parameter.empty:
+                        raise KernelError(f"kernel '{self.__name__}': no value for compile-time parameter '{name}'")
+                    params[name] = default
+                scope.vars[name] = CT(params[name])
+            elif isinstance(ann, TensorType):
+                buf, dt, shape, strides = next(it)
+                scope.vars[name] = View(buf, dtype_of(dt), L.Const(0, "int64"), list(shape), list(strides), name)
+            else:
+                raise KernelError(f"kernel '{self.__name__}': scalar parameter '{name}' cannot be bound "
+                                  "inside a model (make it a Param)")
+        try:
+            body = tr.translate_kernel(node, src, scope, None)
+        except KernelError as e:
+            raise e.with_traceback(None) from None
+        if tr.ret_type is not None:
+            raise KernelError(f"kernel '{self.__name__}' returns a value; a graph op writes its outputs")
+        return body
 
     # ---------------------------------------------------------------- elementwise map
     def _map(self, bound):

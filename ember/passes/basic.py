@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.graph import Graph
-from ..ir.ops import OPS
+from ..ir.ops import OPS, library_impl
 from .driver import rewrite
 
 
@@ -14,14 +14,17 @@ def fold_constants(graph: Graph) -> Graph:
 
 
 def decompose(graph: Graph) -> Graph:
-    """Rewrite composite ops (gemm, softmax, layer_norm, conv, ...) into primitives."""
+    """Rewrite composite ops (gemm, softmax, layer_norm, conv, ...) into primitives, except
+    where a library kernel computes the node whole (`library_impl`)."""
+    def pending(node):
+        return OPS[node.op].kind == "composite" and library_impl(node) is None
+
     def rule(b, node, ins):
-        d = OPS[node.op]
-        if d.kind == "composite":
-            return d.decompose(b, ins, node.attrs)
+        if pending(node):
+            return OPS[node.op].decompose(b, ins, node.attrs)
         return None
     # composites can decompose into composites (e.g. reduce_mean inside layer_norm): iterate
-    while any(OPS[n.op].kind == "composite" for n in graph.nodes):
+    while any(pending(n) for n in graph.nodes):
         graph = rewrite(graph, rule)
     return graph
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import kernels as _library_kernels  # noqa: F401  (registers the library kernels)
 from ..codegen import loop_ir
 from ..codegen import native
 from ..codegen.threadpool import ensure_pool
@@ -18,6 +19,7 @@ from ..codegen.llvm import ModuleBuilder
 from ..codegen.lower import Program, lower
 from ..frontends.onnx.loader import load_onnx, read_model
 from ..ir import symbolic as S
+from ..ir.ops import custom_fingerprint
 from ..passes import optimize
 from ..schedule.fusion import schedule
 
@@ -136,7 +138,8 @@ def _stat_ref(model):
     if not isinstance(model, (str, os.PathLike)) or not os.path.isfile(model):
         return None
     st = os.stat(model)
-    ident = f"{os.path.realpath(model)}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|{native.compiler_fingerprint()}"
+    ident = (f"{os.path.realpath(model)}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|"
+             f"{native.compiler_fingerprint()}|{custom_fingerprint()}")
     return native.cache_dir() / (hashlib.sha256(ident.encode()).hexdigest() + ".ref")
 
 
@@ -159,7 +162,7 @@ def _stat_remember(model, key):
 def _model_key(raw: bytes) -> str:
     triple, cpu, features = native.target_info()
     h = hashlib.sha256(raw)
-    for part in (triple, cpu, features, native.compiler_fingerprint(), str(FORMAT)):
+    for part in (triple, cpu, features, native.compiler_fingerprint(), custom_fingerprint(), str(FORMAT)):
         h.update(part.encode())
     return h.hexdigest()
 

@@ -14,15 +14,15 @@ from dataclasses import dataclass, field
 
 from ..ir import symbolic as S
 from ..ir.graph import Graph, Value
-from ..ir.ops import OPS
+from ..ir.ops import OPS, library_impl
 
 
 @dataclass
 class KernelGroup:
-    kind: str                       # "pointwise" | "matmul" | "copy"
+    kind: str                       # "pointwise" | "matmul" | "library" | "copy"
     root: Value                     # the value this kernel stores
     nodes: list = field(default_factory=list)    # graph nodes computed here (root's node last)
-    anchor: object = None           # the matmul node, for "matmul" kernels
+    anchor: object = None           # the matmul (or library-kernel) node
     source: Value | None = None     # for "copy": the value copied into an output
 
     @property
@@ -87,8 +87,8 @@ def schedule(graph: Graph) -> Schedule:
     for node in reversed(graph.nodes):
         d = OPS[node.op]
         out = node.outputs[0]
-        if d.kind == "matmul":
-            g = KernelGroup("matmul", out, [node], anchor=node)
+        if d.kind == "matmul" or library_impl(node) is not None:
+            g = KernelGroup("matmul" if d.kind == "matmul" else "library", out, [node], anchor=node)
             groups.append(g)
             kernel_of[node] = g
             continue
@@ -162,6 +162,8 @@ def _identity_path(mm: Value, k: KernelGroup, users) -> bool:
     seen = set()
     while frontier:
         v = frontier.pop()
+        if v is k.root:             # its users read the stored result, outside the kernel
+            continue
         for u in users.get(v.id, []):
             if id(u) not in in_k:
                 return False

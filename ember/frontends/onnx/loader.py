@@ -47,6 +47,11 @@ def read_model(model):
     raise ModelLoadError(f"expected a path, bytes or onnx.ModelProto, got {type(model).__name__}")
 
 
+# (domain, op_type) -> converter `(builder, node, inputs, opset) -> outputs`, filled by
+# `ember.custom_op` for nodes of custom domains
+CUSTOM_OPS: dict = {}
+
+
 def _opset(m) -> int:
     for imp in m.opset_import:
         if imp.domain in ("", "ai.onnx"):
@@ -96,7 +101,7 @@ def load_onnx(model, custom_ops=None) -> Graph:
         raise ModelLoadError(f"model uses ONNX opset {opset}; Ember supports opsets {MIN_OPSET} to "
                              f"{MAX_OPSET} (convert it with onnx.version_converter)")
     g = m.graph
-    custom_ops = custom_ops or {}
+    custom_ops = {**CUSTOM_OPS, **(custom_ops or {})}
     _check_supported(g, opset, custom_ops)
 
     b = Builder(fold=True)

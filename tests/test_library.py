@@ -1,0 +1,148 @@
+"""Ember's library kernels (written in the kernel language) and custom ops inside models."""
+import math
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import ember
+from ember.kernels import math as M
+from ember.lang import Param, float32, kernel
+
+
+def _grid():
+    rng = np.random.default_rng(0)
+    return np.concatenate([np.linspace(-100, 100, 20001), np.geomspace(1e-6, 90, 3000),
+                           -np.geomspace(1e-6, 90, 3000), rng.standard_normal(5000) * 3]).astype(np.float32)
+
+
+@pytest.mark.parametrize("kern, ref", [(M.exp_f32, np.exp), (M.erf_f32, np.vectorize(math.erf)),
+                                       (M.tanh_f32, np.tanh)])
+def test_vector_math_is_accurate(kern, ref):
+    x = _grid()
+    got = kern(x)
+    want = ref(x.astype(np.float64))
+    ok = np.isfinite(want) & (np.abs(want) > 1e-37) & (np.abs(want) < 3.4e38)
+    rel = np.abs(got[ok] - want[ok]) / np.abs(want[ok])
+    assert rel.max() < 4e-7          # about 3 ulp
+
+
+def test_vector_math_special_values():
+    x = np.array([np.inf, -np.inf, np.nan, 0.0, -0.0, 200.0, -200.0], np.float32)
+    np.testing.assert_array_equal(M.exp_f32(x), [np.inf, 0, np.nan, 1, 1, np.inf, 0])
+    np.testing.assert_array_equal(M.erf_f32(x), [1, -1, np.nan, 0, 0, 1, -1])
+    np.testing.assert_array_equal(M.tanh_f32(x), [1, -1, np.nan, 0, 0, 1, -1])
+
+
+def _model(nodes, inputs, outputs, inits=(), domains=()):
+    g = helper.make_graph(nodes, "m", inputs, outputs, list(inits))
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)] +
+                             [helper.make_opsetid(d, 1) for d in domains]).SerializeToString()
+
+
+@pytest.mark.parametrize("n", [1, 7, 16, 33, 100])
+def test_softmax_and_layer_norm_library_kernels(n, capsys):
+    rng = np.random.default_rng(n)
+    scale = numpy_helper.from_array(rng.standard_normal(n).astype(np.float32), "s")
+    bias = numpy_helper.from_array(rng.standard_normal(n).astype(np.float32), "b")
+    model = _model([helper.make_node("Softmax", ["x"], ["p"], axis=-1, name="sm"),
+                    helper.make_node("LayerNormalization", ["x", "s", "b"], ["y"], axis=-1, epsilon=1e-3,
+                                     name="ln")],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["a", 3, n])],
+                   [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["a", 3, n]),
+                    helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", 3, n])], [scale, bias])
+    x = (rng.standard_normal((2, 3, n)) * 4).astype(np.float32)
+    p, y = ember.InferenceSession(model).run(None, {"x": x})
+    x64 = x.astype(np.float64)
+    e = np.exp(x64 - x64.max(-1, keepdims=True))
+    np.testing.assert_allclose(p, e / e.sum(-1, keepdims=True), rtol=2e-6, atol=1e-7)
+    mu = x64.mean(-1, keepdims=True)
+    var = ((x64 - mu) ** 2).mean(-1, keepdims=True)
+    ref = (x64 - mu) / np.sqrt(var + 1e-3) * numpy_helper.to_array(scale) + numpy_helper.to_array(bias)
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_library_kernels_are_used(tmp_path, capsys):
+    from ember.cli.main import main
+    model = _model([helper.make_node("Softmax", ["x"], ["p"], axis=-1, name="sm")],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["a", 10])],
+                   [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["a", 10])])
+    (tmp_path / "m.onnx").write_bytes(model)
+    assert main(["inspect", str(tmp_path / "m.onnx")]) == 0
+    assert "library   out float32[a,10]  ops [softmax]" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------- custom ops
+@kernel
+def squareplus(x: float32, b: Param = 4.0) -> float32:
+    # a smooth ReLU: (x + sqrt(x^2 + b)) / 2
+    return 0.5 * (x + (x * x + b) ** 0.5)
+
+
+ember.custom_op("SquarePlus", squareplus, domain="test.ops")
+
+
+def _squareplus_model():
+    w = numpy_helper.from_array(np.random.default_rng(3).standard_normal((6, 5)).astype(np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+             helper.make_node("Neg", ["h"], ["nh"], name="neg"),
+             helper.make_node("SquarePlus", ["nh"], ["sp"], name="sq", domain="test.ops", b=2.0),
+             helper.make_node("Exp", ["sp"], ["y"], name="exp")]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 6])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 5])], [w], ["test.ops"]), \
+        numpy_helper.to_array(w)
+
+
+def test_custom_elementwise_op_matches_reference_and_fuses(tmp_path, capsys):
+    model, w = _squareplus_model()
+    x = np.random.default_rng(4).standard_normal((9, 6)).astype(np.float32)
+    y = ember.InferenceSession(model).run(None, {"x": x})[0]
+    h = -(x.astype(np.float64) @ w)
+    np.testing.assert_allclose(y, np.exp(0.5 * (h + np.sqrt(h * h + 2.0))), rtol=1e-5)
+    from ember.cli.main import main
+    (tmp_path / "m.onnx").write_bytes(model)
+    assert main(["inspect", str(tmp_path / "m.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "-> 1 kernels" in out.splitlines()[0]
+    assert "ops [matmul, neg, test.ops.SquarePlus, exp]" in out
+
+
+def test_unregistered_custom_domain_is_reported():
+    model = _model([helper.make_node("Nope", ["x"], ["y"], domain="test.none", name="n1")],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])], domains=["test.none"])
+    with pytest.raises(ember.UnsupportedOpError, match="n1.*custom-domain op with no registered kernel"):
+        ember.InferenceSession(model)
+
+
+def test_custom_op_unknown_attribute_is_an_error():
+    model = _model([helper.make_node("SquarePlus", ["x"], ["y"], domain="test.ops", name="sq", c=1.0)],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])], domains=["test.ops"])
+    with pytest.raises(ember.EmberError, match="sq.*no parameter"):
+        ember.InferenceSession(model)
+
+
+def test_custom_tensor_op_runs_as_its_own_kernel():
+    from ember.ir.graph import TensorType
+    from ember.lang import Tensor, parallelize
+
+    @kernel
+    def row_cumsum(x: Tensor[float32, 2], y: Tensor[float32, 2]):
+        def row(i):
+            acc = 0.0
+            for j in range(x.shape[1]):
+                acc += x[i, j]
+                y[i, j] = acc
+        parallelize(row, x.shape[0])
+
+    ember.custom_op("RowCumsum", row_cumsum, domain="test.ops",
+                    infer=lambda types, attrs: [TensorType("float32", types[0].shape)])
+    model = _model([helper.make_node("Relu", ["x"], ["r"]),
+                    helper.make_node("RowCumsum", ["r"], ["y"], domain="test.ops")],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["a", 4, 9])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", 4, 9])], domains=["test.ops"])
+    x = np.random.default_rng(5).standard_normal((3, 4, 9)).astype(np.float32)
+    y = ember.InferenceSession(model).run(None, {"x": x})[0]
+    np.testing.assert_allclose(y, np.cumsum(np.maximum(x, 0), axis=-1), rtol=1e-5, atol=1e-6)
