@@ -64,8 +64,10 @@ def main():
     ref = 2 * mish_reference(x @ w + b)
     err = float(np.max(np.abs(y - ref) / (np.abs(ref) + 1e-3)))
     print(f"max relative error vs numpy: {err:.2e}")
+    # the same from the command line: ember inspect mish_mlp.onnx --ops examples/custom_activation.py
+    import os
+    import tempfile
     from ember.cli.main import main as cli
-    import tempfile, os
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "mish_mlp.onnx")
         onnx.save(model, path)

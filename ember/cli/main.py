@@ -1,4 +1,4 @@
-"""`ember run | inspect | bench MODEL`: the command line.
+"""`ember run | inspect | bench MODEL [--ops FILE.py]`: the command line.
 
 Every EmberError is printed as one clear message (exit 2), never a stack trace."""
 from __future__ import annotations
@@ -113,6 +113,19 @@ def cmd_bench(args):
     return 0
 
 
+def _load_ops(path):
+    """Import a file that registers custom ops (its `if __name__ == "__main__"` part does not run)."""
+    import importlib.util
+    from ember.errors import EmberError
+    spec = importlib.util.spec_from_file_location(f"ember_ops_{abs(hash(path))}", path)
+    if spec is None:
+        raise EmberError(f"--ops {path}: not a Python file")
+    try:
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    except FileNotFoundError:
+        raise EmberError(f"--ops {path}: no such file") from None
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="ember", description="Ember: compile and run ONNX models natively")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -130,9 +143,14 @@ def main(argv=None):
     b.add_argument("--runs", type=int, default=100)
     b.add_argument("--warmup", type=int, default=5)
     b.add_argument("--dim", action="append", metavar="SYMBOL=SIZE")
+    for sp in (r, i, b):
+        sp.add_argument("--ops", action="append", metavar="FILE.py",
+                        help="run a Python file first (to register custom ops with ember.custom_op)")
     args = p.parse_args(argv)
     from ember.errors import EmberError
     try:
+        for path in args.ops or []:
+            _load_ops(path)
         return {"run": cmd_run, "inspect": cmd_inspect, "bench": cmd_bench}[args.cmd](args)
     except EmberError as e:
         print(f"ember: error: {e}", file=sys.stderr)

@@ -66,7 +66,7 @@ def _check_supported(g, opset, custom_ops):
         if n.domain not in ("", "ai.onnx"):
             if (n.domain, n.op_type) in custom_ops or n.op_type in custom_ops:
                 continue
-            bad.append((name, f"{n.domain}.{n.op_type}", "custom-domain op with no registered kernel"))
+            bad.append((name, f"{n.domain}.{n.op_type}", "custom-domain op with no registered kernel (register one with ember.custom_op, or pass --ops FILE.py to the ember command)"))
         elif n.op_type not in CONVERTERS:
             bad.append((name, n.op_type, "operator not implemented"))
     if bad:
