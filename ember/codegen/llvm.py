@@ -773,14 +773,34 @@ class FunctionEmitter:
         for k, (n, (_, lanes, t, _c)) in enumerate(cap_locals):
             fe.locals[n] = (cslot(3 + len(cap_vars) + k, PTR), lanes, t, 0)
 
-        def body(i):
-            fe.vars[s.var.name] = Val("s", fe.b.add(base, i))
-            fe.stmts(s.body)
+        nest = _collapsible_nest(s)
+        inner = nest[1:]
+
+        def body(p):
+            # one flat index over the collapsed nest: p -> (i0, i1, ...), innermost fastest
+            fb2 = fe.b
+            counts = [fe._trip(fe.expr(f.start).v, fe.expr(f.stop).v) for f in inner]
+            rest = p
+            idx = []
+            for f, cnt in zip(reversed(inner), reversed(counts)):
+                idx.append((f, fb2.add(fe.expr(f.start).v, fb2.srem(rest, cnt))))
+                rest = fb2.sdiv(rest, cnt)
+            fe.vars[s.var.name] = Val("s", fb2.add(base, rest))
+            for f, v in idx:
+                fe.vars[f.var.name] = Val("s", v)
+            fe.stmts(nest[-1].body)
         fe._loop(lo, hi, 1, body, label=s.label)
         fe.b.ret_void()
         fe.eb.branch(fn.blocks[1])
-        n = b.sub(stop, start)
+        n = self._trip(start, stop)
+        for f in inner:
+            n = b.mul(n, self._trip(self.expr(f.start).v, self.expr(f.stop).v))
         b.call(self.mb.parallel_for(), [fn, ctx, n, self.nthreads])
+
+    def _trip(self, start, stop):
+        """max(stop - start, 0)"""
+        d = self.b.sub(stop, start)
+        return self.b.call(self.mb.intrinsic("llvm.smax.i64", I64, [I64, I64]), [d, ir.Constant(I64, 0)])
 
     def vector_body(self, var, base, lanes, mask, body):
         saved = self.vctx, self.vars.get(var.name)
@@ -792,6 +812,34 @@ class FunctionEmitter:
         self.vctx = saved[0]
         if saved[1] is not None:
             self.vars[var.name] = saved[1]
+
+
+def _collapsible_nest(s: L.For) -> list:
+    """`s` and the loops perfectly nested in it whose bounds do not depend on the outer loop
+    variables: run as one flat parallel loop, so a batch-1 outer loop still spreads work."""
+    nest = [s]
+    names = {s.var.name}
+    while True:
+        cur = nest[-1]
+        if len(cur.body) != 1 or not isinstance(cur.body[0], L.For):
+            return nest
+        f = cur.body[0]
+        if f.vector or f.step != 1 or f.label:
+            return nest
+        if _uses(f.start, names) or _uses(f.stop, names):
+            return nest
+        nest.append(f)
+        names.add(f.var.name)
+
+
+def _uses(e, names) -> bool:
+    if isinstance(e, (L.Var, L.Local)):
+        return e.name in names or isinstance(e, L.Local)
+    for field in ("a", "b", "c", "index", "cond", "mask", "base", "limit", "vec", "value"):
+        sub = getattr(e, field, None)
+        if isinstance(sub, L.Expr) and _uses(sub, names):
+            return True
+    return False
 
 
 def _fbits(t):
