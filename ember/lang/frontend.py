@@ -110,6 +110,8 @@ class Source:
 
 
 class Scope:
+    par_level = 0                   # parallelize nesting depth where the scope was created
+
     def __init__(self, parent=None, globals_=None, helper=None):
         self.vars: dict = {}
         self.parent = parent
@@ -192,6 +194,7 @@ class Translator(ast.NodeVisitor):
         self.loop_depth = 0             # run-time loops of the current inline context
         self.unroll_depth = 0
         self.parallel_scope = None      # Scope of the innermost parallelize body
+        self.par_level = 0              # parallelize bodies being translated (nesting depth)
         self.inline_stack: list = []
         self.ret_local: LocalVar | None = None
         self.ret_buf = None
@@ -249,7 +252,15 @@ class Translator(ast.NodeVisitor):
         self.node_stack.append(node)
         if ret_annotation is not None:
             self.ret_type = ret_annotation
-        body = self.block(node.body)
+        self.blocks.append([])
+        for name, v in list(scope.vars.items()):     # parameters the body assigns become locals
+            if isinstance(v, Val) and name in self._assign_counts:
+                lv = self.new_local(name, v)
+                lv.scope = scope
+                scope.vars[name] = lv
+        for s in node.body:
+            self.visit(s)
+        body = self.blocks.pop()
         self.node_stack.pop()
         self.src_stack.pop()
         return body
@@ -525,24 +536,14 @@ class Translator(ast.NodeVisitor):
         if val.weak is not None:       # copying a weak local makes another weak one
             self.settle(val.weak, val.weak.t)
             val = self.read(val.weak)
-        if self.parallel_scope is not None and self.scope.owner(name) is not None and \
-                self._outside_parallel(self.scope.owner(name)):
-            self.fail(f"cannot assign '{name}' inside a parallelize body: it belongs to the enclosing "
-                      "kernel and iterations run concurrently (write results to a tensor instead)")
         lv = self.new_local(name, val, weak=weak)
         lv.scope = self.scope
         self.scope.vars[name] = lv
         return lv
 
     def _outside_parallel(self, scope):
-        s = self.scope
-        while s is not None:
-            if s is scope:
-                return False
-            if s is self.parallel_scope:
-                return True
-            s = s.parent
-        return True
+        """Was `scope` created outside the innermost parallelize body being translated?"""
+        return scope.par_level < self.par_level
 
     def assign(self, target, value):
         if isinstance(target, ast.Name):
@@ -870,6 +871,26 @@ class Translator(ast.NodeVisitor):
                 self.scope.vars[g.target.id] = CT(k)
             items.append(self.visit(node.elt))
         return self.reg_array(items)
+
+    def visit_GeneratorExp(self, node):
+        """(expr for k in range(n)) with a compile-time n: a compile-time tuple."""
+        items = self._comprehension(node)
+        return CT(tuple(items))
+
+    def _comprehension(self, node):
+        if len(node.generators) != 1 or node.generators[0].ifs:
+            self.fail("only (expr for k in range(n)) with a compile-time n is supported")
+        g = node.generators[0]
+        fn = self.visit(g.iter.func) if isinstance(g.iter, ast.Call) else None
+        args = [self.visit(a) for a in g.iter.args] if fn is not None else []
+        if not (isinstance(fn, CT) and fn.v in (range, B.unroll)) or not all(
+                isinstance(a, CT) and isinstance(a.v, int) for a in args) or not isinstance(g.target, ast.Name):
+            self.fail("only (expr for k in range(n)) with a compile-time n is supported")
+        items = []
+        for k in range(*[a.v for a in args]):
+            self.scope.vars[g.target.id] = CT(k)
+            items.append(self.visit(node.elt))
+        return items
 
     def visit_Attribute(self, node):
         obj = self.visit(node.value)
@@ -1271,10 +1292,18 @@ class Translator(ast.NodeVisitor):
         fn = self.visit(node.func)
         if isinstance(fn, CT) and fn.v in (B.vectorize, B.parallelize, B.tile):
             return self.call_algorithm(fn.v, node)
-        args = [self.visit(a) for a in node.args]
+        args = []
+        for a in node.args:
+            if isinstance(a, ast.Starred):       # *t of a compile-time tuple
+                t = self.visit(a.value)
+                if not (isinstance(t, CT) and isinstance(t.v, tuple)):
+                    self.fail("* expands only compile-time tuples", a)
+                args.extend(t.v)
+            else:
+                args.append(self.visit(a))
         kwargs = {k.arg: self.visit(k.value) for k in node.keywords}
-        if any(k.arg is None for k in node.keywords) or any(isinstance(a, ast.Starred) for a in node.args):
-            self.fail("*args and **kwargs are not supported in kernel calls")
+        if any(k.arg is None for k in node.keywords):
+            self.fail("**kwargs is not supported in kernel calls")
         return self.call(fn, args, kwargs, node)
 
     def call(self, fn, args, kwargs, node):
@@ -1488,11 +1517,13 @@ class Translator(ast.NodeVisitor):
             var = L.Var(self.fresh("par"))
             saved = self.parallel_scope, self.loop_depth
             self.loop_depth = 0
+            self.par_level += 1
 
             def run():
                 self.parallel_scope = self.scope
                 self.inline(body, [Val(var, int64)], {}, node, parallel=True)
             loop = self.counted_loop(var, L.Const(0, "int64"), n, 1, "$par", run, parallel=True)
+            self.par_level -= 1
             self.parallel_scope, self.loop_depth = saved
             self.emit(loop)
             return CT(None)
@@ -1529,6 +1560,7 @@ class Translator(ast.NodeVisitor):
         if len(args) > len(params.args):
             self.fail(f"{fdef.name}() takes {len(params.args)} arguments, got {len(args)}")
         scope = Scope(h.scope, h.globals)
+        scope.par_level = self.par_level
         bound = dict(zip(names, args))
         for k, v in kwargs.items():
             if k not in names:
@@ -1547,11 +1579,15 @@ class Translator(ast.NodeVisitor):
                 self.scope = saved_scope
                 self.src_stack.pop()
         # parameters: run-time values with side-effect-sensitive expressions are evaluated once
+        assigned = _count_assignments(fdef)
         for name, v in bound.items():
             if isinstance(v, LocalVar):
                 v = self.read(v)
-            if isinstance(v, Val) and not self.expr_mode and not isinstance(v.e, (L.Const, L.Var, L.SizeRef)):
-                v = self.read(self.new_local(name, self._strong(v)))
+            if isinstance(v, Val) and not self.expr_mode and (
+                    name in assigned or not isinstance(v.e, (L.Const, L.Var, L.SizeRef))):
+                lv = self.new_local(name, self._strong(v))
+                lv.scope = scope
+                v = lv if name in assigned else self.read(lv)
             scope.vars[name] = v
         saved_scope = self.scope
         self.scope = scope
@@ -1610,11 +1646,14 @@ class Translator(ast.NodeVisitor):
 
 
 def _has_return(stmts):
-    for s in stmts:
-        for n in ast.walk(s):
-            if isinstance(n, ast.Return):
-                return True
-    return False
+    """Does any statement return (not counting nested function definitions)?"""
+    def walk(node):
+        if isinstance(node, ast.Return):
+            return True
+        if isinstance(node, (ast.FunctionDef, ast.Lambda)):
+            return False
+        return any(walk(c) for c in ast.iter_child_nodes(node))
+    return any(walk(s) for s in stmts)
 
 
 def _count_assignments(fdef):
