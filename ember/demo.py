@@ -43,7 +43,8 @@ engine, path, feeds_path, runs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.
 feeds = dict(np.load(feeds_path))
 if engine == "ember":
     import ember
-    sess = ember.InferenceSession(path)
+    so = ember.SessionOptions(); so.intra_op_num_threads = 1
+    sess = ember.InferenceSession(path, so)
 else:
     ort = importlib.import_module("onnxruntime")
     so = ort.SessionOptions(); so.intra_op_num_threads = 1
