@@ -26,7 +26,7 @@ X0, X1, Y0, Y1 = -2.0, 0.6, -1.5, 1.5
 
 @kernel
 def mandelbrot(out: Tensor[int32, 2], x0: float64, x1: float64, y0: float64, y1: float64,
-               max_iter: int, W: Param = 8, V: Param = 4):
+               max_iter: int, W: Param = 8, V: Param = 6):
     h = out.shape[0]
     w = out.shape[1]
     dx = (x1 - x0) / w
@@ -55,8 +55,8 @@ def mandelbrot(out: Tensor[int32, 2], x0: float64, x1: float64, y0: float64, y1:
                 alive = [SIMD[float64, W](0.0) == 0.0 for k in range(nv)]
                 one = SIMD[int32, W](1)
                 zero = SIMD[int32, W](0)
-                for it in range(max_iter):
-                    any_alive = alive[0]
+
+                def step():
                     for k in unroll(nv):
                         zr2 = zr[k] * zr[k]
                         zi2 = zi[k] * zi[k]
@@ -64,9 +64,22 @@ def mandelbrot(out: Tensor[int32, 2], x0: float64, x1: float64, y0: float64, y1:
                         count[k] += select(alive[k], one, zero)
                         zi[k] = 2.0 * zr[k] * zi[k] + ci
                         zr[k] = zr2 - zi2 + cr[k]
-                        any_alive = any_alive | alive[k]
-                    if not any(any_alive):
+
+                def still_alive():
+                    a = alive[0]
+                    for k in unroll(1, nv):
+                        a = a | alive[k]
+                    return any(a)
+
+                # two iterations per exit test: lanes that escaped stop counting (their
+                # `alive` is false), so running one step past the last escape is harmless
+                for it in range(0, max_iter - 1, 2):
+                    step()
+                    step()
+                    if not still_alive():
                         break
+                if max_iter % 2 == 1 and still_alive():
+                    step()
                 for k in unroll(nv):
                     out.store(y, x + k * W, count[k])
 
