@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 import ember
 from ember.errors import InvalidInputError, KernelError
-from ember.lang import (SIMD, Buffer, Param, Tensor, bfloat16, bitcast, bool_, fma, float16, float32,
+from ember.lang import (SIMD, Param, Tensor, bfloat16, bitcast, bool_, fma, float16, float32,
                         float64, int8, int16, int32, int64, parallelize, select, set_num_threads, shuffle,
                         tile, uint8, uint16, uint32, uint64, unroll, vectorize)
 from ember.lang import exp, log, tanh, erf, sqrt, rsqrt, floor, ceil

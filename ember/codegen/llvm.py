@@ -646,7 +646,7 @@ class FunctionEmitter:
         for t in reversed(self.loops):
             if label is None or t[0] == label:
                 return t
-        raise CompileError(f"break/continue outside a loop" + (f" labelled {label}" if label else ""))
+        raise CompileError("break/continue outside a loop" + (f" labelled {label}" if label else ""))
 
     def _loop(self, start, stop, step, body_fn, full_chunks=False, label=None):
         """Emit `for (i = start; i < stop; i += step) body_fn(i)` (`i > stop` for a negative step;

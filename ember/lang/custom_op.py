@@ -20,7 +20,7 @@ from ..ir.graph import TensorType
 from ..ir.ops import OPS, LibraryImpl, OpDef, broadcast_shapes
 from .elementwise import inline_elementwise
 from .kernel import Kernel
-from .types import Param, TensorType as LangTensor
+from .types import Param
 
 
 def _fingerprint(kern: Kernel) -> str:

@@ -11,7 +11,7 @@ import numpy as np
 from ..codegen import loop_ir as L
 from ..errors import InvalidInputError, KernelError
 from .frontend import CT, Scope, Translator, Val, _count_assignments
-from .types import DType, Param, dtype_of
+from .types import DType, Param
 
 
 def inline_elementwise(kern, operands, params=None) -> L.Expr:
@@ -56,7 +56,7 @@ def map_kernel(kern, bound):
                 raise InvalidInputError(f"kernel '{kern.__name__}': elementwise arguments must have one "
                                         f"shape, got {shape} and {v.shape}")
             shape = v.shape
-    params, operands, dtypes = {}, [], []
+    params = {}
     for name, v in bound.arguments.items():
         ann = kern._annotations[name]
         if ann is Param:

@@ -26,13 +26,12 @@ import linecache
 import math
 import operator
 import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..codegen import loop_ir as L
 from ..errors import KernelError
 from . import builtins as B
-from .types import (DTYPES, FLOAT_TYPES, INT_BITS, DType, Param, TensorType, VecType, bool_,
-                    float32, float64, int64, dtype_of)
+from .types import (INT_BITS, DType, VecType, bool_, float32, float64, int64, dtype_of)
 
 
 # ------------------------------------------------------------------------------ values
@@ -112,12 +111,11 @@ class Source:
 class Scope:
     par_level = 0                   # parallelize nesting depth where the scope was created
 
-    def __init__(self, parent=None, globals_=None, helper=None):
+    def __init__(self, parent=None, globals_=None):
         self.vars: dict = {}
         self.parent = parent
         self.globals = globals_ if globals_ is not None else (parent.globals if parent else {})
         self.nonlocals: set = set()
-        self.helper = helper        # the inlining context this scope belongs to
 
     def lookup(self, name):
         s = self
@@ -156,11 +154,14 @@ def _parse(fn):
 
 
 class _InlineCtx:
-    def __init__(self, label, mode_expr):
-        self.label = label
+    """One helper call being inlined: where its `return`s go."""
+
+    def __init__(self, label):
+        self.label = label                  # statement mode: the block a return leaves
         self.result: LocalVar | None = None
         self.result_t = None
-        self.rets: list = []        # expression mode: (path condition, Val)
+        self.rets: list = []                # expression mode: (path condition, Val)
+        self.done = False                   # expression mode: returned on every path
 
 
 _CMP = {ast.Lt: "lt", ast.LtE: "le", ast.Gt: "gt", ast.GtE: "ge", ast.Eq: "eq", ast.NotEq: "ne"}
@@ -509,12 +510,7 @@ class Translator(ast.NodeVisitor):
             return self.rt(v, t)
         v = self.rt(v)
         if isinstance(t, VecType):
-            if v.width is None:
-                v = self.cast(v, t.dtype) if v.weak is None else self._retype(v, t.dtype)
-                return Val(L.Broadcast(v.e, t.width, v.e.dtype), t)
-            if v.width != t.width:
-                self.fail(f"cannot assign {self._tname(v.t)} to {what} of type {self._tname(t)}")
-            return self.cast(v, t.dtype)
+            return self.to_vector(v, t, f"cannot assign {self._tname(v.t)} to {what} of type {self._tname(t)}")
         if v.width:
             self.fail(f"cannot assign {self._tname(v.t)} to {what} of type {t.name}")
         if v.weak is not None:
@@ -523,6 +519,15 @@ class Translator(ast.NodeVisitor):
             self.fail(f"cannot assign {v.dtype.name} to {what} of type {t.name}; "
                       f"convert with {t.name}(...)")
         return v
+
+    def to_vector(self, v: Val, t: VecType, width_error: str) -> Val:
+        """A scalar splatted to `t`, or a vector of the same width converted lane-wise."""
+        if v.width is None:
+            v = self.cast(v, t.dtype) if v.weak is None else self._retype(v, t.dtype)
+            return Val(L.Broadcast(v.e, t.width, v.e.dtype), t)
+        if v.width != t.width:
+            self.fail(width_error)
+        return self.cast(v, t.dtype)
 
     def new_local(self, hint, v: Val, weak=False) -> LocalVar:
         name = self.fresh(hint)
@@ -1141,7 +1146,7 @@ class Translator(ast.NodeVisitor):
         isf = d.is_float or d.name == "bfloat16"
         if op in ("add", "sub", "mul"):
             if d is bool_:
-                self.fail(f"arithmetic on bool values; convert with int32(...) first")
+                self.fail("arithmetic on bool values; convert with int32(...) first")
             return Val(L.Bin(op, a.e, b.e, dt), t)
         if op == "truediv":
             if not isf:
@@ -1167,7 +1172,6 @@ class Translator(ast.NodeVisitor):
         """Python semantics: floor division, and a remainder with the divisor's sign."""
         dt = self.ldt(a.dtype)
         w = a.width or b.width
-        bt = VecType(bool_, w) if w else bool_
         if isf:
             q = L.Un("floor", L.Bin("div", a.e, b.e, dt), dt)
             if op == "floordiv":
@@ -1326,12 +1330,7 @@ class Translator(ast.NodeVisitor):
             if isinstance(x, CT):
                 return self.const_of(x.v, f)
             x = self.rt(x)
-            if x.width is None:
-                s = self.cast(x, f.dtype) if x.weak is None else self._retype(x, f.dtype)
-                return Val(L.Broadcast(s.e, f.width, s.e.dtype), f)
-            if x.width != f.width:
-                self.fail(f"cannot convert {self._tname(x.t)} to {f!r}: widths differ")
-            return self.cast(x, f.dtype)
+            return self.to_vector(x, f, f"cannot convert {self._tname(x.t)} to {f!r}: widths differ")
         if f in (int, float, bool):
             self._nargs(args, 1, f.__name__)
             d = {int: int64, float: float64, bool: bool_}[f]
@@ -1592,8 +1591,7 @@ class Translator(ast.NodeVisitor):
         saved_scope = self.scope
         self.scope = scope
         self.src_stack.append(h.src)
-        ctx = _InlineCtx(self.fresh("ret"), self.expr_mode)
-        ctx.done = False
+        ctx = _InlineCtx(self.fresh("ret"))
         self.inline_stack.append(ctx)
         saved_assign = getattr(self, "_assign_counts", {})
         self._assign_counts = _count_assignments(fdef)

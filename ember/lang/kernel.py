@@ -30,7 +30,7 @@ from ..codegen.llvm import BufferInfo, ModuleBuilder
 from ..codegen.threadpool import default_threads, ensure_pool
 from ..errors import EmberError, InvalidInputError, KernelError
 from .frontend import CT, Scope, Translator, Val, View, _count_assignments, _parse
-from .types import DType, Param, TensorType, VecType, dtype_of
+from .types import DType, Param, TensorType, dtype_of
 
 _threads = threading.local()
 
