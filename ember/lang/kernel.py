@@ -61,24 +61,27 @@ class Specialization:
 class Kernel:
     """A compiled-on-first-call kernel. See the module docstring."""
 
-    def __init__(self, fn, fastmath=False):
+    def __init__(self, fn, fastmath=False, scope_names=None):
         self.fn = fn
         self.fastmath = fastmath
         functools.update_wrapper(self, fn)
         self.signature = inspect.signature(fn)
         self._annotations = {}
+        # string annotations (`from __future__ import annotations`) may name things imported
+        # in the function that defines the kernel: evaluate them there
+        names = {**self._names(), **(scope_names or {})}
         for name, p in self.signature.parameters.items():
             a = p.annotation
             if isinstance(a, str):
                 try:
-                    a = eval(a, fn.__globals__)
+                    a = eval(a, names)
                 except Exception:
                     raise KernelError(f"kernel '{fn.__name__}': cannot evaluate the annotation of "
                                       f"'{name}': {a!r}") from None
             self._annotations[name] = a if a is not inspect.Parameter.empty else None
         r = self.signature.return_annotation
         if isinstance(r, str):
-            r = eval(r, fn.__globals__)
+            r = eval(r, names)
         self._ret = None if r in (inspect.Signature.empty, None) else dtype_of(r) if not isinstance(r, DType) else r
         self._specs: dict = {}
         self._lock = threading.Lock()
@@ -327,6 +330,7 @@ def kernel(fn=None, *, fastmath: bool = False):
     """Compile a typed Python function with Ember (see docs/kernel-language.md).
 
     `fastmath=True` lets LLVM reassociate and contract floating-point math in this kernel."""
+    caller = sys._getframe(1).f_locals
     if fn is None:
-        return lambda f: Kernel(f, fastmath=fastmath)
-    return Kernel(fn, fastmath=fastmath)
+        return lambda f: Kernel(f, fastmath=fastmath, scope_names=caller)
+    return Kernel(fn, fastmath=fastmath, scope_names=caller)

@@ -1,0 +1,117 @@
+"""Micro-benchmarks for bench/run.py (each call runs in a fresh process there).
+
+  fma      FMA throughput: 12 independent SIMD[float32, 16] FMA chains in the kernel language,
+           one copy per thread — the peak the GEMM is measured against
+  gemm N   an Ember session of one MatMul (N x N input, N x N constant weight): GFLOP/s, % peak
+  gemv N   1 x N input times an N x N constant weight: weight bytes streamed per second,
+           beside a numpy copy of the same bytes
+  eltwise  relu(x * 1.5 + 0.5) over N floats, fused into one kernel: bytes read+written per s
+  copy     numpy copy of N floats: bytes read+written per second
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+
+def _best(fn, reps=10, min_time=0.2):
+    fn()
+    best = float("inf")
+    t_end = time.perf_counter() + min_time
+    k = 0
+    while k < reps or time.perf_counter() < t_end:
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+        k += 1
+    return best
+
+
+def fma_peak(threads: int) -> float:
+    from ember.lang import SIMD, Tensor, float32, fma, int64, kernel, parallelize, set_num_threads, unroll
+
+    @kernel
+    def fma_chains(out: Tensor[float32, 1], n: int64):
+        def worker(w):
+            acc = [SIMD[float32, 16](float32(k)) for k in range(12)]
+            x = SIMD[float32, 16](0.999999)
+            y = SIMD[float32, 16](1e-7)
+            for i in range(n):
+                for k in unroll(12):
+                    acc[k] = fma(acc[k], x, y)
+            s = acc[0]
+            for k in unroll(1, 12):
+                s = s + acc[k]
+            out[w] = s.reduce_add()
+        parallelize(worker, out.shape[0])
+    set_num_threads(threads)
+    out = np.zeros(threads, np.float32)
+    n = 2_000_000
+    t = _best(lambda: fma_chains(out, n), reps=5)
+    return threads * n * 12 * 16 * 2 / t / 1e9
+
+
+def _session(nodes, inputs, outputs, inits, threads):
+    import onnx
+    from onnx import helper
+    import ember
+    g = helper.make_graph(nodes, "micro", inputs, outputs, inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    so = ember.SessionOptions()
+    so.intra_op_num_threads = threads
+    return ember.InferenceSession(m.SerializeToString(), so), onnx
+
+
+def _matmul_session(m, k, n, threads):
+    from onnx import TensorProto, helper, numpy_helper
+    w = np.random.default_rng(0).standard_normal((k, n)).astype(np.float32)
+    sess, _ = _session([helper.make_node("MatMul", ["a", "w"], ["c"])],
+                       [helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k])],
+                       [helper.make_tensor_value_info("c", TensorProto.FLOAT, [m, n])],
+                       [numpy_helper.from_array(w, "w")], threads)
+    return sess
+
+
+def _copy_gbps(nbytes):
+    src = np.ones(nbytes // 4, np.float32)
+    dst = np.empty_like(src)
+    return 2 * nbytes / _best(lambda: np.copyto(dst, src)) / 1e9
+
+
+def run_micro(kind: str, threads: int, arg: str) -> dict:
+    if kind == "fma":
+        return {"gflops": fma_peak(threads)}
+    if kind == "gemm":
+        n = int(arg)
+        sess = _matmul_session(n, n, n, threads)
+        a = np.random.default_rng(1).standard_normal((n, n)).astype(np.float32)
+        t = _best(lambda: sess.run(None, {"a": a}), reps=5)
+        gf = 2 * n ** 3 / t / 1e9
+        peak = fma_peak(threads)
+        return {"gflops": gf, "pct_of_fma_peak": 100 * gf / peak}
+    if kind == "gemv":
+        n = int(arg)
+        sess = _matmul_session(1, n, n, threads)
+        a = np.random.default_rng(1).standard_normal((1, n)).astype(np.float32)
+        t = _best(lambda: sess.run(None, {"a": a}), reps=20)
+        gbps = 4 * n * n / t / 1e9
+        copy = _copy_gbps(4 * n * n) / 2          # read bandwidth of a copy of the weight bytes
+        return {"weight_gbps": gbps, "copy_read_gbps": copy, "pct_of_copy": 100 * gbps / copy}
+    if kind == "eltwise":
+        from onnx import TensorProto, helper, numpy_helper
+        n = int(arg)
+        sess, _ = _session([helper.make_node("Mul", ["x", "s"], ["t"]), helper.make_node("Add", ["t", "b"], ["u"]),
+                            helper.make_node("Relu", ["u"], ["y"])],
+                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n])],
+                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n])],
+                           [numpy_helper.from_array(np.array(1.5, np.float32), "s"),
+                            numpy_helper.from_array(np.array(0.5, np.float32), "b")], threads)
+        x = np.random.default_rng(1).standard_normal(n).astype(np.float32)
+        t = _best(lambda: sess.run(None, {"x": x}), reps=10)
+        gbps = 8 * n / t / 1e9
+        copy = _copy_gbps(4 * n)
+        return {"gbps": gbps, "copy_gbps": copy, "pct_of_copy": 100 * gbps / copy}
+    if kind == "copy":
+        return {"gbps": _copy_gbps(4 * int(arg))}
+    raise ValueError(kind)
