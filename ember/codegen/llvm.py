@@ -277,7 +277,7 @@ class FunctionEmitter:
         b = self.b
         if e.dtype in FLOATS:
             d = b.bitcast(raw, ir.DoubleType())
-            return d if e.dtype == "float64" else b.fptrunc(d, llt(e.dtype))
+            return d if e.dtype == "float64" else self._fptrunc(d, llt(e.dtype))
         if e.dtype == "bool":
             return b.icmp_unsigned("!=", raw, ir.Constant(I64, 0))
         t = llt(e.dtype)
@@ -434,10 +434,16 @@ class FunctionEmitter:
                 one = ir.Constant(t, [1] * t.count) if isinstance(t, ir.VectorType) else ir.Constant(t, 1)
                 isz = b.icmp_unsigned("==", y, zero) if not isinstance(t, ir.VectorType) else \
                     b.icmp_unsigned("==", y, ir.Constant(t, [0] * t.count))
-                y = b.select(isz, one, y)
+                if uns:
+                    y = b.select(isz, one, y)
+                    return b.udiv(x, y) if op == "div" else b.urem(x, y)
+                # it also traps on INT_MIN / -1: divide by 1 instead, x / -1 being -x (wrapping)
+                minus_one = ir.Constant(t, [-1] * t.count) if isinstance(t, ir.VectorType) else ir.Constant(t, -1)
+                is_m1 = b.icmp_signed("==", y, minus_one)
+                y = b.select(b.or_(isz, is_m1), one, y)
                 if op == "div":
-                    return b.udiv(x, y) if uns else b.sdiv(x, y)
-                return b.urem(x, y) if uns else b.srem(x, y)
+                    return b.select(is_m1, b.neg(x), b.sdiv(x, y))
+                return b.srem(x, y)
             if op == "max":
                 return self._call_intr("llvm.umax" if uns else "llvm.smax", t, [x, y])
             if op == "min":
@@ -515,7 +521,7 @@ class FunctionEmitter:
             zero = ir.Constant(v.type, None)
             r = b.fcmp_unordered("!=", v, zero) if sf else b.icmp_unsigned("!=", v, zero)
         elif sf and df:
-            r = b.fpext(v, dt_full) if _fbits(dt) > _fbits(v.type.element if vec else v.type) else b.fptrunc(v, dt_full)
+            r = b.fpext(v, dt_full) if _fbits(dt) > _fbits(v.type.element if vec else v.type) else self._fptrunc(v, dt_full)
         elif sf:
             r = b.fptoui(v, dt_full) if dst in UNSIGNED else b.fptosi(v, dt_full)
         elif df:
@@ -529,6 +535,28 @@ class FunctionEmitter:
             else:
                 r = v
         return Val(x.kind, r)
+
+    def _fptrunc(self, v, to):
+        """fptrunc, except double -> half: x86 has no instruction for it and LLVM would call
+        __truncdfhf2, which the JIT cannot resolve in this process. Go through float instead,
+        rounding to odd (truncate, then set the last bit if inexact) so that the second
+        rounding gives the correctly rounded half."""
+        b = self.b
+        vec = isinstance(v.type, ir.VectorType)
+        src, dst = (v.type.element, to.element) if vec else (v.type, to)
+        if not (isinstance(src, ir.DoubleType) and isinstance(dst, ir.HalfType)):
+            return b.fptrunc(v, to)
+        ft, it = (ir.VectorType(ir.FloatType(), v.type.count), ir.VectorType(I32, v.type.count)) if vec \
+            else (ir.FloatType(), I32)
+        f = b.fptrunc(v, ft)
+        back = b.fpext(f, v.type)
+        fabs = self.mb.intrinsic(f"llvm.fabs.{mangle(v.type)}", v.type, [v.type])
+        away = b.fcmp_ordered(">", b.call(fabs, [back]), b.call(fabs, [v]))     # rounded up in magnitude
+        bits = b.bitcast(f, it)
+        one = ir.Constant(it, [1] * v.type.count) if vec else ir.Constant(it, 1)
+        bits = b.select(away, b.sub(bits, one), bits)
+        bits = b.select(b.fcmp_ordered("!=", back, v), b.or_(bits, one), bits)
+        return b.fptrunc(b.bitcast(bits, ft), to)
 
     def hreduce(self, op, v, dtype):
         if not isinstance(v.type, ir.VectorType):

@@ -11,15 +11,28 @@ import numpy as np
 from ..codegen import loop_ir as L
 from ..errors import InvalidInputError, KernelError
 from .frontend import CT, Scope, Translator, Val, _count_assignments
-from .types import DType, Param
+from .types import DType, Param, float32
 
 
 def inline_elementwise(kern, operands, params=None) -> L.Expr:
     """Loop-IR expression of `kern` applied to `operands` (loop-IR expressions, one per
     run-time parameter in order); `params` gives compile-time `Param` values by name."""
+    return _translate(kern, operands, params, expr_mode=True)[1].e
+
+
+def statements_storing(kern, operands, params, out_buf: int, index: L.Expr) -> list:
+    """Loop-IR statements computing `kern` of `operands` and storing it to out_buf[index]: the
+    statement-mode counterpart of `inline_elementwise`, for functions with loops (or returns
+    inside them), which have no single expression."""
+    tr, res = _translate(kern, operands, params, expr_mode=False)
+    tr.emit(L.Store(out_buf, index, res.e))
+    return tr.blocks.pop()
+
+
+def _translate(kern, operands, params, expr_mode):
     params = dict(params or {})
     fn = kern.fn
-    tr = Translator(fn, expr_mode=True, fastmath=kern.fastmath)
+    tr = Translator(fn, expr_mode=expr_mode, fastmath=kern.fastmath)
     tr.scope = Scope(None, dict(fn.__globals__))
     h = tr.helper_of(fn)
     tr._assign_counts = _count_assignments(h.node)
@@ -34,13 +47,14 @@ def inline_elementwise(kern, operands, params=None) -> L.Expr:
         d = ann
         if e.dtype != _ldt(d):
             e = L.Cast(e, _ldt(d))
-        kwargs[name] = Val(e, d)
+        # bfloat16 is a storage type: the value, rounded to it, computes as a float32
+        kwargs[name] = Val(e, d) if d.name != "bfloat16" else Val(tr._round_bf16(e), float32)
     try:
         res = tr.inline(h, args, kwargs, None)
         res = tr.convert_to(res, kern._ret, "the return value")
     except KernelError as e:
         raise e.with_traceback(None) from None
-    return res.e
+    return tr, res
 
 
 def _ldt(d: DType) -> str:
@@ -92,12 +106,16 @@ def _compile_map(kern, params):
     nout = len(runtime)
     buffers[nout] = BufferInfo(_ldt(kern._ret), nout)
     i, c = L.Var("i"), L.Var("c")
-    val = inline_elementwise(kern, [L.Load(k, i, _ldt(a)) for k, (_, a) in enumerate(runtime)], params)
+    loads = [L.Load(k, i, _ldt(a)) for k, (_, a) in enumerate(runtime)]
     n = L.SizeRef(0)
     lo = L.Bin("mul", c, L.Const(CHUNK, "int64"), "int64")
     hi = L.Bin("min", L.Bin("add", lo, L.Const(CHUNK, "int64"), "int64"), n, "int64")
-    width = max(native.vector_bits() // (8 * max(np.dtype(_ldt(kern._ret)).itemsize, 4)), 4)
-    inner = L.For(i, lo, hi, [L.Store(nout, i, val)], vector=width)
+    try:        # one expression: a vectorised loop
+        val = inline_elementwise(kern, loads, params)
+        width = max(native.vector_bits() // (8 * max(np.dtype(_ldt(kern._ret)).itemsize, 4)), 4)
+        inner = L.For(i, lo, hi, [L.Store(nout, i, val)], vector=width)
+    except KernelError:     # loops (a while, say): the function's statements, element by element
+        inner = L.For(i, lo, hi, statements_storing(kern, loads, params, nout, i))
     nchunks = L.Bin("div", L.Bin("add", n, L.Const(CHUNK - 1, "int64"), "int64"), L.Const(CHUNK, "int64"), "int64")
     body = [L.For(c, L.Const(0, "int64"), nchunks, [inner], parallel=True)]
     kname = f"map_{kern.__name__}"

@@ -45,6 +45,7 @@ class Val:
     e: L.Expr
     t: object                       # DType | VecType
     weak: "LocalVar | None" = None  # read from a local whose type is not settled yet
+    lits: tuple | None = None       # a select between literals: see Translator._literal_retyper
 
     @property
     def dtype(self) -> DType:
@@ -202,6 +203,11 @@ class Translator(ast.NodeVisitor):
         self.ret_type = None
         self.path: list = []            # expression mode: conditions of the enclosing ifs
         self._active_impls: set = set()
+        # run-time branches and loop bodies being translated (one fresh id each), and where
+        # each compile-time binding (a tensor view, a tuple) was made: rebinding one elsewhere
+        # would not follow the run-time control flow
+        self.control_path: tuple = ()
+        self._bound_on: dict = {}
 
     # ------------------------------------------------------------------------ plumbing
     def fresh(self, p):
@@ -295,7 +301,10 @@ class Translator(ast.NodeVisitor):
     # ------------------------------------------------------------- type conversions
     def const_of(self, value, t):
         d = t.dtype if isinstance(t, VecType) else t
-        if d.is_float or d.name == "bfloat16":
+        if d.name == "bfloat16":        # a storage type: values are float32 (see convert_to)
+            d = float32
+            t = VecType(d, t.width) if isinstance(t, VecType) else d
+        if d.is_float:
             c = L.Const(float(value), self.ldt(d))
         elif d is bool_:
             c = L.Const(bool(value), "bool")
@@ -303,6 +312,9 @@ class Translator(ast.NodeVisitor):
             if isinstance(value, float):
                 if value != int(value):
                     self.fail(f"float literal {value} used as {d.name}; write an integer or cast")
+            bits = INT_BITS[d.name]
+            if not -(1 << (bits - 1)) <= int(value) < (1 << bits):     # would silently wrap
+                self.fail(f"integer literal {int(value)} does not fit in {d.name}")
             c = L.Const(int(value), d.name)
         return Val(L.Broadcast(c, t.width, c.dtype), t) if isinstance(t, VecType) else Val(c, d)
 
@@ -360,6 +372,10 @@ class Translator(ast.NodeVisitor):
         if isinstance(b, CT):
             a = self._float_for_literal(self._strong(a), b)
             return a, self.rt(b, a)
+        if a.lits and not b.lits and b.weak is None:
+            a = self._relit(a, b.t)
+        elif b.lits and not a.lits and a.weak is None:
+            b = self._relit(b, a.t)
         a, b = self._promote_int_float(a, b)
         if a.weak is not None and b.weak is None:
             a = self._retype(a, b.dtype, b.width)
@@ -392,8 +408,19 @@ class Translator(ast.NodeVisitor):
     def _strong(self, v: Val) -> Val:
         if v.weak is not None:
             self.settle(v.weak, v.weak.t)
-            return self.read(v.weak)
+            return self._reread(v)
         return v
+
+    def _reread(self, v: Val) -> Val:
+        """A weak value after its local settled: the local read with its new type, and the
+        negations (the one operation that keeps a value weak, `-acc`) applied again."""
+        e, negations = v.e, 0
+        while isinstance(e, L.Un) and e.op == "neg":
+            e, negations = e.a, negations + 1
+        r = self.read(v.weak)
+        for _ in range(negations):
+            r = Val(L.Un("neg", r.e, self.ldt(r.t)), r.t)
+        return r
 
     def _retype(self, v: Val, d: DType, width=None) -> Val:
         """Settle a weak local; meeting a vector makes it a vector (generic scalar code such
@@ -404,7 +431,7 @@ class Translator(ast.NodeVisitor):
             self.fail(f"'{self._user_name(lv)}' was initialised with a float literal but is used with {d.name}")
         t = VecType(d, lv.t.width) if isinstance(lv.t, VecType) else VecType(d, width) if width else d
         self.settle(lv, t)
-        return self.read(lv)
+        return self._reread(v)
 
     def _user_name(self, lv):
         return lv.name.rsplit("_", 1)[0]
@@ -506,9 +533,16 @@ class Translator(ast.NodeVisitor):
         lv.weak = False
 
     def convert_to(self, v, t, what):
+        if (t.dtype if isinstance(t, VecType) else t).name == "bfloat16":
+            # bfloat16 is a storage type: the value is a float32, rounded as a store would
+            v = self.convert_to(v, VecType(float32, t.width) if isinstance(t, VecType) else float32, what)
+            return Val(self._round_bf16(v.e), v.t)
         if isinstance(v, CT):
-            return self.rt(v, t)
+            return self.const_of(v.v, t) if isinstance(t, VecType) and isinstance(v.v, (bool, int, float)) \
+                else self.rt(v, t)
         v = self.rt(v)
+        if v.lits:
+            v = self._relit(v, t)
         if isinstance(t, VecType):
             return self.to_vector(v, t, f"cannot assign {self._tname(v.t)} to {what} of type {self._tname(t)}")
         if v.width:
@@ -524,7 +558,7 @@ class Translator(ast.NodeVisitor):
         """A scalar splatted to `t`, or a vector of the same width converted lane-wise."""
         if v.width is None:
             v = self.cast(v, t.dtype) if v.weak is None else self._retype(v, t.dtype)
-            return Val(L.Broadcast(v.e, t.width, v.e.dtype), t)
+            return Val(L.Broadcast(v.e, t.width, v.e.dtype), VecType(v.dtype, t.width))    # bfloat16: float32
         if v.width != t.width:
             self.fail(width_error)
         return self.cast(v, t.dtype)
@@ -538,9 +572,8 @@ class Translator(ast.NodeVisitor):
     def declare(self, name, v) -> LocalVar:
         weak = isinstance(v, CT)
         val = self.rt(v)
-        if val.weak is not None:       # copying a weak local makes another weak one
-            self.settle(val.weak, val.weak.t)
-            val = self.read(val.weak)
+        if val.weak is not None:       # copying a weak local settles its type
+            val = self._strong(val)
         lv = self.new_local(name, val, weak=weak)
         lv.scope = self.scope
         self.scope.vars[name] = lv
@@ -580,6 +613,12 @@ class Translator(ast.NodeVisitor):
                                                           isinstance(value.v, (bool, int, float))):
             if cur is not None and not (isinstance(cur, type(value))):
                 self.fail(f"cannot rebind '{name}' to {self._describe(value)}")
+            if isinstance(value, (View, CT)):
+                if cur is not None and self._bound_on.get((id(scope), name), ()) != self.control_path:
+                    self.fail(f"cannot rebind '{name}' ({self._describe(cur)}) inside a run-time loop or "
+                              "branch: it is bound when the kernel compiles (index the tensor with a run-time "
+                              "offset instead)")
+                self._bound_on[(id(scope), name)] = self.control_path
             scope.vars[name] = value
             return
         if isinstance(value, CT) and cur is None and self._assigned_once(name):
@@ -609,20 +648,35 @@ class Translator(ast.NodeVisitor):
         if isinstance(obj, View):
             return self.store(obj, idx, value, None, target)
         if isinstance(obj, RegArray):
+            self._check_parallel_write(target)
             k = self.ct_int(idx, "register array index")
             lv = obj.items[k]
             v = self.convert_to(value, lv.t, "register array element")
             self.emit(L.Assign(lv.name, v.e))
             return
         if isinstance(obj, Val) and obj.width and isinstance(target.value, ast.Name):
+            self._check_parallel_write(target)
             lv = self.scope.lookup(target.value.id)
             if len(idx) != 1:
                 self.fail("a vector lane index is one integer")
+            if isinstance(idx[0], CT) and not 0 <= idx[0].v < obj.width:
+                self.fail(f"lane {idx[0].v} out of range for {self._tname(obj.t)}")
             i = self.as_index(idx[0])
             x = self.convert_to(value, obj.dtype, "a vector lane")
             self.emit(L.Assign(lv.name, L.Insert(obj.e, i, x.e, self.ldt(obj.t))))
             return
         self.fail(f"cannot assign into {self._describe(obj)}")
+
+    def _check_parallel_write(self, target):
+        """An element of a register array, or a lane of a vector, of the enclosing kernel
+        written from a parallelize body: a data race, like assigning the variable itself."""
+        if self.parallel_scope is None or not isinstance(target.value, ast.Name):
+            return
+        name = target.value.id
+        owner = self.scope.owner(name)
+        if owner is not None and self._outside_parallel(owner):
+            self.fail(f"cannot assign '{name}[...]' inside a parallelize body: '{name}' belongs to the enclosing "
+                      "kernel and iterations run concurrently (write results to a tensor instead)")
 
     def ct_int(self, idx, what):
         if len(idx) != 1 or not isinstance(idx[0], CT) or not isinstance(idx[0].v, int):
@@ -647,6 +701,7 @@ class Translator(ast.NodeVisitor):
                 cur = self.load(obj, idx, t)
                 return self.store(obj, idx, self.binop(op, cur, self.visit(node.value), node), None, t)
             if isinstance(obj, RegArray):
+                self._check_parallel_write(t)
                 k = self.ct_int(idx, "register array index")
                 cur = self.read(obj.items[k])
                 v = self.convert_to(self.binop(op, cur, self.visit(node.value), node), obj.items[k].t, "element")
@@ -663,9 +718,18 @@ class Translator(ast.NodeVisitor):
         c = self.truthy(c, node.test)
         if self.expr_mode:
             return self._if_expr(c, node)
-        then = self.block(node.body)
-        orelse = self.block(node.orelse)
+        then = self.run_time_block(lambda: self.block(node.body))
+        orelse = self.run_time_block(lambda: self.block(node.orelse))
         self.emit(L.If(c.e, then, orelse))
+
+    def run_time_block(self, translate):
+        """Translate code that runs conditionally or repeatedly (see `control_path`)."""
+        saved = self.control_path
+        self.control_path = saved + (next(self._names),)
+        try:
+            return translate()
+        finally:
+            self.control_path = saved
 
     def _if_expr(self, c, node):
         """Expression mode: run both branches on copies of the bindings, merge with select."""
@@ -727,7 +791,9 @@ class Translator(ast.NodeVisitor):
         self.scope.vars[name] = Val(var, int64)
         self.blocks.append([])
         self.loop_depth += 1
-        body_fn()
+        saved_unroll, self.unroll_depth = self.unroll_depth, 0    # a break in here leaves this loop
+        self.run_time_block(body_fn)
+        self.unroll_depth = saved_unroll
         self.loop_depth -= 1
         body = self.blocks.pop()
         if prev is None:
@@ -772,8 +838,9 @@ class Translator(ast.NodeVisitor):
         else:
             c = self.truthy(c, node.test)
             self.emit(L.If(L.Un("not", c.e, "bool"), [L.Break()]))
-        for s in node.body:
-            self.visit(s)
+        saved_unroll, self.unroll_depth = self.unroll_depth, 0    # a break in here leaves this loop
+        self.run_time_block(lambda: [self.visit(s) for s in node.body])
+        self.unroll_depth = saved_unroll
         self.loop_depth -= 1
         self.emit(L.Loop(self.blocks.pop()))
 
@@ -1065,6 +1132,8 @@ class Translator(ast.NodeVisitor):
         if v.weak is not None:
             v = self._retype(v, float32 if d.name == "bfloat16" else d)
         want = float32 if d.name == "bfloat16" else d
+        if v.lits:
+            v = self._relit(v, want)
         if v.dtype is not want:
             self.fail(f"cannot store {self._tname(v.t)} into {d.name} tensor '{view.name}'; convert "
                       f"with {d.name}(...)")
@@ -1109,9 +1178,12 @@ class Translator(ast.NodeVisitor):
         # strided: a gather (masked-off lanes read the first element, which exists)
         lanes = L.Bin("mul", L.Iota(width, "int64"), L.Broadcast(view.strides[-1], width, "int64"), "int64")
         ix = L.Bin("add", L.Broadcast(flat, width, "int64"), lanes, "int64")
-        if m is not None:
-            ix = L.Select(m, ix, L.Broadcast(flat, width, "int64"), "int64")
-        return self._mem_load(view, L.Load(view.buf, ix, md), width)
+        if m is None:
+            return self._mem_load(view, L.Load(view.buf, ix, md), width)
+        ix = L.Select(m, ix, L.Broadcast(flat, width, "int64"), "int64")
+        v = self._mem_load(view, L.Load(view.buf, ix, md), width)
+        # masked-off lanes load 0, as a contiguous masked load gives
+        return Val(L.Select(m, v.e, self.const_of(0, v.t).e, self.ldt(v.dtype)), v.t)
 
     # arithmetic -----------------------------------------------------------------------
     def visit_BinOp(self, node):
@@ -1173,9 +1245,6 @@ class Translator(ast.NodeVisitor):
         dt = self.ldt(a.dtype)
         w = a.width or b.width
         if isf:
-            q = L.Un("floor", L.Bin("div", a.e, b.e, dt), dt)
-            if op == "floordiv":
-                return Val(q, t)
             r = L.Bin("mod", a.e, b.e, dt)     # C fmod: sign of a
         else:
             if not a.dtype.is_signed:
@@ -1187,9 +1256,17 @@ class Translator(ast.NodeVisitor):
                        L.Bin("xor", L.Bin("lt", r, zero, "bool"), L.Bin("lt", b.e, zero, "bool"), "bool"), "bool")
         if op == "mod":
             return Val(L.Select(adjust, L.Bin("add", r, b.e, dt), r, dt), t)
-        q = L.Bin("div", a.e, b.e, dt)
         one = self.const_of(1, t).e if w else L.Const(1, dt)
-        return Val(L.Select(adjust, L.Bin("sub", q, one, dt), q, dt), t)
+        if not isf:
+            q = L.Bin("div", a.e, b.e, dt)
+            return Val(L.Select(adjust, L.Bin("sub", q, one, dt), q, dt), t)
+        # as CPython: divide the exact multiple a - fmod(a, b), so that a quotient just below an
+        # integer is not rounded up to it (1.0 // 0.1 is 9.0, where floor(1.0 / 0.1) is 10.0)
+        q = L.Bin("div", L.Bin("sub", a.e, r, dt), b.e, dt)
+        q = L.Select(adjust, L.Bin("sub", q, one, dt), q, dt)
+        fl = L.Un("floor", q, dt)
+        half = self.const_of(0.5, t).e if w else L.Const(0.5, dt)
+        return Val(L.Select(L.Bin("lt", half, L.Bin("sub", q, fl, dt), "bool"), L.Bin("add", fl, one, dt), fl, dt), t)
 
     def visit_UnaryOp(self, node):
         x = self.visit(node.operand)
@@ -1283,6 +1360,25 @@ class Translator(ast.NodeVisitor):
         return self.select(cond, self.visit(node.body), self.visit(node.orelse), node)
 
     def select(self, c, a, b, node):
+        if isinstance(c, CT):           # a compile-time condition picks one side (it may stay a literal)
+            return a if c.v else b
+        la, lb = self._literal_retyper(a), self._literal_retyper(b)
+        if la and lb:
+            # `1.0 if c else 0.5` (or selects nested in it): typed by default now, re-typed like
+            # a literal where it meets a typed value (`_relit`)
+            c = self.rt(c)
+
+            def retype(like):
+                x, y = la[0](like), lb[0](like)
+                if x is None or y is None:
+                    return None
+                w = c.width or x.width or y.width
+                return Val(L.Select(c.e, x.e, y.e, self.ldt(x.dtype)), VecType(x.dtype, w) if w else x.dtype,
+                           lits=(retype, d))
+            d = float64 if float64 in (la[1], lb[1]) else la[1] if la[1] is lb[1] else int64
+            v = retype(d)
+            if v is not None:
+                return v
         a, b = self.unify(a, b, "select")
         if isinstance(a, CT):
             a, b = self.rt(a), self.rt(b, self.rt(a))
@@ -1290,6 +1386,24 @@ class Translator(ast.NodeVisitor):
         w = a.width or b.width or c.width
         t = VecType(a.dtype, w) if w else a.dtype
         return Val(L.Select(c.e, a.e, b.e, self.ldt(a.dtype)), t)
+
+    def _literal_retyper(self, x):
+        """For a number literal, or a select between them: (a function giving it as a value of
+        a type, None where it does not fit that type; its default type). Else None."""
+        if isinstance(x, CT) and isinstance(x.v, (bool, int, float)):
+            def retype(like):
+                d = like.dtype if isinstance(like, VecType) else like
+                if isinstance(x.v, float) and not (d.is_float or d.name == "bfloat16") and x.v != int(x.v):
+                    return None
+                return self.const_of(x.v, d) if (d is bool_) == isinstance(x.v, bool) else None
+            return retype, self.default_type(x.v)
+        return x.lits if isinstance(x, Val) else None
+
+    def _relit(self, v: Val, like) -> Val:
+        """A select between literals, typed `like` (a DType or VecType) as the literals would
+        have been; unchanged where they do not fit it."""
+        r = v.lits[0](like)
+        return v if r is None else r
 
     # calls --------------------------------------------------------------------------
     def visit_Call(self, node):
@@ -1345,6 +1459,11 @@ class Translator(ast.NodeVisitor):
             a, c = self.unify(a, args[2], "fma")
             b, c = self.unify(b, c, "fma")
             self._need_float(a, "fma")
+            if a.dtype.name == "float16":
+                # LLVM would widen to double and call __truncdfhf2, which the JIT cannot resolve:
+                # do the same widening here, then one (correct) rounding back to float16
+                r = self.call(CT(B.fma), [self.cast(x, float64) for x in (a, b, c)], {}, node)
+                return self.cast(r, a.dtype)
             w = a.width or b.width or c.width
             return Val(L.Fma(a.e, b.e, c.e, self.ldt(a.dtype)), VecType(a.dtype, w) if w else a.dtype)
         if f in (min, max) or f in (math.fabs, abs):
@@ -1353,6 +1472,8 @@ class Translator(ast.NodeVisitor):
                 x = self.rt(args[0]) if not isinstance(args[0], CT) else None
                 if x is None:
                     return CT(abs(args[0].v))
+                if x.dtype is bool_ or x.dtype.is_int and not x.dtype.is_signed:
+                    return x            # (LLVM's abs would read the bits as signed)
                 return Val(L.Un("abs", x.e, self.ldt(x.dtype)), x.t)
             if len(args) != 2:
                 self.fail(f"{f.__name__}(a, b) takes two values (for the lanes of a vector, use "
@@ -1427,6 +1548,9 @@ class Translator(ast.NodeVisitor):
         if op in ("floor", "ceil") and x.dtype.is_int:
             return x
         self._need_float(x, op)
+        if x.dtype.name == "float16":
+            # computed in float32 (libm has no half functions), rounded back once
+            return self.cast(self.math1(op, [self.cast(x, float32)], node), x.dtype)
         impl = MATH_IMPLS.get((op, x.dtype.name))
         if impl is not None and impl not in self._active_impls:
             self._active_impls.add(impl)
@@ -1447,10 +1571,12 @@ class Translator(ast.NodeVisitor):
         if b is not None:
             a, b = self.unify(a, b, "shuffle")
         w = len(idx)
-        if w & (w - 1):
+        if not w or w & (w - 1):
             self.fail("a shuffle must produce a power-of-two number of lanes")
-        return Val(L.Shuffle(a.e, b.e if b is not None else None, idx, self.ldt(a.dtype)),
-                   VecType(a.dtype, w) if w > 1 else a.dtype)
+        if w == 1:          # one lane is a scalar (SIMD[dtype, 1] is dtype)
+            src, lane = (a, idx[0]) if idx[0] < a.width else (b, idx[0] - a.width)
+            return Val(L.Extract(src.e, L.Const(lane, "int64"), self.ldt(a.dtype)), a.dtype)
+        return Val(L.Shuffle(a.e, b.e if b is not None else None, idx, self.ldt(a.dtype)), VecType(a.dtype, w))
 
     def call_method(self, m: Bound, args, kwargs, node):
         if m.kind == "load":
@@ -1472,6 +1598,8 @@ class Translator(ast.NodeVisitor):
             op = _VEC_REDUCE[m.kind]
             if op in ("and", "or") and v.dtype.is_float:
                 self.fail(f"{m.kind} on float lanes")
+            if op in ("add", "mul") and v.dtype is bool_:
+                self.fail(f"{m.kind} on bool lanes; convert with SIMD[int32, {v.width}](...) first")
             return Val(L.HReduce(op, v.e, self.ldt(v.dtype)), v.dtype)
         if m.kind == "shuffle":
             return self.shuffle(m.obj, None, CT(tuple(args)), node)
@@ -1588,6 +1716,7 @@ class Translator(ast.NodeVisitor):
                 lv.scope = scope
                 v = lv if name in assigned else self.read(lv)
             scope.vars[name] = v
+            self._bound_on[(id(scope), name)] = self.control_path
         saved_scope = self.scope
         self.scope = scope
         self.src_stack.append(h.src)
@@ -1600,7 +1729,7 @@ class Translator(ast.NodeVisitor):
         try:
             body = fdef.body
             tail = body[-1] if body and isinstance(body[-1], ast.Return) else None
-            simple = not _has_return(body[:-1] if tail is not None else body)
+            simple = _first_return(body[:-1] if tail is not None else body) is None
             if self.expr_mode:
                 for s in body:
                     if ctx.done:
@@ -1617,7 +1746,7 @@ class Translator(ast.NodeVisitor):
                     self.node_stack.pop()
             else:
                 if parallel:
-                    self.fail("return inside a parallelize body")
+                    self.fail("return inside a parallelize body", _first_return(body))
                 self.blocks.append([])
                 for s in body:
                     self.visit(s)
@@ -1643,15 +1772,15 @@ class Translator(ast.NodeVisitor):
         return result
 
 
-def _has_return(stmts):
-    """Does any statement return (not counting nested function definitions)?"""
+def _first_return(stmts):
+    """The first return statement (not counting nested function definitions), or None."""
     def walk(node):
         if isinstance(node, ast.Return):
-            return True
+            return node
         if isinstance(node, (ast.FunctionDef, ast.Lambda)):
-            return False
-        return any(walk(c) for c in ast.iter_child_nodes(node))
-    return any(walk(s) for s in stmts)
+            return None
+        return next((r for r in map(walk, ast.iter_child_nodes(node)) if r is not None), None)
+    return next((r for r in map(walk, stmts) if r is not None), None)
 
 
 def _count_assignments(fdef):

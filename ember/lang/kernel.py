@@ -133,6 +133,10 @@ class Kernel:
                 if isinstance(value, np.ndarray) or not np.isscalar(value):
                     raise InvalidInputError(f"kernel '{self.__name__}': argument '{name}' must be a "
                                             f"{d.name} scalar, got {type(value).__name__}")
+                why = _unfit_scalar(d, value)
+                if why:
+                    raise InvalidInputError(f"kernel '{self.__name__}': argument '{name}' must be a "
+                                            f"{d.name} scalar, {why}")
                 kinds.append(("scalar", name, d.name))
                 scalars.append((d, value))
         return tuple(kinds), tensors, scalars
@@ -221,9 +225,10 @@ class Kernel:
         for k in kinds:
             if k[0] == "scalar":
                 _, name, dt = k
-                d = dtype_of(dt) if dt != "bfloat16" else _bf16()
-                e = L.ScalarArg(slot, "float32" if dt == "bfloat16" else dt)
-                scope.vars[name] = Val(e, d)
+                if dt == "bfloat16":    # a storage type: the value, rounded to it, is a float32
+                    scope.vars[name] = Val(tr._round_bf16(L.ScalarArg(slot, "float32")), dtype_of("float32"))
+                else:
+                    scope.vars[name] = Val(L.ScalarArg(slot, dt), dtype_of(dt))
                 slot += 1
             elif k[0] == "param":
                 scope.vars[k[1]] = CT(k[2])
@@ -314,6 +319,19 @@ def _fix_return(body, buf):
             if isinstance(sub, list):
                 _fix_return(sub, buf)
     return body
+
+
+def _unfit_scalar(d: DType, v) -> str | None:
+    """Why `v` cannot be passed as a `d` scalar without silently changing it (None: it can)."""
+    if not isinstance(v, (bool, int, float, np.bool_, np.integer, np.floating)):
+        return f"got {type(v).__name__}"
+    if d.is_int:
+        if not isinstance(v, (bool, int, np.bool_, np.integer)):
+            return f"got {type(v).__name__} {v!r} (convert it to an integer first)"
+        info = np.iinfo(d.np)
+        if not info.min <= int(v) <= info.max:
+            return f"got {int(v)}, outside its range [{info.min}, {info.max}]"
+    return None
 
 
 def _bits(d: DType, v) -> int:
