@@ -90,36 +90,6 @@ def test_int_meets_float_and_weak_literals():
 
 # ---------------------------------------------------------------------------- control flow
 @ember.kernel
-def collatz_steps(n: int64, limit: int64) -> int64:
-    steps = 0
-    while n != 1:
-        if steps >= limit:
-            return -1
-        elif n % 2 == 0:
-            n = n // 2
-        else:
-            n = 3 * n + 1
-        steps += 1
-    return steps
-
-
-def _collatz(n, limit):
-    s = 0
-    while n != 1:
-        if s >= limit:
-            return -1
-        n = n // 2 if n % 2 == 0 else 3 * n + 1
-        s += 1
-    return s
-
-
-@given(st.integers(1, 10**6), st.integers(0, 200))
-@settings(max_examples=25, deadline=None)
-def test_while_if_elif_early_return(n, limit):
-    assert collatz_steps(n, limit) == _collatz(n, limit)
-
-
-@ember.kernel
 def odd_sum_until(x: Tensor[int64, 1], stop: int64) -> int64:
     total = 0
     for i in range(len(x)):
