@@ -142,3 +142,35 @@ def test_dead_code_drops_unused_nodes():
   %0: float32[4] = exp(%x)
   return %0
 }""")
+
+
+def test_sink_reshape_moves_pointwise_to_the_source_shape():
+    # a conv GEMM's [n, g, Cout, pixels] result reshaped to NCHW, then BatchNorm scale,
+    # residual add and ReLU: all move before the reshape (so they fuse as the GEMM epilogue);
+    # the const over only part of the [2,3] <-> [6] dim group cannot, and stays after it
+    from ember.passes.basic import sink_reshape
+    check(lambda g: dead_code(sink_reshape(g)), """graph(%x: float32[2,1,4,6], %r: float32[2,4,2,3]) {
+  %0: float32[2,4,2,3] = reshape(%x) {shape=(2,4,2,3)}
+  %1: float32[2,4,2,3] = mul(%0, const<float32[4,1,1]: [1.0, 2.0, 3.0, 4.0]>)
+  %2: float32[2,4,2,3] = add(%1, %r)
+  %3: float32[2,4,2,3] = relu(%2)
+  %4: float32[2,4,2,3] = add(%3, const<float32[3]: [1.0, 2.0, 3.0]>)
+  return %3, %4
+}""", """graph(%x: float32[2,1,4,6], %r: float32[2,4,2,3]) {
+  %0: float32[2,1,4,6] = mul(%x, const<float32[1,1,4,1]: [1.0, 2.0, 3.0, 4.0]>)
+  %1: float32[2,1,4,6] = reshape(%r) {shape=(2,1,4,6)}
+  %2: float32[2,1,4,6] = add(%0, %1)
+  %3: float32[2,1,4,6] = relu(%2)
+  %4: float32[2,4,2,3] = reshape(%3) {shape=(2,4,2,3)}
+  %5: float32[2,4,2,3] = add(%4, const<float32[3]: [1.0, 2.0, 3.0]>)
+  return %4, %5
+}""")
+
+
+def test_dim_groups_align_shapes():
+    from ember.ir import symbolic as S
+    from ember.passes.basic import _dim_groups
+    n = S.sym("n")
+    assert _dim_groups((n, 1, 64, 3136), (n, 64, 56, 56)) == [([0], [0]), ([1, 2], [1]), ([3], [2, 3])]
+    assert _dim_groups((6, 4), (4, 6)) == [([0, 1], [0, 1])]     # one group: only whole-group broadcasts move
+    assert _dim_groups((n, 4), (4, n)) is None

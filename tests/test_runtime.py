@@ -121,3 +121,34 @@ def test_external_data_model(tmp_path):
     want = ember.InferenceSession(mlp_model(layers=2)).run(None, {"x": x})[0]
     got = ember.InferenceSession(str(path)).run(None, {"x": x})[0]
     np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_profiling_times_every_kernel_and_writes_a_trace(tmp_path):
+    import json
+    so = ember.SessionOptions()
+    so.enable_profiling = True
+    so.profile_file_prefix = str(tmp_path / "prof")
+    s = ember.InferenceSession(mlp_model(layers=3), so)
+    plain = ember.InferenceSession(mlp_model(layers=3))
+    x = {"x": np.random.default_rng(2).standard_normal((8, 64)).astype(np.float32)}
+    for _ in range(3):
+        np.testing.assert_array_equal(s.run(None, x)[0], plain.run(None, x)[0])
+    rows = s.kernel_profile()
+    assert len(rows) == s.compile_stats["kernels"] and all(r["calls"] == 3 for r in rows)
+    assert all(r["median_ms"] >= 0 for r in rows) and abs(sum(r["share"] for r in rows) - 1) < 1e-6
+    assert any(r["kind"] == "matmul" and r["nodes"] for r in rows)
+    path = s.end_profiling()
+    events = json.load(open(path))["traceEvents"]
+    assert len(events) == 3 * len(rows) and all(e["ph"] == "X" and e["dur"] >= 0 for e in events)
+    assert s.kernel_profile() == []            # end_profiling hands the runs over
+
+
+def test_cli_bench_profile(capsys):
+    from ember.cli.main import main
+    import onnx, tempfile
+    with tempfile.TemporaryDirectory() as d:
+        p = os.path.join(d, "m.onnx")
+        onnx.save(mlp_model(layers=2), p)
+        assert main(["bench", p, "--runs", "4", "--warmup", "1", "--dim", "batch=3", "--profile", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "by kind:" in out and "matmul" in out

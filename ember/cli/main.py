@@ -94,7 +94,9 @@ def cmd_inspect(args):
 
 def cmd_bench(args):
     import ember
-    sess = ember.InferenceSession(args.model)
+    so = ember.SessionOptions()
+    so.intra_op_num_threads = args.threads
+    sess = ember.InferenceSession(args.model, so)
     feeds = _random_feeds(sess, _parse_dims(args.dim))
     for _ in range(args.warmup):
         sess.run(None, feeds)
@@ -110,6 +112,22 @@ def cmd_bench(args):
     t = np.array(times)
     print(f"median {np.median(t):.3f} ms  p90 {np.percentile(t, 90):.3f} ms  p99 {np.percentile(t, 99):.3f} ms"
           f"  ({args.runs} runs)")
+    if args.profile or args.trace:
+        so.enable_profiling = True
+        prof = ember.InferenceSession(args.model, so)
+        for _ in range(max(args.runs // 4, 3)):
+            prof.run(None, feeds)
+        rows = prof.kernel_profile()
+        by_kind: dict = {}
+        for r in rows:
+            by_kind[r["kind"]] = by_kind.get(r["kind"], 0.0) + r["median_ms"]
+        print("by kind: " + ", ".join(f"{k} {v:.2f} ms" for k, v in sorted(by_kind.items(), key=lambda x: -x[1])))
+        print(f"\n{'kernel':<28} {'kind':<10} {'median ms':>10} {'share':>7}  ONNX nodes")
+        for r in rows[:args.profile or 15]:
+            nodes = ", ".join(r["nodes"][:3]) + (" ..." if len(r["nodes"]) > 3 else "")
+            print(f"{r['kernel'][:28]:<28} {r['kind']:<10} {r['median_ms']:>10.3f} {r['share']:>6.1%}  {nodes}")
+        if args.trace:
+            print(f"trace: {prof.end_profiling()}  (open in https://ui.perfetto.dev)")
     return 0
 
 
@@ -143,6 +161,10 @@ def main(argv=None):
     b.add_argument("--runs", type=int, default=100)
     b.add_argument("--warmup", type=int, default=5)
     b.add_argument("--dim", action="append", metavar="SYMBOL=SIZE")
+    b.add_argument("--threads", type=int, default=0, help="intra-op threads (0: all cores)")
+    b.add_argument("--profile", type=int, nargs="?", const=15, default=0, metavar="N",
+                   help="then time every kernel and print the N slowest")
+    b.add_argument("--trace", action="store_true", help="also write a Perfetto/Chrome trace file")
     for sp in (r, i, b):
         sp.add_argument("--ops", action="append", metavar="FILE.py",
                         help="run a Python file first (to register custom ops with ember.custom_op)")

@@ -70,6 +70,7 @@ class BufferInfo:
 
 
 KERNEL_T = ir.FunctionType(ir.VoidType(), [PTR, PTR, I32])
+PROFILED_T = ir.FunctionType(ir.VoidType(), [PTR, PTR, I32, PTR])
 BODY_T = ir.FunctionType(ir.VoidType(), [PTR, I64, I64])
 PARALLEL_FOR_T = ir.FunctionType(ir.VoidType(), [PTR, PTR, I64, I32])
 
@@ -109,6 +110,20 @@ class ModuleBuilder:
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         for f in self.functions:
             b.call(f, fn.args)
+        b.ret_void()
+        return fn
+
+    def add_profiled_entry(self, name="ember_run_profiled"):
+        """`ember_run` that also writes the time-stamp counter before the first kernel and
+        after each one into `int64 ticks[len(kernels) + 1]` (the profiler's per-kernel times)."""
+        fn = ir.Function(self.module, PROFILED_T, name=name)
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        tsc = self.intrinsic("llvm.readcyclecounter", I64, [])
+        ticks = fn.args[3]
+        b.store(b.call(tsc, []), ticks)
+        for k, f in enumerate(self.functions):
+            b.call(f, fn.args[:3])
+            b.store(b.call(tsc, []), b.gep(ticks, [ir.Constant(I64, k + 1)], source_etype=I64))
         b.ret_void()
         return fn
 
@@ -319,6 +334,8 @@ class FunctionEmitter:
         return self._from_mem(v, dtype)
 
     def load(self, e: L.Load) -> Val:
+        if e.cond is not None:
+            return self.guarded_load(e)
         idx = self.expr(e.index)
         t = mem_t(e.dtype)
         if idx.kind == "s":
@@ -331,6 +348,9 @@ class FunctionEmitter:
         if idx.kind == "r" and isinstance(idx.step, int) and idx.step == 0:
             v = self.b.load(self.elem_ptr(e.buf, idx.v), typ=t, align=_bytes(t))
             return Val("s", self._from_mem(v, e.dtype))
+        if idx.kind == "r" and isinstance(idx.step, int) and 2 <= idx.step <= 4:
+            v = self.strided_load(e.buf, idx.v, idx.step, n, t, mask, None)
+            return Val("v", self._from_mem(v, e.dtype))
         vidx = self.as_vec(idx, n)
         ptrs = self.b.gep(self.splat(self.bufptr(e.buf), n), [vidx], source_etype=t)
         vt = ir.VectorType(t, n)
@@ -339,6 +359,61 @@ class FunctionEmitter:
                               [ir.VectorType(PTR, n), I32, ir.VectorType(I1, n), vt])
         v = self.b.call(f, [ptrs, ir.Constant(I32, _bytes(t)), mk, ir.Constant(vt, None)])
         return Val("v", self._from_mem(v, e.dtype))
+
+    def guarded_load(self, e: L.Load) -> Val:
+        """cond ? buf[index] : fill, touching memory only where cond holds: a masked vector
+        load (contiguous lanes) or gather, or a scalar load from a safe index."""
+        idx, c = self.expr(e.index), self.expr(e.cond)
+        t = mem_t(e.dtype)
+        b = self.b
+        if idx.kind == "r" and isinstance(idx.step, int) and idx.step == 0:
+            idx = Val("s", idx.v)
+        if c.kind == "s" and idx.kind == "s":
+            safe = b.select(c.v, idx.v, ir.Constant(idx.v.type, 0))
+            v = self._from_mem(b.load(self.elem_ptr(e.buf, safe), typ=t, align=_bytes(t)), e.dtype)
+            return Val("s", b.select(c.v, v, ir.Constant(v.type, self._fill(e))))
+        n = self.lanes() or (idx.v.type.count if idx.kind == "v" else c.v.type.count)
+        mask = self.as_vec(c, n) if c.kind != "v" else c.v
+        if self.vctx and self.vctx[1] is not None:
+            mask = b.and_(mask, self.vctx[1])
+        vt = ir.VectorType(t, n)
+        fill = ir.Constant(vt, [self._fill(e, t)] * n)
+        if idx.kind == "r" and isinstance(idx.step, int) and idx.step == 1:
+            f = self.mb.intrinsic(f"llvm.masked.load.{mangle(vt)}.p0", vt, [PTR, I32, ir.VectorType(I1, n), vt])
+            v = b.call(f, [self.elem_ptr(e.buf, idx.v), ir.Constant(I32, _bytes(t)), mask, fill])
+        elif idx.kind == "r" and isinstance(idx.step, int) and 2 <= idx.step <= 4:
+            v = self.strided_load(e.buf, idx.v, idx.step, n, t, mask, fill)
+        else:
+            vidx = self.as_vec(idx, n)
+            ptrs = b.gep(self.splat(self.bufptr(e.buf), n), [vidx], source_etype=t)
+            f = self.mb.intrinsic(f"llvm.masked.gather.{mangle(vt)}.v{n}p0", vt,
+                                  [ir.VectorType(PTR, n), I32, ir.VectorType(I1, n), vt])
+            v = b.call(f, [ptrs, ir.Constant(I32, _bytes(t)), mask, fill])
+        return Val("v", self._from_mem(v, e.dtype))
+
+    def strided_load(self, buf, base, step, n, t, mask, fill):
+        """Lanes buf[base + step*i]: one masked load of the step*n contiguous elements and a
+        shuffle that keeps every step-th (a stride-2 convolution row; far cheaper than a
+        gather). Only the lanes kept are loaded, so nothing past the last one is touched."""
+        b = self.b
+        wide = n * step
+        wt = ir.VectorType(t, wide)
+        keep = ir.Constant(ir.VectorType(I1, wide), [int(j % step == 0) for j in range(wide)])
+        if mask is None:
+            wmask = keep
+        else:
+            spread = b.shuffle_vector(mask, mask, ir.Constant(ir.VectorType(I32, wide), [j // step for j in range(wide)]))
+            wmask = b.and_(spread, keep)
+        pt = ir.Constant(wt, None) if fill is None else ir.Constant(wt, [fill.constant[0]] * wide)
+        f = self.mb.intrinsic(f"llvm.masked.load.{mangle(wt)}.p0", wt, [PTR, I32, ir.VectorType(I1, wide), wt])
+        v = b.call(f, [self.elem_ptr(buf, base), ir.Constant(I32, _bytes(t)), wmask, pt])
+        return b.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, n), [i * step for i in range(n)]))
+
+    @staticmethod
+    def _fill(e, t=None):
+        if e.dtype in FLOATS:
+            return float(e.fill)
+        return int(e.fill) if e.dtype != "bool" else int(bool(e.fill))
 
     def store(self, buf, index: L.Expr, value: L.Expr):
         dtype = self.mb.buffers[buf].dtype

@@ -48,6 +48,8 @@ class Load(Expr):
     buf: int
     index: Expr
     dtype: str
+    cond: Expr | None = None    # guarded: where cond is false the value is `fill` and memory
+    fill: float = 0.0           # at `index` is never touched (padding, windows past an edge)
 
 
 @dataclass(frozen=True, eq=False)
@@ -274,6 +276,8 @@ def expr_str(e: Expr) -> str:
     if isinstance(e, SizeRef):
         return f"size[{e.slot}]"
     if isinstance(e, Load):
+        if e.cond is not None:
+            return f"(buf{e.buf}[{expr_str(e.index)}] if {expr_str(e.cond)} else {e.fill!r})"
         return f"buf{e.buf}[{expr_str(e.index)}]"
     if isinstance(e, Bin):
         sym = {"add": "+", "sub": "-", "mul": "*", "div": "/", "mod": "%", "lt": "<", "le": "<=",

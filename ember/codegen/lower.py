@@ -298,6 +298,24 @@ class KernelCtx:
         self.memo[key] = (r, idx)      # hold idx: ids of dead objects get reused
         return r
 
+    def guarded(self, v: Value, idx, cond, fill, safe_idx):
+        """`cond ? v[idx] : fill` where idx may be out of bounds when cond is false. A stored
+        value becomes one guarded load (a masked vector load along a contiguous row, so
+        padded windows stay vectorised); a computed one is computed at the clamped index."""
+        stored = (v.id not in self.overrides and v.id not in self.inline
+                  and not (v.is_const and (v.is_symbolic_const or v.const.size == 1)))
+        if not stored:
+            return self.where(cond, self.value(v, safe_idx), self.const(fill, v))
+        base = self.lw.base_value(v)
+        buf = self.lw.weight_buf(base) if base.is_const else self.lw.buf_of[base.id]
+        val = L.Load(buf, self.linearize(idx, v.shape), v.dtype, cond, fill)
+        return L.Cast(val, "float32") if v.dtype == "float16" else val
+
+    def fma(self, a, b, c):
+        if a.dtype in FLOATS:
+            return L.Fma(a, b, c, a.dtype)
+        return self.add(self.mul(a, b), c)
+
     def _compute(self, v: Value, idx):
         node = v.producer
         d = OPS[node.op]
@@ -307,21 +325,27 @@ class KernelCtx:
             attrs = {k: a for k, a in node.attrs.items() if not k.startswith("_")}
             return d.emit(self, *vals, **attrs)
         if d.kind == "index":
-            ins = [(lambda x: (lambda ix: self.value(x, ix)))(x) for x in node.inputs]
+            # ins[k](ix) reads input k at ix; ins[k](ix, guard=(cond, fill, safe_ix)) is
+            # `cond ? x[ix] : fill` for windows that may hang over an edge
+            ins = [(lambda x: (lambda ix, guard=None: self.value(x, ix) if guard is None
+                               else self.guarded(x, ix, *guard)))(x) for x in node.inputs]
             return d.index_emit(self, node, ins, idx)
         raise CompileError(f"internal: cannot inline {node.op}")
 
 
 class Lowering:
-    def __init__(self, sched: Schedule, vector_bits: int = 512, mr: int = 6, nr: int = 2):
+    def __init__(self, sched: Schedule, vector_bits: int = 512, nr: int = 2):
         self.s = sched
         self.vector_bits = vector_bits
-        self.mr, self.nr = mr, nr
+        # rows per GEMM register tile: MR x NR accumulators plus NR B vectors and a broadcast
+        # must fit the register file (32 zmm with AVX-512, 16 ymm with AVX2)
+        self.mr, self.nr = (12 if vector_bits >= 512 else 6), nr
         self.sizes = SizeTable()
         self.buffers: dict = {}
         self.buf_of: dict = {}          # value id -> buf id
         self._weights: list = []
         self._woff = 0
+        self._packed: dict = {}
         self._bufid = itertools.count()
         self.kernels: list = []
 
@@ -460,12 +484,19 @@ class Lowering:
         return body
 
     def lower_matmul(self, grp: KernelGroup):
+        """Register-blocked GEMM: each task computes an MR x (NR*W) tile of C in registers
+        (MR*NR vector accumulators; per k, MR broadcasts of A and NR vector loads of B), then
+        runs the fused epilogue on the tile. A constant operand is packed at compile time into
+        the order the micro-kernel reads it, so every k step touches one contiguous line:
+        constant B (weights of Linear/Gemm) as [N/NB][K][NB] column panels, constant A (the
+        weights of a convolution, [Cout, Cin*kh*kw]) as [M/MR][K][MR] row panels."""
         mm = grp.anchor
         a, b = mm.inputs
         out = mm.outputs[0]
         dt = compute_dtype(out.dtype)
         W = self.lanes(out.dtype)
-        MR, NR = self.mr, self.nr
+        NR = self.nr
+        NB = NR * W
         ctx = KernelCtx(self, grp, W)
         a2 = tuple(a.shape) if a.type.rank > 1 else (1,) + tuple(a.shape)
         b2 = tuple(b.shape) if b.type.rank > 1 else tuple(b.shape) + (1,)
@@ -483,67 +514,152 @@ class Lowering:
             b_bat = (1,) * (len(batch) - len(b2[:-2])) + tuple(b2[:-2])
         bvars = [L.Var(f"b{i}") for i in range(len(batch))]
         sz = ctx.size
+        static = all(isinstance(d, int) for d in (K, N))
+        pack_b = (static and fold_batch and dt == "float32" and b.dtype == "float32"
+                  and self._const_array(b, b2) is not None)
+        pack_a = (not pack_b and static and isinstance(M, int) and dt == "float32"
+                  and a.dtype == "float32" and self._const_array(a, a2) is not None)
 
         def bat_off(shape_b, mat_elems):
             off = ctx.iconst(0)
             for v, d in zip(bvars, shape_b):
                 off = ctx.add(ctx.mul(off, sz(d)), ctx.iconst(0) if (isinstance(d, int) and d == 1) else v)
             return ctx.mul(off, sz(mat_elems))
-        a_off = bat_off(a_bat, S.prod(a2[-2:])) if not fold_batch else ctx.iconst(0)
         b_off = bat_off(b_bat, S.prod(b2[-2:])) if not fold_batch else ctx.iconst(0)
-
-        def load_a(row, k):
-            x = L.Load(self._buf(a), ctx.add(a_off, ctx.add(ctx.mul(row, sz(K)), k)), a.dtype)
-            return L.Cast(x, dt) if a.dtype != dt else x
-
+        if pack_b:
+            bbuf = self.packed_weight_buf(b, b2, "b", NB)
+        else:
+            bbuf = self._buf(b)
         ib, jb, kv = L.Var("ib"), L.Var("jb"), L.Var("k")
-        i0 = ctx.mul(ib, ctx.iconst(MR))
-        j0 = ctx.mul(jb, ctx.iconst(NR * W))
-        cols = [ctx.add(j0, ctx.iconst(c * W)) for c in range(NR)]
-        masks = [L.LaneMask(c, sz(N), W) for c in cols]
-        acc = [[f"acc{r}_{c}" for c in range(NR)] for r in range(MR)]
-        body = [L.Decl(acc[r][c], L.Broadcast(L.Const(0, dt), W, dt), lanes=W) for r in range(MR) for c in range(NR)]
-        bv = []
-        for c in range(NR):
-            x = L.VLoad(self._buf(b), ctx.add(b_off, ctx.add(ctx.mul(kv, sz(N)), cols[c])), W, b.dtype, masks[c])
-            bv.append(L.Cast(x, dt) if b.dtype != dt else x)
-        kbody = []
-        mlast = sz(M - 1)
-        for r in range(MR):
-            row = L.Bin("min", ctx.add(i0, ctx.iconst(r)), mlast, "int64") if r else i0
-            av = L.Broadcast(load_a(row, kv), W, dt)
+
+        def tile(MR):
+            """The loop nest over all tiles with MR rows each."""
+            ctx.memo.clear()
+            i0 = ctx.mul(ib, ctx.iconst(MR))
+            j0 = ctx.mul(jb, ctx.iconst(NB))
+            cols = [ctx.add(j0, ctx.iconst(c * W)) for c in range(NR)]
+            masks = [L.LaneMask(c, sz(N), W) for c in cols]
+            if pack_a:
+                abuf = self.packed_weight_buf(a, a2, "a", MR)
+                a_off = bat_off(a_bat, (M + MR - 1) // MR * MR * K)
+                a_row0 = ctx.add(a_off, ctx.mul(ctx.mul(ib, sz(K)), ctx.iconst(MR)))
+
+                def load_a(r, k):
+                    return L.Load(abuf, ctx.add(a_row0, ctx.add(ctx.mul(k, ctx.iconst(MR)), ctx.iconst(r))), "float32")
+            else:
+                abuf = self._buf(a)
+                a_off = bat_off(a_bat, S.prod(a2[-2:])) if not fold_batch else ctx.iconst(0)
+                mlast = sz(M - 1)
+
+                def load_a(r, k):
+                    row = L.Bin("min", ctx.add(i0, ctx.iconst(r)), mlast, "int64") if r else i0
+                    x = L.Load(abuf, ctx.add(a_off, ctx.add(ctx.mul(row, sz(K)), k)), a.dtype)
+                    return L.Cast(x, dt) if a.dtype != dt else x
+            acc = [[f"acc{r}_{c}" for c in range(NR)] for r in range(MR)]
+            body = [L.Decl(acc[r][c], L.Broadcast(L.Const(0, dt), W, dt), lanes=W)
+                    for r in range(MR) for c in range(NR)]
+            bv = []
             for c in range(NR):
-                if dt in FLOATS:
-                    upd = L.Fma(av, bv[c], L.Local(acc[r][c], dt), dt)
+                if pack_b:
+                    x = L.VLoad(bbuf, ctx.add(ctx.mul(ctx.add(ctx.mul(jb, sz(K)), kv), ctx.iconst(NB)),
+                                              ctx.iconst(c * W)), W, "float32")
                 else:
-                    upd = L.Bin("add", L.Bin("mul", av, bv[c], dt), L.Local(acc[r][c], dt), dt)
-                kbody.append(L.Assign(acc[r][c], upd))
-        body.append(L.For(kv, ctx.iconst(0), sz(K), kbody))
-        # epilogue: the fused pointwise kernel, reading the accumulator for the matmul value
-        jv = L.Var("j")
-        for r in range(MR):
-            row = ctx.add(i0, ctx.iconst(r))
-            stores = []
-            for c in range(NR):
-                ctx.memo.clear()
-                out_idx = self._mm_out_index(ctx, out, a, b, bvars, row, jv, fold_batch)
-                ctx.overrides = {out.id: (lambda name: (lambda ix: L.Local(name, dt)))(acc[r][c])}
-                ctx.levels = []
-                ctx.push_level([], vector=True)
-                val = ctx.value(grp.root, out_idx)
-                if ctx.levels[0]["stmts"]:
-                    raise CompileError("internal: epilogue with reductions")
-                st = self._store(ctx, grp.root, out_idx, val)
-                stores.append(L.VecScope(jv, cols[c], W, [st], masks[c]))
-            guard = L.Bin("lt", row, sz(M), "bool")
-            body.append(L.If(guard, stores))
-        nblk_m = sz(S.floordiv(M + MR - 1, MR))
-        nblk_n = sz(S.floordiv(N + NR * W - 1, NR * W))
-        loops = [L.For(ib, ctx.iconst(0), nblk_m, [L.For(jb, ctx.iconst(0), nblk_n, body)],
-                       parallel=not batch)]
-        for n, (v, d) in enumerate(reversed(list(zip(bvars, batch)))):
-            loops = [L.For(v, ctx.iconst(0), sz(d), loops, parallel=(n == len(batch) - 1))]
-        return loops
+                    x = L.VLoad(bbuf, ctx.add(b_off, ctx.add(ctx.mul(kv, sz(N)), cols[c])), W, b.dtype, masks[c])
+                bv.append(L.Cast(x, dt) if b.dtype != dt else x)
+            kbody = []
+            for r in range(MR):
+                av = L.Broadcast(load_a(r, kv), W, dt)
+                for c in range(NR):
+                    if dt in FLOATS:
+                        upd = L.Fma(av, bv[c], L.Local(acc[r][c], dt), dt)
+                    else:
+                        upd = L.Bin("add", L.Bin("mul", av, bv[c], dt), L.Local(acc[r][c], dt), dt)
+                    kbody.append(L.Assign(acc[r][c], upd))
+            body.append(L.For(kv, ctx.iconst(0), sz(K), kbody))
+            # epilogue: the fused pointwise kernel, reading the accumulator for the matmul value
+            jv = L.Var("j")
+            for r in range(MR):
+                row = ctx.add(i0, ctx.iconst(r))
+                stores = []
+                for c in range(NR):
+                    ctx.memo.clear()
+                    out_idx = self._mm_out_index(ctx, out, a, b, bvars, row, jv, fold_batch)
+                    ctx.overrides = {out.id: (lambda name: (lambda ix: L.Local(name, dt)))(acc[r][c])}
+                    ctx.levels = []
+                    ctx.push_level([], vector=True)
+                    val = ctx.value(grp.root, out_idx)
+                    if ctx.levels[0]["stmts"]:
+                        raise CompileError("internal: epilogue with reductions")
+                    st = self._store(ctx, grp.root, out_idx, val)
+                    stores.append(L.VecScope(jv, cols[c], W, [st], masks[c]))
+                if isinstance(M, int) and M % MR == 0:
+                    body.extend(stores)
+                else:
+                    body.append(L.If(L.Bin("lt", row, sz(M), "bool"), stores))
+            nblk_m = sz(S.floordiv(M + MR - 1, MR))
+            nblk_n = sz(S.floordiv(N + NB - 1, NB))
+            # loop order: the operand read once is the one whose blocks stay in cache while
+            # the other streams past; pick the order that streams fewer bytes (row blocks
+            # fastest: B read once, A once per column panel; columns fastest: the reverse)
+            if isinstance(M, int) and static:
+                rows_fastest = M * K * -(-N // NB) <= K * N * -(-M // MR)
+            else:
+                rows_fastest = pack_b
+            if rows_fastest:
+                loops = [L.For(jb, ctx.iconst(0), nblk_n, [L.For(ib, ctx.iconst(0), nblk_m, body)])]
+            else:
+                loops = [L.For(ib, ctx.iconst(0), nblk_m, [L.For(jb, ctx.iconst(0), nblk_n, body)])]
+            for v, d in reversed(list(zip(bvars, batch))):
+                loops = [L.For(v, ctx.iconst(0), sz(d), loops)]
+            # the outermost loop runs on the pool; the perfectly nested loops inside it
+            # collapse into one flat range of tiles
+            f = loops[0]
+            loops[0] = L.For(f.var, f.start, f.stop, f.body, parallel=True)
+            return loops
+
+        if isinstance(M, int) or pack_a:
+            return tile(_choose_mr(M, self.mr) if isinstance(M, int) else self.mr)
+        # symbolic rows (a dynamic batch): a one-row tile for GEMV-like calls, else the full tile
+        return [L.If(L.Bin("lt", sz(M), ctx.iconst(4), "bool"), tile(1), tile(self.mr))]
+
+    def _const_array(self, v: Value, shape=None):
+        """The constant behind `v` (through reshape views) as an array of `shape`, or None."""
+        base = self.base_value(v)
+        shape = tuple(v.shape) if shape is None else tuple(shape)
+        if not base.is_const or base.is_symbolic_const or not all(isinstance(d, int) for d in shape):
+            return None
+        arr = np.asarray(base.const)
+        return arr.reshape(shape) if arr.size == S.prod(shape) else None
+
+    def packed_weight_buf(self, v: Value, shape, side: str, width: int):
+        """A constant matmul operand repacked (once, at compile time) into micro-kernel order:
+        side "b": [.., K, N] -> [ceil(N/width), K, width]; side "a": [.., M, K] ->
+        [.., ceil(M/width), K, width]; zero-padded."""
+        key = (self.base_value(v).id, v.id, side, width)
+        b = self._packed.get(key)
+        if b is not None:
+            return b
+        arr = self._const_array(v, shape).astype(np.float32)
+        if side == "b":
+            kk, n = arr.shape[-2:]
+            np_ = (n + width - 1) // width
+            pad = np.zeros((kk, np_ * width), np.float32)
+            pad[:, :n] = arr
+            packed = np.ascontiguousarray(pad.reshape(kk, np_, width).transpose(1, 0, 2))
+        else:
+            lead = arr.shape[:-2]
+            m, kk = arr.shape[-2:]
+            mp = (m + width - 1) // width
+            pad = np.zeros(lead + (mp * width, kk), np.float32)
+            pad[..., :m, :] = arr
+            packed = np.ascontiguousarray(
+                np.swapaxes(pad.reshape(lead + (mp, width, kk)), -1, -2))
+        off = (self._woff + 63) // 64 * 64
+        self._weights.append((off, packed))
+        self._woff = off + packed.nbytes
+        b = self._new_buf("float32", 1, off)
+        self._packed[key] = b
+        return b
 
     def lower_library(self, grp: KernelGroup):
         """A node computed by a kernel-language kernel over its (C-contiguous) tensors."""
@@ -580,6 +696,18 @@ class Lowering:
         if base.is_const:
             return self.weight_buf(base)
         return self.buf_of[base.id]
+
+
+def _choose_mr(m: int, max_mr: int) -> int:
+    """Rows per register tile: all of them for small M (no wasted FMAs on a GEMV), else the
+    largest of 12/8/6/4 rows whose padding wastes little (12x2 zmm tiles = 24 accumulators)."""
+    if m <= max_mr:
+        return max(m, 1)
+    sizes = [r for r in (12, 8, 6, 4) if r <= max_mr]
+    for r in sizes:
+        if ((m + r - 1) // r * r) / m <= 1.0625:
+            return r
+    return min(sizes, key=lambda r: ((m + r - 1) // r * r, -r))
 
 
 def lower(sched: Schedule, vector_bits: int = 512) -> Program:

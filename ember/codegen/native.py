@@ -107,10 +107,16 @@ def get_object(ir_text: str, use_cache: bool = True) -> tuple[bytes, str]:
     return obj, key
 
 
-def load_object(obj: bytes, symbol: str = "ember_run"):
+RUN_PROTO = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32)
+PROFILED_PROTO = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p)
+
+
+def load_object(obj: bytes, symbol: str = "ember_run", proto=RUN_PROTO, optional: dict | None = None):
     """Load an object file; returns a ctypes function
     `void f(void** bases, int64* sizes, int32 nthreads)`. Objects that call the thread pool
-    need it loaded first (`ember.codegen.threadpool.ensure_pool`), so the symbol resolves."""
+    need it loaded first (`ember.codegen.threadpool.ensure_pool`), so the symbol resolves.
+    `optional` maps further symbol names to prototypes; those found are returned as well
+    (then the result is a dict name -> function)."""
     with _lock:
         tm = target_machine()
         empty = llvm.parse_assembly("")
@@ -120,6 +126,10 @@ def load_object(obj: bytes, symbol: str = "ember_run"):
         addr = ee.get_function_address(symbol)
         if not addr:
             raise CompileError(f"symbol {symbol} missing from compiled object")
+        extra = {n: ee.get_function_address(n) for n in (optional or {})}
         _engines.append(ee)
-    proto = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32)
-    return proto(addr)
+    if optional is None:
+        return proto(addr)
+    found = {symbol: proto(addr)}
+    found.update({n: optional[n](a) for n, a in extra.items() if a})
+    return found

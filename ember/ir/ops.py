@@ -17,6 +17,7 @@ A pointwise op is one `_unary`/`_binary` line here plus a record in the op tests
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -473,18 +474,63 @@ def _im2col_emit(o, node, ins, idx):
     cg = x_shape[1] // node.attrs["group"]
     n, g, c = idx[0], idx[1], idx[2]
     ks, ps = idx[3:3 + nd], idx[3 + nd:]
-    src, inside = [n, o.add(o.mul(g, o.size(cg)), c)], None
-    for d in range(nd):
-        pos = o.add(o.sub(o.mul(ps[d], o.iconst(node.attrs["strides"][d])), o.iconst(node.attrs["pads"][d])),
-                    o.mul(ks[d], o.iconst(node.attrs["dilations"][d])))
+    ch = [n, o.add(o.mul(g, o.size(cg)), c)]
+    src, safe, inside = _window(o, node.attrs, x_shape, ch, ps, ks)
+    return ins[0](src, guard=(inside, 0, safe))
+
+
+def _window(o, at, x_shape, lead, ps, ks):
+    """Input index of window element `ks` for output position `ps` (strides, begin pads,
+    dilations of `at`): (index, the index clamped into bounds, whether it is inside)."""
+    src, safe, inside = list(lead), list(lead), None
+    for d in range(len(ps)):
+        pos = o.add(o.sub(o.mul(ps[d], o.iconst(at["strides"][d])), o.iconst(at["pads"][d])),
+                    o.mul(ks[d], o.iconst(at["dilations"][d])))
         ok = o.and_(o.le(o.iconst(0), pos), o.lt(pos, o.size(x_shape[2 + d])))
         inside = ok if inside is None else o.and_(inside, ok)
-        src.append(o.min(o.max(pos, o.iconst(0)), o.size(x_shape[2 + d] - 1)))
-    v = ins[0](src)
-    return o.where(inside, v, o.const(0, v))
+        src.append(pos)
+        safe.append(o.min(o.max(pos, o.iconst(0)), o.size(x_shape[2 + d] - 1)))
+    return src, safe, inside
 
 
 register(OpDef("im2col", "index", _im2col_infer, None, index_emit=_im2col_emit))
+
+
+def _dwconv_infer(types, attrs):
+    return [TensorType(types[0].dtype, tuple(types[0].shape[:2]) + tuple(attrs["out"]))]
+
+
+def _dwconv_emit(o, node, ins, idx):
+    """Depthwise convolution (one filter per channel): y[n, c, p...] = sum over the window of
+    x[n, c, p*stride - pad + k*dilation] * w[c, 0, k...]. Computed in place, element by
+    element, so it vectorises along the output row and its BatchNorm/activation fuse after it."""
+    at = node.attrs
+    nd = len(at["kernel"])
+    acc = None
+    for ks in itertools.product(*[range(k) for k in at["kernel"]]):
+        kv = [o.iconst(k) for k in ks]
+        src, safe, inside = _window(o, at, node.inputs[0].shape, idx[:2], idx[2:2 + nd], kv)
+        x = ins[0](src, guard=(inside, 0, safe))
+        w = ins[1]([idx[1], o.iconst(0)] + kv)
+        acc = o.mul(x, w) if acc is None else o.fma(x, w, acc)
+    return acc
+
+
+def _dwconv_ref(a, at):
+    x, w = a[0], a[1]
+    nd = len(at["kernel"])
+    pads = [(0, 0), (0, 0)] + [(at["pads"][d], at["pads"][d + nd]) for d in range(nd)]
+    xp = np.pad(x, pads)
+    out = np.zeros(x.shape[:2] + tuple(at["out"]), dtype=np.float64)
+    for ks in itertools.product(*[range(k) for k in at["kernel"]]):
+        sl = tuple(slice(ks[d] * at["dilations"][d],
+                         ks[d] * at["dilations"][d] + (at["out"][d] - 1) * at["strides"][d] + 1,
+                         at["strides"][d]) for d in range(nd))
+        out += xp[(slice(None), slice(None)) + sl] * w[(slice(None), 0) + ks].reshape((1, -1) + (1,) * nd)
+    return [out.astype(x.dtype)]
+
+
+register(OpDef("dwconv", "index", _dwconv_infer, _dwconv_ref, index_emit=_dwconv_emit, cost=4))
 
 
 def _pool_infer(types, attrs):
@@ -499,15 +545,9 @@ def _pool_emit(o, node, ins, idx):
     is_max = at["mode"] == "max"
 
     def body(r):
-        src, inside = list(idx[:2]), None
-        for d in range(nd):
-            pos = o.add(o.sub(o.mul(idx[2 + d], o.iconst(at["strides"][d])), o.iconst(at["pads"][d])),
-                        o.mul(r[d], o.iconst(at["dilations"][d])))
-            ok = o.and_(o.le(o.iconst(0), pos), o.lt(pos, o.size(x_shape[2 + d])))
-            inside = ok if inside is None else o.and_(inside, ok)
-            src.append(o.min(o.max(pos, o.iconst(0)), o.size(x_shape[2 + d] - 1)))
-        v = ins[0](src)
-        return o.where(inside, v, o.const(-math.inf if is_max else 0, v))
+        src, safe, inside = _window(o, at, x_shape, idx[:2], idx[2:2 + nd], r)
+        fill = (-math.inf if dt in FLOATS else np.iinfo(to_numpy(dt)).min) if is_max else 0
+        return ins[0](src, guard=(inside, fill, safe))
     acc = o.reduce("max" if is_max else "sum", list(at["kernel"]), body, dt, unroll=True)
     if is_max:
         return acc
@@ -684,6 +724,13 @@ def _conv_decompose(b, ins, at):
     npix = S.prod(at["out"])
     pointwise = (all(k == 1 for k in at["kernel"]) and all(s == 1 for s in at["strides"])
                  and not any(at["pads"]))
+    if g > 1 and g == c and m == g and not pointwise:
+        # depthwise: no GEMM at all; a windowed multiply-add per output element
+        y = b.op("dwconv", [x, w], kernel=at["kernel"], strides=at["strides"], pads=at["pads"],
+                 dilations=at["dilations"], out=at["out"])
+        if bias is not None:
+            y = b.op("add", [y, b.op("reshape", [bias], shape=(m,) + (1,) * nd)])
+        return [y]
     if pointwise:  # 1x1 convolution: the input already is the column matrix
         col = b.op("reshape", [x], shape=(n, g, kk, npix))
     else:

@@ -104,9 +104,101 @@ def simplify(graph: Graph) -> Graph:
     return rewrite(graph, rule)
 
 
+def _dim_groups(sx, sr):
+    """Align two shapes of equal size into runs with equal products:
+    [(dims of sx, dims of sr)] as index ranges, or None when they do not align (a symbolic
+    dim must face the same symbolic dim)."""
+    groups, i, j = [], 0, 0
+    while i < len(sx) or j < len(sr):
+        gi, gj, px, pr = [], [], 1, 1
+        while True:
+            if gi and gj and px == pr and isinstance(px, int):
+                # swallow trailing 1s so every dim belongs to a group
+                while i < len(sx) and _is_one(sx[i]) and j == len(sr):
+                    gi.append(i)
+                    i += 1
+                while j < len(sr) and _is_one(sr[j]) and i == len(sx):
+                    gj.append(j)
+                    j += 1
+                break
+            if i < len(sx) and j < len(sr) and not isinstance(sx[i], int) and not gi and not gj:
+                if sx[i] != sr[j]:
+                    return None
+                gi, gj, px, pr = [i], [j], 1, 1
+                i, j = i + 1, j + 1
+                break
+            if i < len(sx) and (j == len(sr) or (isinstance(sx[i], int) and px <= pr)):
+                if not isinstance(sx[i], int):
+                    return None
+                px *= sx[i]
+                gi.append(i)
+                i += 1
+            elif j < len(sr) and isinstance(sr[j], int):
+                pr *= sr[j]
+                gj.append(j)
+                j += 1
+            else:
+                return None
+        groups.append((gi, gj))
+    return groups
+
+
+def _is_one(d):
+    return isinstance(d, int) and d == 1
+
+
+def sink_reshape(graph: Graph) -> Graph:
+    """pointwise(reshape(x), c) -> reshape(pointwise(x, c')): move elementwise work to the
+    shape its source was computed in, so it fuses there (a convolution's BatchNorm, ReLU and
+    residual add become the epilogue of its GEMM, which produces [n, g, Cout/g, pixels]).
+    Legal when every other input is either the same shape (a free view) or broadcasts along
+    whole aligned dim groups (per-channel constants)."""
+    def rule(b, node, ins):
+        if OPS[node.op].kind != "pointwise" or len(node.outputs) != 1:
+            return None
+        out_shape = tuple(node.outputs[0].shape)
+        src = next((v for v in ins if v is not None and v.producer is not None
+                    and v.producer.op == "reshape" and tuple(v.shape) == out_shape
+                    and not v.producer.inputs[0].is_const), None)
+        if src is None:
+            return None
+        sx = tuple(src.producer.inputs[0].shape)
+        groups = _dim_groups(sx, out_shape)
+        if groups is None:
+            return None
+        new_ins = []
+        for v in ins:
+            if v is None:
+                new_ins.append(v)
+                continue
+            vs = (1,) * (len(out_shape) - len(v.shape)) + tuple(v.shape)
+            if vs == out_shape:
+                new_ins.append(v.producer.inputs[0] if v is src else b.op("reshape", [v], shape=sx))
+                continue
+            shape = []
+            for gi, gj in groups:
+                if all(_is_one(vs[j]) for j in gj):
+                    shape += [1] * len(gi)
+                elif all(vs[j] == out_shape[j] for j in gj):
+                    shape += [sx[i] for i in gi]
+                else:
+                    return None
+            if v.is_const and v.const.size == 1:
+                new_ins.append(v)
+            else:
+                new_ins.append(b.op("reshape", [v], shape=tuple(shape)))
+        y = b.op(node.op, new_ins, _name=node.name, _origin=node.origin, **node.attrs)
+        if tuple(y.shape) != sx:
+            return None
+        return [b.op("reshape", [y], shape=out_shape)]
+    return rewrite(graph, rule)
+
+
 PIPELINE = [
     ("fold_constants", fold_constants),
     ("decompose", decompose),
+    ("simplify", simplify),
+    ("sink_reshape", sink_reshape),
     ("simplify", simplify),
     ("fold_constants", fold_constants),
     ("cse", cse),

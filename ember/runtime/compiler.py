@@ -23,7 +23,8 @@ from ..ir.ops import custom_fingerprint
 from ..passes import optimize
 from ..schedule.fusion import schedule
 
-FORMAT = 1
+FORMAT = 2
+_PROFILED = {"ember_run_profiled": native.PROFILED_PROTO}
 
 
 @dataclass
@@ -36,6 +37,8 @@ class Compiled:
     weights: np.ndarray
     fn: object              # ctypes function
     stats: dict = field(default_factory=dict)
+    profiled_fn: object = None   # ember_run that also records per-kernel time stamps
+    kernel_info: list = field(default_factory=list)   # [(name, kind, ONNX node names)]
     # present only after a fresh compile (for inspect)
     graph: object = None
     program: Program | None = None
@@ -89,6 +92,7 @@ def compile_model(model, use_cache: bool = True, progress=None) -> Compiled:
     for k in prog.kernels:
         mb.add_kernel(k)
     mb.add_entry()
+    mb.add_profiled_entry()
     ir_text = str(mb.module)
     if _debug("llvm"):
         print(ir_text, file=sys.stderr)
@@ -96,12 +100,14 @@ def compile_model(model, use_cache: bool = True, progress=None) -> Compiled:
     obj, obj_key = native.get_object(ir_text, use_cache=use_cache)
     stage("native")
     ensure_pool()
-    fn = native.load_object(obj)
+    fns = native.load_object(obj, optional=_PROFILED)
     c = Compiled(
         inputs=[(v.name, v.dtype, tuple(v.shape)) for v in prog.inputs],
         outputs=[(name, v.dtype, tuple(v.shape)) for name, v in zip(sched.graph.output_names, prog.outputs)],
-        size_exprs=list(prog.sizes.exprs), arena=list(prog.arena), weights=prog.weights, fn=fn,
-        stats=stats, graph=graph, program=prog, onnx_nodes=n_onnx)
+        size_exprs=list(prog.sizes.exprs), arena=list(prog.arena), weights=prog.weights,
+        stats=stats, graph=graph, program=prog, onnx_nodes=n_onnx,
+        fn=fns["ember_run"], profiled_fn=fns.get("ember_run_profiled"),
+        kernel_info=[(k.name, k.kind, list(k.origin)) for k in prog.kernels])
     c.stats["kernels"] = len(prog.kernels)
     c.stats["cache"] = "miss"
     if key is not None:
@@ -180,6 +186,7 @@ def _store_cached(key, c: Compiled, obj_key: str):
         "sizes": [_enc(x) for x in c.size_exprs],
         "arena": [[slot, S.encode(nb), f, l] for slot, nb, f, l in c.arena],
         "kernels": c.stats.get("kernels", 0),
+        "kernel_info": c.kernel_info,
     }
     wpath = d / f"{key}.weights.npy"
     tmp = d / f"{key}.weights.tmp{os.getpid()}.npy"
@@ -203,7 +210,7 @@ def _load_cached(key):
         opath = d / f"{meta['object']}.o"
         weights = np.load(d / f"{key}.weights.npy", mmap_mode="r")
         ensure_pool()
-        fn = native.load_object(opath.read_bytes())
+        fns = native.load_object(opath.read_bytes(), optional=_PROFILED)
     except (OSError, ValueError, KeyError):
         return None
     return Compiled(
@@ -211,4 +218,5 @@ def _load_cached(key):
         outputs=[(n, t, tuple(S.decode(x) for x in s)) for n, t, s in meta["outputs"]],
         size_exprs=[None if x is None else S.decode(x) for x in meta["sizes"]],
         arena=[(slot, S.decode(nb), f, l) for slot, nb, f, l in meta["arena"]],
-        weights=weights, fn=fn, stats={"kernels": meta.get("kernels", 0)})
+        weights=weights, fn=fns["ember_run"], profiled_fn=fns.get("ember_run_profiled"),
+        kernel_info=[tuple(x) for x in meta.get("kernel_info", [])], stats={"kernels": meta.get("kernels", 0)})

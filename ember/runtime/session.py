@@ -7,7 +7,10 @@ It is safe to call from several threads: plans are immutable and each call takes
 from __future__ import annotations
 
 import ctypes
+import json
+import os
 import threading
+import time
 
 import numpy as np
 
@@ -36,6 +39,10 @@ class SessionOptions:
     def __init__(self):
         self.intra_op_num_threads = 0
         self.enable_cache = True
+        # as in onnxruntime: time every kernel of every run; `end_profiling()` writes a
+        # Chrome/Perfetto trace (open it in ui.perfetto.dev) and returns its path
+        self.enable_profiling = False
+        self.profile_file_prefix = "ember_profile"
 
 
 class _Plan:
@@ -78,6 +85,9 @@ class InferenceSession:
         self._nbases = 2 + len(c.inputs) + len(c.outputs)
         self._fn = c.fn
         self._nthreads = int(getattr(opts, "intra_op_num_threads", 0) or 0) or default_threads()
+        self._profiling = bool(getattr(opts, "enable_profiling", False)) and c.profiled_fn is not None
+        self._events: list = []          # (start perf_counter s, [kernel seconds])
+        self._prof_lock = threading.Lock()
 
     # ---------------------------------------------------------------------- introspection
     def get_inputs(self):
@@ -106,7 +116,10 @@ class InferenceSession:
             (arena.ctypes.data + 63) // 64 * 64, self._wptr,
             *[a.ctypes.data for a in arrays], *[o.ctypes.data for o in outs])
         try:
-            self._fn(bases, plan.sizes_ptr, self._nthreads)
+            if self._profiling:
+                self._run_profiled(bases, plan)
+            else:
+                self._fn(bases, plan.sizes_ptr, self._nthreads)
         finally:
             plan.give_arena(arena)
         if output_names is None:
@@ -118,6 +131,56 @@ class InferenceSession:
                                         f"{list(self._out_index)}")
             res.append(outs[self._out_index[n]])
         return res
+
+    # ------------------------------------------------------------------------- profiling
+    def _run_profiled(self, bases, plan):
+        n = len(self._c.kernel_info)
+        ticks = np.zeros(n + 1, dtype=np.int64)
+        t0 = time.perf_counter()
+        self._c.profiled_fn(bases, plan.sizes_ptr, self._nthreads, ticks.ctypes.data)
+        wall = time.perf_counter() - t0
+        d = np.diff(ticks).astype(np.float64)
+        total = float(ticks[-1] - ticks[0]) or 1.0
+        # time-stamp counter ticks -> seconds, by the call's own wall time
+        with self._prof_lock:
+            self._events.append((t0, d * (wall / total)))
+
+    def kernel_profile(self) -> list[dict]:
+        """Per-kernel times over the runs profiled so far (`enable_profiling`), slowest first:
+        name, kind, ONNX nodes, calls, median and total milliseconds, share of the summed
+        medians."""
+        with self._prof_lock:
+            events = list(self._events)
+        if not events:
+            return []
+        per = np.array([e[1] for e in events])            # runs x kernels, seconds
+        med = np.median(per, axis=0)
+        total = med.sum()
+        rows = []
+        for k, (name, kind, nodes) in enumerate(self._c.kernel_info):
+            rows.append({"kernel": name, "kind": kind, "nodes": list(nodes), "calls": len(events),
+                         "median_ms": float(med[k] * 1e3), "total_ms": float(per[:, k].sum() * 1e3),
+                         "share": float(med[k] / total) if total else 0.0})
+        rows.sort(key=lambda r: -r["median_ms"])
+        return rows
+
+    def end_profiling(self) -> str:
+        """Write the profiled runs as a Chrome trace-event JSON file (Perfetto and
+        chrome://tracing open it) and return its path, as onnxruntime does."""
+        with self._prof_lock:
+            events, self._events = self._events, []
+        trace = []
+        for t0, secs in events:
+            t = t0
+            for (name, kind, nodes), dt in zip(self._c.kernel_info, secs):
+                trace.append({"name": name, "cat": kind, "ph": "X", "pid": os.getpid(), "tid": 0,
+                              "ts": t * 1e6, "dur": dt * 1e6, "args": {"onnx_nodes": list(nodes)}})
+                t += dt
+        path = f"{getattr(self._options, 'profile_file_prefix', 'ember_profile')}_" \
+               f"{time.strftime('%Y-%m-%d_%H-%M-%S')}.json"
+        with open(path, "w") as f:
+            json.dump({"traceEvents": trace, "displayTimeUnit": "ms"}, f)
+        return path
 
     def _check_feeds(self, feed):
         if not isinstance(feed, dict):

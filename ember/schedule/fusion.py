@@ -149,7 +149,10 @@ def _fuse_epilogues(groups, users, kernel_of, out_ids):
             continue
         g.nodes = g.nodes + k.nodes
         g.root = k.root
-        groups.remove(k)
+        # the merged kernel runs where the epilogue did: its other inputs (a residual from
+        # a later matmul, say) are ready only there, and nothing in between reads the matmul
+        groups[:] = [x for x in groups if x is not g]
+        groups[next(i for i, x in enumerate(groups) if x is k)] = g
         for n in k.nodes:
             kernel_of[n] = g
 

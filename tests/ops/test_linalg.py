@@ -141,3 +141,92 @@ def test_batchnorm_inference(dtype, data):
     opset = data.draw(st.sampled_from([15, 18]), label="opset")
     model, feeds = node_model("BatchNormalization", inputs, attrs, opset=opset, const=const)
     check(model, feeds, scale=8.0)
+
+
+# --------------------------------------------------------------------------- packed weights
+@pytest.mark.parametrize("k,n", [(1, 1), (7, 17), (64, 32), (33, 100), (130, 65)])
+def test_dense_packed_weights_dynamic_batch(k, n):
+    """Constant B is repacked into column panels at compile time; a symbolic row count picks
+    the one-row or the 12-row tile at run time. Every batch size must match numpy."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    import ember
+
+    rng = np.random.default_rng(k * 1000 + n)
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"]), helper.make_node("Add", ["y", "bias"], ["z"])],
+        "dense", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", k])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", n])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(bias, "bias")])
+    sess = ember.InferenceSession(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]))
+    for m in (1, 2, 3, 12, 13, 25, 64):
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        want = x.astype(np.float64) @ w + bias
+        got = sess.run(None, {"x": x})[0]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * math.sqrt(k) * 4)
+
+
+@pytest.mark.parametrize("cout", [1, 5, 12, 13, 16, 40, 64, 100])
+def test_conv_packed_weights_row_tiles(cout):
+    """Convolution weights are the constant A of the GEMM, packed into MR-row panels; the tile
+    height depends on Cout (all rows up to 12, else 12/8/6/4 with little padding)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    import ember
+
+    rng = np.random.default_rng(cout)
+    x = rng.standard_normal((1, 3, 9, 7)).astype(np.float32)
+    w = rng.standard_normal((cout, 3, 3, 3)).astype(np.float32)
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 9, 7])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [numpy_helper.from_array(w, "w")])
+    sess = ember.InferenceSession(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]))
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    want = np.zeros((1, cout, 9, 7))
+    for i in range(3):
+        for j in range(3):
+            want += np.einsum("oc,nchw->nohw", w[:, :, i, j], xp[:, :, i:i + 9, j:j + 7])
+    np.testing.assert_allclose(sess.run(None, {"x": x})[0], want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_residual_block_with_depthwise(stride):
+    """Conv+BN, a second Conv+BN on the shortcut, Add, Relu, then a depthwise 3x3 (stride 1
+    and 2: masked and de-interleaved vector loads) + BN + Clip: the epilogues fuse into the
+    GEMMs across the NCHW reshape, the residual kernel runs after both GEMMs, and the result
+    matches the ONNX reference."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from .harness import run_engine, run_reference
+
+    rng = np.random.default_rng(7 + stride)
+    c, m, h, w = 5, 24, 11, 13
+    inits = {"w1": rng.standard_normal((m, c, 3, 3)), "w2": rng.standard_normal((m, c, 1, 1)),
+             "wd": rng.standard_normal((m, 1, 3, 3)), "bd": rng.standard_normal(m)}
+    for k in ("1", "2", "d"):
+        inits[f"s{k}"] = rng.uniform(0.5, 1.5, m)
+        inits[f"b{k}n"] = rng.standard_normal(m)
+        inits[f"m{k}"] = rng.standard_normal(m) * 0.1
+        inits[f"v{k}"] = rng.uniform(0.5, 2.0, m)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c1", "s1", "b1n", "m1", "v1"], ["n1"]),
+        helper.make_node("Conv", ["x", "w2"], ["c2"]),
+        helper.make_node("BatchNormalization", ["c2", "s2", "b2n", "m2", "v2"], ["n2"]),
+        helper.make_node("Add", ["n1", "n2"], ["a"]),
+        helper.make_node("Relu", ["a"], ["r"]),
+        helper.make_node("Conv", ["r", "wd", "bd"], ["cd"], group=m, pads=[1, 1, 1, 1], strides=[stride, stride]),
+        helper.make_node("BatchNormalization", ["cd", "sd", "bdn", "md", "vd"], ["nd"]),
+        helper.make_node("Clip", ["nd", "lo", "hi"], ["y"]),
+    ]
+    ins = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()]
+    ins += [numpy_helper.from_array(np.array(0, np.float32), "lo"), numpy_helper.from_array(np.array(6, np.float32), "hi")]
+    g = helper.make_graph(nodes, "block", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, h, w])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], ins)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    feeds = {"x": rng.standard_normal((1, c, h, w)).astype(np.float32)}
+    np.testing.assert_allclose(run_engine(model, feeds)[0], run_reference(model, feeds)[0], rtol=1e-4, atol=1e-4)
