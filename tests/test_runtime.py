@@ -152,3 +152,23 @@ def test_cli_bench_profile(capsys):
         assert main(["bench", p, "--runs", "4", "--warmup", "1", "--dim", "batch=3", "--profile", "5"]) == 0
     out = capsys.readouterr().out
     assert "by kind:" in out and "matmul" in out
+
+
+def test_identical_layers_compile_once():
+    # sixteen same-shaped layers differ only in their weights and buffers: one function each
+    # for the distinct kernel shapes, called with different buffer tables; results unchanged
+    from ember.runtime.compiler import compile_model
+    c = compile_model(mlp_model(layers=16), use_cache=False)
+    assert c.stats["kernels"] >= 16 and c.stats["unique_kernels"] <= 3, c.stats
+    s = ember.InferenceSession(mlp_model(layers=16))
+    x = np.random.default_rng(3).standard_normal((5, 64)).astype(np.float32)
+    ref = x.astype(np.float64)
+    import onnx.numpy_helper as nh
+    m = mlp_model(layers=16)
+    inits = {i.name: nh.to_array(i) for i in m.graph.initializer}
+    vals = {"x": ref}
+    for n in m.graph.node:
+        a = [vals[i] if i in vals else inits[i].astype(np.float64) for i in n.input]
+        vals[n.output[0]] = {"MatMul": lambda: a[0] @ a[1], "Add": lambda: a[0] + a[1],
+                             "Relu": lambda: np.maximum(a[0], 0)}[n.op_type]()
+    np.testing.assert_allclose(s.run(None, {"x": x})[0], vals[m.graph.output[0].name], rtol=1e-4, atol=1e-5)

@@ -14,6 +14,7 @@ that stays symbolic so contiguous accesses become plain vector loads and stores.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import llvmlite.ir as ir
@@ -77,7 +78,7 @@ PARALLEL_FOR_T = ir.FunctionType(ir.VoidType(), [PTR, PTR, I64, I32])
 
 class ModuleBuilder:
     def __init__(self, name: str, buffers: dict, vector_bits: int = 512, fastmath: bool = False,
-                 parallel: bool = True):
+                 parallel: bool = True, indirect: bool = False):
         self.module = ir.Module(name=name)
         self.buffers = buffers
         self.vector_bits = vector_bits
@@ -86,6 +87,12 @@ class ModuleBuilder:
         self.functions = []
         self._intrinsics: dict = {}
         self._outlined = itertools.count()
+        # indirect: kernels get a table of their buffers' pointers instead of computing them
+        # from bases/offsets, so kernels that differ only in which buffers they touch (the
+        # twelve layers of a BERT) compile once and are called with different tables
+        self.indirect = indirect
+        self.calls: list = []             # indirect: (function, [buffer ids]) per call
+        self._by_key: dict = {}
 
     def intrinsic(self, name, ret, args):
         key = (name, str(ret), tuple(str(a) for a in args))
@@ -96,20 +103,49 @@ class ModuleBuilder:
         return f
 
     def add_kernel(self, k: L.Kernel, linkage: str = "internal") -> ir.Function:
+        local = None
+        if self.indirect:
+            bufs: dict = {}
+            key = (k.kind, _canon(k.body, bufs))
+            key = (key, tuple(self.buffers[b].dtype for b in bufs))
+            hit = self._by_key.get(key)
+            if hit is not None:
+                self.calls.append((hit, list(bufs)))
+                return hit
+            local = bufs
         fn = ir.Function(self.module, KERNEL_T, name=k.name)
         fn.linkage = linkage
         fn.attributes.add("nounwind")
         fe = FunctionEmitter(self, fn)
         fe.bases, fe.sizes, fe.nthreads = fn.args
+        fe.local = local
         fe.emit_kernel(k)
         self.functions.append(fn)
+        if self.indirect:
+            self._by_key[key] = fn
+            self.calls.append((fn, list(local)))
         return fn
+
+    def _call_sites(self, b: ir.IRBuilder, args):
+        """Call every kernel in order (after each, `after(k)` if given); indirect kernels get
+        their buffer-pointer table, built on the stack."""
+        if not self.indirect:
+            for f in self.functions:
+                yield b.call(f, args)
+            return
+        bases, sizes, nthreads = args
+        for f, bufs in self.calls:
+            table = b.alloca(ir.ArrayType(PTR, max(len(bufs), 1)))
+            for i, buf in enumerate(bufs):
+                b.store(_buffer_pointer(b, self.buffers[buf], bases, sizes),
+                        b.gep(table, [ir.Constant(I64, 0), ir.Constant(I64, i)]))
+            yield b.call(f, [table, sizes, nthreads])
 
     def add_entry(self, name="ember_run"):
         fn = ir.Function(self.module, KERNEL_T, name=name)
         b = ir.IRBuilder(fn.append_basic_block("entry"))
-        for f in self.functions:
-            b.call(f, fn.args)
+        for _ in self._call_sites(b, fn.args):
+            pass
         b.ret_void()
         return fn
 
@@ -121,8 +157,7 @@ class ModuleBuilder:
         tsc = self.intrinsic("llvm.readcyclecounter", I64, [])
         ticks = fn.args[3]
         b.store(b.call(tsc, []), ticks)
-        for k, f in enumerate(self.functions):
-            b.call(f, fn.args[:3])
+        for k, _ in enumerate(self._call_sites(b, fn.args[:3])):
             b.store(b.call(tsc, []), b.gep(ticks, [ir.Constant(I64, k + 1)], source_etype=I64))
         b.ret_void()
         return fn
@@ -147,6 +182,7 @@ class FunctionEmitter:
         self.vctx = None           # (lanes, mask llvm value | None, ctx id)
         self.memo = [{}]
         self._bufptr: dict = {}
+        self.local = None           # indirect kernels: buffer id -> slot of the pointer table
         self._slots: dict = {}
         self._ctx_ids = itertools.count(1)
         self._names = itertools.count()
@@ -168,11 +204,11 @@ class FunctionEmitter:
     def bufptr(self, buf: int):
         p = self._bufptr.get(buf)
         if p is None:
-            info = self.mb.buffers[buf]
-            bp = self.eb.gep(self.bases, [ir.Constant(I64, info.base)], source_etype=PTR)
-            base = self.eb.load(bp, typ=PTR)
-            off = self.size_slot(info.offset_slot) if info.offset_slot is not None else ir.Constant(I64, info.offset)
-            p = self.eb.gep(base, [off], source_etype=I8)
+            if self.local is not None:      # indirect: slot `local[buf]` of the pointer table
+                bp = self.eb.gep(self.bases, [ir.Constant(I64, self.local[buf])], source_etype=PTR)
+                p = self.eb.load(bp, typ=PTR)
+            else:
+                p = _buffer_pointer(self.eb, self.mb.buffers[buf], self.bases, self.sizes)
             self._bufptr[buf] = p
         return p
 
@@ -870,6 +906,7 @@ class FunctionEmitter:
                 return fb.inttoptr(v, PTR)
             return v if t == I64 else fb.trunc(v, t)
         fe.bases, fe.sizes, fe.nthreads = cslot(0, PTR), cslot(1, PTR), ir.Constant(I32, 1)
+        fe.local = self.local
         base = cslot(2, I64)
         for k, (n, v) in enumerate(cap_vars):
             fe.vars[n] = Val("s", cslot(3 + k, v.v.type))
@@ -915,6 +952,50 @@ class FunctionEmitter:
         self.vctx = saved[0]
         if saved[1] is not None:
             self.vars[var.name] = saved[1]
+
+
+def _buffer_pointer(b: ir.IRBuilder, info: BufferInfo, bases, sizes):
+    """bases[info.base] + (info.offset, or sizes[info.offset_slot]) bytes."""
+    base = b.load(b.gep(bases, [ir.Constant(I64, info.base)], source_etype=PTR), typ=PTR)
+    if info.offset_slot is not None:
+        off = b.load(b.gep(sizes, [ir.Constant(I64, info.offset_slot)], source_etype=I64), typ=I64)
+    else:
+        off = ir.Constant(I64, info.offset)
+    return b.gep(base, [off], source_etype=I8)
+
+
+def _canon(x, bufs: dict, memo: dict | None = None):
+    """A hashable structural key of loop IR with buffer ids renumbered in order of first use
+    (recorded in `bufs`): equal keys mean the same code over different buffers. Expressions
+    are DAGs (an inlined erf reuses its argument many times): shared nodes are keyed once."""
+    if memo is None:
+        memo = {}
+    if isinstance(x, (list, tuple)):
+        return tuple(_canon(y, bufs, memo) for y in x)
+    if isinstance(x, float):
+        return ("f", repr(x))           # nan == nan here, and 0.0 != -0.0
+    cls = type(x)
+    names = _FIELDS.get(cls)
+    if names is None:
+        if not dataclasses.is_dataclass(x):
+            return x
+        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(x))
+    hit = memo.get(id(x))
+    if hit is not None:
+        return hit[1]
+    out = [cls.__name__]
+    for n in names:
+        v = getattr(x, n)
+        if n == "buf" and isinstance(v, int):
+            out.append(("buf", bufs.setdefault(v, len(bufs))))
+        else:
+            out.append(_canon(v, bufs, memo))
+    r = tuple(out)
+    memo[id(x)] = (x, r)               # hold x: ids of dead objects get reused
+    return r
+
+
+_FIELDS: dict = {}
 
 
 def _collapsible_nest(s: L.For) -> list:

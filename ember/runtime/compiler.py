@@ -88,7 +88,7 @@ def compile_model(model, use_cache: bool = True, progress=None) -> Compiled:
     if _debug("loop"):
         for k in prog.kernels:
             print(loop_ir.kernel_str(k), file=sys.stderr)
-    mb = ModuleBuilder("ember_model", prog.buffers, native.vector_bits())
+    mb = ModuleBuilder("ember_model", prog.buffers, native.vector_bits(), indirect=True)
     for k in prog.kernels:
         mb.add_kernel(k)
     mb.add_entry()
@@ -109,6 +109,7 @@ def compile_model(model, use_cache: bool = True, progress=None) -> Compiled:
         fn=fns["ember_run"], profiled_fn=fns.get("ember_run_profiled"),
         kernel_info=[(k.name, k.kind, list(k.origin)) for k in prog.kernels])
     c.stats["kernels"] = len(prog.kernels)
+    c.stats["unique_kernels"] = len(mb.functions)
     c.stats["cache"] = "miss"
     if key is not None:
         _store_cached(key, c, obj_key)
