@@ -163,8 +163,9 @@ def test_identical_layers_compile_once():
     s = ember.InferenceSession(mlp_model(layers=16))
     x = np.random.default_rng(3).standard_normal((5, 64)).astype(np.float32)
     ref = x.astype(np.float64)
+    import onnx
     import onnx.numpy_helper as nh
-    m = mlp_model(layers=16)
+    m = onnx.load_from_string(mlp_model(layers=16))
     inits = {i.name: nh.to_array(i) for i in m.graph.initializer}
     vals = {"x": ref}
     for n in m.graph.node:
