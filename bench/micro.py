@@ -7,6 +7,8 @@
            beside a numpy copy of the same bytes
   eltwise  relu(x * 1.5 + 0.5) over N floats, fused into one kernel: bytes read+written per s
   copy     numpy copy of N floats: bytes read+written per second
+  read     read bandwidth: a parallel SIMD sum over N floats in the kernel language (bytes
+           read per second) — the ceiling for memory-bound GEMV and MLP batch 1
 """
 from __future__ import annotations
 
@@ -73,6 +75,29 @@ def _matmul_session(m, k, n, threads):
     return sess
 
 
+def read_gbps(nbytes: int, threads: int) -> float:
+    from ember.lang import SIMD, Tensor, float32, kernel, parallelize, set_num_threads, unroll
+
+    @kernel
+    def sum_chunks(x: Tensor[float32, 1], out: Tensor[float32, 1]):
+        per = x.shape[0] // out.shape[0]
+
+        def worker(c):
+            acc = [SIMD[float32, 16](0.0) for k in range(4)]
+            base = c * per
+            for i in range(0, per, 64):
+                for k in unroll(4):
+                    acc[k] = acc[k] + x.load[16](base + i + 16 * k)
+            out[c] = (acc[0] + acc[1] + acc[2] + acc[3]).reduce_add()
+        parallelize(worker, out.shape[0])
+    set_num_threads(threads)
+    chunks = 64 * threads
+    n = nbytes // 4 // (chunks * 64) * (chunks * 64)
+    x = np.random.default_rng(0).standard_normal(n).astype(np.float32)
+    out = np.zeros(chunks, np.float32)
+    return 4 * n / _best(lambda: sum_chunks(x, out), reps=10) / 1e9
+
+
 def _copy_gbps(nbytes):
     src = np.ones(nbytes // 4, np.float32)
     dst = np.empty_like(src)
@@ -96,8 +121,8 @@ def run_micro(kind: str, threads: int, arg: str) -> dict:
         a = np.random.default_rng(1).standard_normal((1, n)).astype(np.float32)
         t = _best(lambda: sess.run(None, {"a": a}), reps=20)
         gbps = 4 * n * n / t / 1e9
-        copy = _copy_gbps(4 * n * n) / 2          # read bandwidth of a copy of the weight bytes
-        return {"weight_gbps": gbps, "copy_read_gbps": copy, "pct_of_copy": 100 * gbps / copy}
+        read = read_gbps(4 * n * n, threads)
+        return {"weight_gbps": gbps, "read_gbps": read, "pct_of_read": 100 * gbps / read}
     if kind == "eltwise":
         from onnx import TensorProto, helper, numpy_helper
         n = int(arg)
@@ -114,4 +139,6 @@ def run_micro(kind: str, threads: int, arg: str) -> dict:
         return {"gbps": gbps, "copy_gbps": copy, "pct_of_copy": 100 * gbps / copy}
     if kind == "copy":
         return {"gbps": _copy_gbps(4 * int(arg))}
+    if kind == "read":
+        return {"gbps": read_gbps(int(arg), threads)}
     raise ValueError(kind)

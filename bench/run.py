@@ -1,6 +1,7 @@
 """Ember's benchmark: Ember, onnxruntime, OpenVINO (f32) and PyTorch eager side by side.
 
     python -m bench.run [--models mlp,bert] [--threads 1,2] [--runs 30] [--rounds 2] [--skip-micro]
+                        [--stability-runs 1000]
 
 Every measurement runs in its own process — engines alternated A B C D A B C D over
 `--rounds` rounds, each after warm-up — because an idle runtime's spinning pool threads
@@ -30,6 +31,7 @@ RESULTS = ROOT / "bench" / "results"
 ENGINES = ("ember", "ort", "openvino", "torch")
 
 # batch 1 for every model, plus the two batched cases the issue names
+MLP_WEIGHT_BYTES = 4 * (1024 * 4096 + 4096 * 4096 + 4096 * 1000 + 4096 + 4096 + 1000)
 CASES = [("mlp", 1), ("mlp", 64), ("resnet50", 1), ("mobilenetv2", 1), ("bert", 1), ("bert", 8), ("gpt2", 1)]
 
 _CHILD = r"""
@@ -196,7 +198,8 @@ def bench_micro(threads_list, log):
     out = []
     jobs = [("fma", "-")] + [("gemm", str(n)) for n in (256, 512, 1024, 2048)] + [("gemv", "4096"),
                                                                                  ("eltwise", "16777216"),
-                                                                                 ("copy", "16777216")]
+                                                                                 ("copy", "16777216"),
+                                                                                 ("read", str(MLP_WEIGHT_BYTES))]
     for kind, arg in jobs:
         for t in threads_list:
             env = {**os.environ, "EMBER_ROOT": str(ROOT)}
@@ -230,7 +233,28 @@ def bench_compile(models, log):
     return out
 
 
-def to_markdown(rows, engines, micro, compile_times, meta):
+def bench_stability(cases, threads_list, runs, log):
+    """Ember alone, `runs` timed runs in one process per case: the tail of its latency."""
+    from bench.models import build, example_inputs
+    out = []
+    with tempfile.TemporaryDirectory() as td:
+        for model, batch in cases:
+            fp = Path(td) / "feeds.npz"
+            np.savez(fp, **example_inputs(model, batch=batch))
+            for t in threads_list:
+                r, err = _child("ember", model, build(model), fp, t, 10, runs, Path(td) / "out.npz")
+                if err:
+                    log(f"  stability {model} t{t}: FAILED {err}")
+                    continue
+                x = np.array(r["times"])
+                out.append({"model": model, "batch": batch, "threads": t, "runs": runs,
+                            "median_ms": float(np.median(x)), "p99_ms": float(np.percentile(x, 99)),
+                            "other_cpu": r["other_cpu"]})
+                log(f"  stability {model} b{batch} t{t}: p50 {out[-1]['median_ms']:.2f} p99 {out[-1]['p99_ms']:.2f}")
+    return out
+
+
+def to_markdown(rows, engines, micro, compile_times, meta, stability=()):
     lines = [f"Ember benchmark, {meta['date']}, {meta['cpu']}; {meta['runs']} runs x {meta['rounds']} rounds "
              f"per cell, each engine in its own process, alternated. Latency: median / p99 ms.", ""]
     head = ["model", "batch", "threads"] + [{"ember": "Ember", "ort": "onnxruntime", "openvino": "OpenVINO f32",
@@ -246,6 +270,28 @@ def to_markdown(rows, engines, micro, compile_times, meta):
         if ratios:
             lines.append(f"\nGeometric mean at {t} thread(s): Ember/ORT {np.exp(np.mean(np.log(ratios))):.2f}"
                          + (f", Ember/PyTorch {np.exp(np.mean(np.log(tr))):.2f}" if tr else ""))
+    for r1 in rows:     # Ember's own 2-thread speedup
+        r2 = next((r for r in rows if r["model"] == r1["model"] and r["batch"] == r1["batch"]
+                   and r["threads"] == 2), None)
+        if r1["threads"] == 1 and r2 and all(x.get("ember") and "error" not in x["ember"] for x in (r1, r2)):
+            lines.append(f"{'' if lines[-1].lstrip().startswith('2-thread') else chr(10)}2-thread speedup, "
+                         f"{r1['model']} b{r1['batch']}: Ember "
+                         f"{r1['ember']['median_ms'] / r2['ember']['median_ms']:.2f}x" + "".join(
+                             f", {e} {r1[e]['median_ms'] / r2[e]['median_ms']:.2f}x" for e in engines
+                             if e != "ember" and r1.get(e) and r2.get(e) and "error" not in r1[e]
+                             and "error" not in r2[e]))
+    if stability:
+        lines += ["", f"| Ember latency stability | threads | runs | median ms | p99 ms | p99/p50 |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {x['model']} b{x['batch']} | {x['threads']} | {x['runs']} | {x['median_ms']:.2f} | "
+                  f"{x['p99_ms']:.2f} | {x['p99_ms'] / x['median_ms']:.2f} |" for x in stability]
+    for r in rows:      # the memory-bound case against the read bandwidth of the same bytes
+        rd = [m["gbps"] for m in micro or [] if m["kind"] == "read" and m["threads"] == r["threads"]]
+        if r["model"] == "mlp" and r["batch"] == 1 and rd and r.get("ember") and "error" not in r["ember"]:
+            gbps = MLP_WEIGHT_BYTES / (r["ember"]["median_ms"] * 1e-3) / 1e9
+            lines.append(f"\nMLP batch 1, {r['threads']} thread(s): Ember streams its {MLP_WEIGHT_BYTES / 1e6:.0f} MB "
+                         f"of weights at {gbps:.1f} GB/s = {100 * gbps / rd[0]:.0f}% of the measured read "
+                         f"bandwidth ({rd[0]:.1f} GB/s)")
     if micro:
         lines += ["", "| micro-benchmark | size | threads | result |", "|---|---|---|---|"]
         for m in micro:
@@ -269,6 +315,9 @@ def main(argv=None):
     ap.add_argument("--engines", default=",".join(ENGINES))
     ap.add_argument("--skip-micro", action="store_true")
     ap.add_argument("--skip-compile", action="store_true")
+    ap.add_argument("--stability-runs", type=int, default=0,
+                    help="also time Ember alone this many runs per case (p99/p50), e.g. 1000")
+    ap.add_argument("--stability-models", default="mlp,mobilenetv2,resnet50,bert")
     a = ap.parse_args(argv)
     models = a.models.split(",")
     threads = [int(t) for t in a.threads.split(",")]
@@ -284,14 +333,16 @@ def main(argv=None):
     rows = bench_models(cases, threads, engines, a.runs, a.rounds, a.warmup, log)
     micro = [] if a.skip_micro else bench_micro(threads, log)
     comp = [] if a.skip_compile else bench_compile(models, log)
+    stab = [] if not a.stability_runs else bench_stability(
+        [(m, 1) for m in a.stability_models.split(",")], threads, a.stability_runs, log)
     import platform
     meta = {"date": time.strftime("%Y-%m-%d"), "cpu": platform.processor() or platform.machine(),
             "runs": a.runs, "rounds": a.rounds, "cpus": os.cpu_count()}
-    md = to_markdown(rows, engines, micro, comp, meta)
+    md = to_markdown(rows, engines, micro, comp, meta, stab)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.md").write_text(md)
     (RESULTS / "latest.json").write_text(json.dumps({"meta": meta, "models": rows, "micro": micro,
-                                                     "compile": comp}, indent=1))
+                                                     "compile": comp, "stability": stab}, indent=1))
     print(md)
     return 0
 
