@@ -147,23 +147,16 @@ def test_custom_tensor_op_runs_as_its_own_kernel():
     np.testing.assert_allclose(y, np.cumsum(np.maximum(x, 0), axis=-1), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("packed", [False, True])
 @pytest.mark.parametrize("m, k, n", [(1, 1, 1), (7, 5, 33), (13, 17, 130), (64, 96, 80)])
-def test_gemm_micro_kernel_in_the_language(m, k, n):
-    from ember.kernels.gemm import matmul_f32
+def test_gemm_in_the_language(m, k, n, packed):
+    from ember.kernels.gemm import matmul_f32, matmul_packed_f32, pack_b
     rng = np.random.default_rng(m * 1000 + n)
     a = rng.standard_normal((m, k)).astype(np.float32)
     b = rng.standard_normal((k, n)).astype(np.float32)
     c = np.full((m, n), np.nan, np.float32)
-    matmul_f32(a, b, c)
-    np.testing.assert_allclose(c, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4 * np.sqrt(k))
-
-
-@pytest.mark.parametrize("m, k, n", [(1, 1, 1), (7, 5, 33), (13, 17, 130), (64, 96, 80)])
-def test_packed_gemm_in_the_language(m, k, n):
-    from ember.kernels.gemm import matmul_packed_f32, pack_b
-    rng = np.random.default_rng(m * 7 + n)
-    a = rng.standard_normal((m, k)).astype(np.float32)
-    b = rng.standard_normal((k, n)).astype(np.float32)
-    c = np.full((m, n), np.nan, np.float32)
-    matmul_packed_f32(a, pack_b(b), c)
+    if packed:
+        matmul_packed_f32(a, pack_b(b), c)
+    else:
+        matmul_f32(a, b, c)
     np.testing.assert_allclose(c, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4 * np.sqrt(k))
