@@ -281,7 +281,7 @@ def to_markdown(rows, engines, micro, compile_times, meta, stability=()):
                              if e != "ember" and r1.get(e) and r2.get(e) and "error" not in r1[e]
                              and "error" not in r2[e]))
     if stability:
-        lines += ["", f"| Ember latency stability | threads | runs | median ms | p99 ms | p99/p50 |",
+        lines += ["", "| Ember latency stability | threads | runs | median ms | p99 ms | p99/p50 |",
                   "|---|---|---|---|---|---|"]
         lines += [f"| {x['model']} b{x['batch']} | {x['threads']} | {x['runs']} | {x['median_ms']:.2f} | "
                   f"{x['p99_ms']:.2f} | {x['p99_ms'] / x['median_ms']:.2f} |" for x in stability]

@@ -413,7 +413,7 @@ class FunctionEmitter:
         if self.vctx and self.vctx[1] is not None:
             mask = b.and_(mask, self.vctx[1])
         vt = ir.VectorType(t, n)
-        fill = ir.Constant(vt, [self._fill(e, t)] * n)
+        fill = ir.Constant(vt, [self._fill(e)] * n)
         if idx.kind == "r" and isinstance(idx.step, int) and idx.step == 1:
             f = self.mb.intrinsic(f"llvm.masked.load.{mangle(vt)}.p0", vt, [PTR, I32, ir.VectorType(I1, n), vt])
             v = b.call(f, [self.elem_ptr(e.buf, idx.v), ir.Constant(I32, _bytes(t)), mask, fill])
@@ -446,7 +446,7 @@ class FunctionEmitter:
         return b.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, n), [i * step for i in range(n)]))
 
     @staticmethod
-    def _fill(e, t=None):
+    def _fill(e):
         if e.dtype in FLOATS:
             return float(e.fill)
         return int(e.fill) if e.dtype != "bool" else int(bool(e.fill))

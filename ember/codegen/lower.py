@@ -306,9 +306,7 @@ class KernelCtx:
                   and not (v.is_const and (v.is_symbolic_const or v.const.size == 1)))
         if not stored:
             return self.where(cond, self.value(v, safe_idx), self.const(fill, v))
-        base = self.lw.base_value(v)
-        buf = self.lw.weight_buf(base) if base.is_const else self.lw.buf_of[base.id]
-        val = L.Load(buf, self.linearize(idx, v.shape), v.dtype, cond, fill)
+        val = L.Load(self.lw._buf(v), self.linearize(idx, v.shape), v.dtype, cond, fill)
         return L.Cast(val, "float32") if v.dtype == "float16" else val
 
     def fma(self, a, b, c):

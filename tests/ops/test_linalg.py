@@ -230,3 +230,27 @@ def test_residual_block_with_depthwise(stride):
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
     feeds = {"x": rng.standard_normal((1, c, h, w)).astype(np.float32)}
     np.testing.assert_allclose(run_engine(model, feeds)[0], run_reference(model, feeds)[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("stride,dil", [(1, 1), (2, 1), (1, 2)])
+def test_dwconv_reference_semantics(stride, dil):
+    """The depthwise op's numpy semantics (used when folding constants) agree with ONNX Conv
+    with group == channels, as computed by onnx.reference."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ember.ir.ops import OPS
+    from .harness import run_reference
+
+    rng = np.random.default_rng(stride * 10 + dil)
+    x = rng.standard_normal((2, 4, 9, 8)).astype(np.float32)
+    w = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
+    pads = [1, 0, 2, 1]
+    out = [(9 + pads[0] + pads[2] - dil * 2 - 1) // stride + 1, (8 + pads[1] + pads[3] - dil * 2 - 1) // stride + 1]
+    at = {"kernel": (3, 3), "strides": (stride, stride), "pads": pads, "dilations": (dil, dil), "out": out}
+    got = OPS["dwconv"].ref([x, w], at)[0]
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], group=4, pads=pads, strides=[stride] * 2,
+                                            dilations=[dil] * 2)], "dw",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    np.testing.assert_allclose(got, run_reference(model, {"x": x})[0], rtol=1e-5, atol=1e-5)
