@@ -93,6 +93,25 @@ def test_matmul_epilogue_fuses_when_result_feeds_other_kernels():
     assert kinds == [("matmul", ["matmul", "add", "add"]), ("matmul", ["matmul", "mul"])]
 
 
+def test_reshaped_output_is_stored_by_the_epilogue():
+    """A graph output that is a reshape of an epilogue (a Conv's NCHW view of its GEMM) is a
+    view: the fused matmul kernel stores straight into the output buffer. A second output
+    viewing the same value, or one viewing an input, still gets a copy."""
+    from ember.schedule.fusion import schedule
+    g = parse_graph("""graph(%x: float32[4,6], %w: float32[6,8]) {
+  %0: float32[4,8] = matmul(%x, %w)
+  %1: float32[4,8] = relu(%0)
+  %2: float32[2,2,8] = reshape(%1) {shape=(2,2,8)}
+  %3: float32[32] = reshape(%1) {shape=(32,)}
+  %4: float32[24] = reshape(%x) {shape=(24,)}
+  return %2, %3, %4
+}""")
+    s = schedule(g)
+    kinds = [(k.kind, [n.op for n in k.nodes]) for k in s.kernels]
+    assert kinds == [("matmul", ["matmul", "relu"]), ("copy", []), ("copy", [])]
+    assert [v.name for v in s.out_alias.values()] == [g.outputs[0].name]
+
+
 def test_decompose_gemm_with_transpose_and_bias():
     check(decompose, """graph(%x: float32[n,3], %w: float32[4,3], %c: float32[4]) {
   %0: float32[n,4] = gemm(%x, %w, %c) {transB=1}

@@ -693,6 +693,10 @@ class FunctionEmitter:
             self.store(s.buf, s.index, s.value)
         elif isinstance(s, L.VStore):
             self.vstore(s)
+        elif isinstance(s, L.Prefetch):
+            p = self.elem_ptr(s.buf, self.expr(s.index).v)
+            f = self.mb.intrinsic("llvm.prefetch.p0", ir.VoidType(), [PTR, I32, I32, I32])
+            self.b.call(f, [p, ir.Constant(I32, 0), ir.Constant(I32, s.level), ir.Constant(I32, 1)])
         elif isinstance(s, L.Decl):
             self.decl(s)
         elif isinstance(s, L.Assign):

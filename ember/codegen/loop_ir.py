@@ -230,6 +230,14 @@ class VStore(Stmt):
 
 
 @dataclass(eq=False)
+class Prefetch(Stmt):
+    """A hint to bring buf[index] into cache (`level` 3: L1 ... 1: L3) ahead of its use."""
+    buf: int
+    index: Expr
+    level: int = 3
+
+
+@dataclass(eq=False)
 class Decl(Stmt):
     name: str
     init: Expr
@@ -341,6 +349,8 @@ def stmts_str(body, indent=1) -> str:
         elif isinstance(s, VStore):
             m = f" mask={expr_str(s.mask)}" if s.mask is not None else ""
             out.append(f"{pad}vstore buf{s.buf}[{expr_str(s.index)}] = {expr_str(s.value)}{m}")
+        elif isinstance(s, Prefetch):
+            out.append(f"{pad}prefetch buf{s.buf}[{expr_str(s.index)}] level={s.level}")
         elif isinstance(s, Decl):
             out.append(f"{pad}var {s.name} = {expr_str(s.init)}" + (f" <{s.lanes}>" if s.lanes else ""))
         elif isinstance(s, Assign):

@@ -407,6 +407,8 @@ class Lowering:
             self.buf_of[v.id] = self._new_buf(v.dtype, 2 + k)
         for k, v in enumerate(g.outputs):
             self.buf_of[v.id] = self._new_buf(v.dtype, 2 + len(g.inputs) + k)
+        for vid, v in s.out_alias.items():
+            self.buf_of[vid] = self.buf_of[v.id]
         out_ids = {v.id for v in g.outputs}
         # arena buffers for stored intermediates, with lifetimes in kernel order
         first: dict = {}
@@ -530,9 +532,31 @@ class Lowering:
             bbuf = self._buf(b)
         ib, jb, kv = L.Var("ib"), L.Var("jb"), L.Var("k")
 
+        def epilogue(acc_name, row, col, var, base, mask):
+            """The fused pointwise kernel at C[row, col], reading the accumulator for the matmul
+            value, evaluated over W lanes with `var` = base + lane."""
+            ctx.memo.clear()
+            out_idx = self._mm_out_index(ctx, out, a, b, bvars, row, col, fold_batch)
+            ctx.overrides = {out.id: lambda ix: L.Local(acc_name, dt)}
+            ctx.levels = []
+            ctx.push_level([], vector=True)
+            val = ctx.value(grp.root, out_idx)
+            if ctx.levels[0]["stmts"]:
+                raise CompileError("internal: epilogue with reductions")
+            return L.VecScope(var, base, W, [self._store(ctx, grp.root, out_idx, val)], mask)
+
         def tile(MR):
             """The loop nest over all tiles with MR rows each."""
             ctx.memo.clear()
+            nblk_m = sz(S.floordiv(M + MR - 1, MR))
+            nblk_n = sz(S.floordiv(N + NB - 1, NB))
+            # loop order: the operand read once is the one whose blocks stay in cache while
+            # the other streams past; pick the order that streams fewer bytes (row blocks
+            # fastest: B read once, A once per column panel; columns fastest: the reverse)
+            if isinstance(M, int) and static:
+                rows_fastest = M * K * -(-N // NB) <= K * N * -(-M // MR)
+            else:
+                rows_fastest = pack_b
             i0 = ctx.mul(ib, ctx.iconst(MR))
             j0 = ctx.mul(jb, ctx.iconst(NB))
             cols = [ctx.add(j0, ctx.iconst(c * W)) for c in range(NR)]
@@ -573,36 +597,21 @@ class Lowering:
                     else:
                         upd = L.Bin("add", L.Bin("mul", av, bv[c], dt), L.Local(acc[r][c], dt), dt)
                     kbody.append(L.Assign(acc[r][c], upd))
+            if pack_b and rows_fastest:
+                kbody.append(_prefetch_next_panel(ctx, bbuf, ctx.mul(ctx.add(jb, ctx.iconst(1)), sz(K * NB)),
+                                                  ib, kv, K, NB))
+            elif pack_a and not rows_fastest:
+                kbody.append(_prefetch_next_panel(ctx, abuf, ctx.add(a_row0, sz(K * MR)), jb, kv, K, MR))
             body.append(L.For(kv, ctx.iconst(0), sz(K), kbody))
             # epilogue: the fused pointwise kernel, reading the accumulator for the matmul value
             jv = L.Var("j")
             for r in range(MR):
                 row = ctx.add(i0, ctx.iconst(r))
-                stores = []
-                for c in range(NR):
-                    ctx.memo.clear()
-                    out_idx = self._mm_out_index(ctx, out, a, b, bvars, row, jv, fold_batch)
-                    ctx.overrides = {out.id: (lambda name: (lambda ix: L.Local(name, dt)))(acc[r][c])}
-                    ctx.levels = []
-                    ctx.push_level([], vector=True)
-                    val = ctx.value(grp.root, out_idx)
-                    if ctx.levels[0]["stmts"]:
-                        raise CompileError("internal: epilogue with reductions")
-                    st = self._store(ctx, grp.root, out_idx, val)
-                    stores.append(L.VecScope(jv, cols[c], W, [st], masks[c]))
+                stores = [epilogue(acc[r][c], row, jv, jv, cols[c], masks[c]) for c in range(NR)]
                 if isinstance(M, int) and M % MR == 0:
                     body.extend(stores)
                 else:
                     body.append(L.If(L.Bin("lt", row, sz(M), "bool"), stores))
-            nblk_m = sz(S.floordiv(M + MR - 1, MR))
-            nblk_n = sz(S.floordiv(N + NB - 1, NB))
-            # loop order: the operand read once is the one whose blocks stay in cache while
-            # the other streams past; pick the order that streams fewer bytes (row blocks
-            # fastest: B read once, A once per column panel; columns fastest: the reverse)
-            if isinstance(M, int) and static:
-                rows_fastest = M * K * -(-N // NB) <= K * N * -(-M // MR)
-            else:
-                rows_fastest = pack_b
             if rows_fastest:
                 loops = [L.For(jb, ctx.iconst(0), nblk_n, [L.For(ib, ctx.iconst(0), nblk_m, body)])]
             else:
@@ -615,6 +624,60 @@ class Lowering:
             loops[0] = L.For(f.var, f.start, f.stop, f.body, parallel=True)
             return loops
 
+        def tile_cols(NC):
+            """The transposed tile, for a constant A and few columns (a convolution over a 7x7
+            or 14x14 image: N=49 would pad to 64 lanes): vectors run down NB rows of A (packed
+            [M/NB][K][NB]), NC columns of B are broadcast, and the epilogue stores each
+            accumulator as a column (a strided scatter, cheap next to the K-long dot products)."""
+            ctx.memo.clear()
+            abuf = self.packed_weight_buf(a, a2, "a", NB)
+            a_off = bat_off(a_bat, (M + NB - 1) // NB * NB * K)
+            i0 = ctx.mul(ib, ctx.iconst(NB))
+            j0 = ctx.mul(jb, ctx.iconst(NC))
+            rows = [ctx.add(i0, ctx.iconst(c * W)) for c in range(NR)]
+            masks = [L.LaneMask(r0, sz(M), W) for r0 in rows]
+            acc = [[f"acc{r}_{c}" for c in range(NR)] for r in range(NC)]
+            body = [L.Decl(acc[r][c], L.Broadcast(L.Const(0, dt), W, dt), lanes=W)
+                    for r in range(NC) for c in range(NR)]
+            a_panel = ctx.add(a_off, ctx.mul(ib, sz(K)))
+            av = [L.VLoad(abuf, ctx.add(ctx.mul(ctx.add(a_panel, kv), ctx.iconst(NB)), ctx.iconst(c * W)),
+                          W, "float32") for c in range(NR)]
+            nlast = sz(N - 1)
+            kbody = []
+            for r in range(NC):
+                col = L.Bin("min", ctx.add(j0, ctx.iconst(r)), nlast, "int64") if r else j0
+                x = L.Load(bbuf, ctx.add(b_off, ctx.add(ctx.mul(kv, sz(N)), col)), b.dtype)
+                bb = L.Broadcast(L.Cast(x, dt) if b.dtype != dt else x, W, dt)
+                for c in range(NR):
+                    kbody.append(L.Assign(acc[r][c], L.Fma(av[c], bb, L.Local(acc[r][c], dt), dt)))
+            nblk_m, nblk_n = -(-M // NB), -(-N // NC)
+            # as in tile(): keep resident whichever operand streams fewer bytes
+            cols_fastest = K * N * nblk_m <= M * K * nblk_n
+            if cols_fastest:
+                kbody.append(_prefetch_next_panel(ctx, abuf, ctx.mul(ctx.add(a_panel, sz(K)), ctx.iconst(NB)),
+                                                  jb, kv, K, NB))
+            body.append(L.For(kv, ctx.iconst(0), sz(K), kbody))
+            iv = L.Var("i")
+            for r in range(NC):
+                col = ctx.add(j0, ctx.iconst(r))
+                stores = [epilogue(acc[r][c], iv, col, iv, rows[c], masks[c]) for c in range(NR)]
+                body.extend(stores if N % NC == 0 else [L.If(L.Bin("lt", col, sz(N), "bool"), stores)])
+            inner, outer = (jb, nblk_n), (ib, nblk_m)
+            if not cols_fastest:
+                inner, outer = outer, inner
+            loops = [L.For(outer[0], ctx.iconst(0), ctx.iconst(outer[1]),
+                           [L.For(inner[0], ctx.iconst(0), ctx.iconst(inner[1]), body)])]
+            for v, d in reversed(list(zip(bvars, batch))):
+                loops = [L.For(v, ctx.iconst(0), sz(d), loops)]
+            f = loops[0]
+            loops[0] = L.For(f.var, f.start, f.stop, f.body, parallel=True)
+            return loops
+
+        if pack_a and isinstance(N, int) and dt == "float32":
+            nc = _choose_mr(N, self.mr, exact=True)
+            rows_eff = _pad_eff(N, NB) * _pad_eff(M, _choose_mr(M, self.mr))
+            if _pad_eff(M, NB) * _pad_eff(N, nc) > 1.05 * rows_eff:
+                return tile_cols(nc)
         if isinstance(M, int) or pack_a:
             return tile(_choose_mr(M, self.mr) if isinstance(M, int) else self.mr)
         # symbolic rows (a dynamic batch): a one-row tile for GEMV-like calls, else the full tile
@@ -696,12 +759,30 @@ class Lowering:
         return self.buf_of[base.id]
 
 
-def _choose_mr(m: int, max_mr: int) -> int:
+def _prefetch_next_panel(ctx, buf, next_base, tile_var, kv, K, width):
+    """Prefetch (into L2) the packed weight panel that the next run of tiles reads. The first
+    tile on a panel otherwise pulls it from DRAM at the pace of its FMAs, which one core's few
+    outstanding misses cannot sustain. Step k of the t-th tile on the current panel brings
+    in 64-byte line t*K + k of the next (clamped to its last line): the next panel is in cache
+    a few tiles in, long before it is needed. Prefetches never fault, even past the end."""
+    line = 64 // 4
+    slot = ctx.add(ctx.mul(tile_var, ctx.size(K)), kv)
+    off = L.Bin("min", ctx.mul(slot, ctx.iconst(line)), ctx.iconst(K * width - line), "int64")
+    return L.Prefetch(buf, ctx.add(next_base, off), 2)
+
+
+def _pad_eff(n: int, t: int) -> float:
+    """The share of useful lanes when n is covered by tiles of t."""
+    return n / (-(-n // t) * t)
+
+
+def _choose_mr(m: int, max_mr: int, exact: bool = False) -> int:
     """Rows per register tile: all of them for small M (no wasted FMAs on a GEMV), else the
-    largest of 12/8/6/4 rows whose padding wastes little (12x2 zmm tiles = 24 accumulators)."""
+    largest of 12/8/6/4 rows whose padding wastes little (12x2 zmm tiles = 24 accumulators);
+    `exact` also tries every size from max_mr down to 6 (49 columns = 7 tiles of 7)."""
     if m <= max_mr:
         return max(m, 1)
-    sizes = [r for r in (12, 8, 6, 4) if r <= max_mr]
+    sizes = [r for r in ((range(max_mr, 5, -1)) if exact else (12, 8, 6, 4)) if r <= max_mr]
     for r in sizes:
         if ((m + r - 1) // r * r) / m <= 1.0625:
             return r

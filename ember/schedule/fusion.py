@@ -41,6 +41,7 @@ class Schedule:
     kernels: list                   # in execution order
     views: dict                     # value id -> base value id (reshape views of stored values)
     stored: dict                    # value id -> Value, every value that owns or shares a buffer
+    out_alias: dict = field(default_factory=dict)  # value id -> graph output it is stored into
 
 
 def _numel(v: Value):
@@ -92,7 +93,9 @@ def schedule(graph: Graph) -> Schedule:
             groups.append(g)
             kernel_of[node] = g
             continue
-        if node.op == "reshape" and out.id not in out_ids:
+        if node.op == "reshape" and (out.id not in out_ids or not node.inputs[0].is_const):
+            # a reshaped graph output is a view too: its base is stored straight into the
+            # output buffer (below), so an epilogue still fuses into the kernel before it
             views[out.id] = node.inputs[0]
             kernel_of[node] = None
             continue
@@ -111,10 +114,18 @@ def schedule(graph: Graph) -> Schedule:
     groups.reverse()
     _fuse_epilogues(groups, users, kernel_of, out_ids)
 
-    # graph outputs that no kernel writes (inputs, constants, views, repeats) get a copy
     written = set()
     for g in groups:
         written.add(g.root.id)
+    out_alias = {}
+    for v in graph.outputs:
+        base = v
+        while base.id in views:
+            base = views[base.id]
+        if base is not v and base.id in written and base.id not in out_ids and base.id not in out_alias:
+            out_alias[base.id] = v
+            written.add(v.id)
+    # graph outputs that no kernel writes (inputs, constants, other views, repeats) get a copy
     seen_out = set()
     final_outputs = []
     for v in graph.outputs:
@@ -129,7 +140,7 @@ def schedule(graph: Graph) -> Schedule:
 
     for g in groups:
         stored[g.root.id] = g.root
-    return Schedule(graph, groups, {k: v for k, v in views.items()}, stored)
+    return Schedule(graph, groups, {k: v for k, v in views.items()}, stored, out_alias)
 
 
 def _fuse_epilogues(groups, users, kernel_of, out_ids):

@@ -193,6 +193,34 @@ def test_conv_packed_weights_row_tiles(cout):
     np.testing.assert_allclose(sess.run(None, {"x": x})[0], want, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("cout,hw,k,batch", [(40, 3, 3, 2), (64, 5, 1, 2), (100, 7, 1, 1), (17, 3, 3, 2),
+                                              (64, 14, 3, 1), (96, 7, 3, 1)])
+def test_conv_column_tiles_with_residual(cout, hw, k, batch):
+    """Small images (7x7 is 49 pixels, which would fill only 49 of 64 vector lanes) take the
+    transposed tile: vectors run down the output channels, pixels are broadcast, and the fused
+    BN + residual + ReLU epilogue stores columns. The graph output is a reshape view of it."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from .harness import run_engine, run_reference
+
+    rng = np.random.default_rng(cout * hw + k)
+    cin = 24
+    inits = {"w": rng.standard_normal((cout, cin, k, k)) * 0.2, "s": rng.uniform(0.5, 1.5, cout),
+             "b": rng.standard_normal(cout), "m": rng.standard_normal(cout) * 0.1, "v": rng.uniform(0.5, 2.0, cout)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[k // 2] * 4),
+             helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["n"]),
+             helper.make_node("Add", ["n", "r"], ["a"]),
+             helper.make_node("Relu", ["a"], ["y"])]
+    g = helper.make_graph(nodes, "cols", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, cin, hw, hw]),
+                                          helper.make_tensor_value_info("r", TensorProto.FLOAT, [batch, cout, hw, hw])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(v.astype(np.float32), n) for n, v in inits.items()])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    feeds = {"x": rng.standard_normal((batch, cin, hw, hw)).astype(np.float32),
+             "r": rng.standard_normal((batch, cout, hw, hw)).astype(np.float32)}
+    np.testing.assert_allclose(run_engine(model, feeds)[0], run_reference(model, feeds)[0], rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("stride", [1, 2])
 def test_residual_block_with_depthwise(stride):
     """Conv+BN, a second Conv+BN on the shortcut, Add, Relu, then a depthwise 3x3 (stride 1
