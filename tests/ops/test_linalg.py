@@ -193,18 +193,18 @@ def test_conv_packed_weights_row_tiles(cout):
     np.testing.assert_allclose(sess.run(None, {"x": x})[0], want, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("cout,hw,k,batch", [(40, 3, 3, 2), (64, 5, 1, 2), (100, 7, 1, 1), (17, 3, 3, 2),
-                                              (64, 14, 3, 1), (96, 7, 3, 1)])
-def test_conv_column_tiles_with_residual(cout, hw, k, batch):
-    """Small images (7x7 is 49 pixels, which would fill only 49 of 64 vector lanes) take the
-    transposed tile: vectors run down the output channels, pixels are broadcast, and the fused
-    BN + residual + ReLU epilogue stores columns. The graph output is a reshape view of it."""
+@pytest.mark.parametrize("cin,cout,hw,k,batch", [(24, 40, 3, 3, 2), (24, 17, 3, 3, 2), (128, 96, 7, 3, 1),
+                                                  (128, 64, 14, 3, 1), (600, 100, 7, 1, 1), (24, 64, 5, 1, 2)])
+def test_conv_column_tiles_with_residual(cin, cout, hw, k, batch):
+    """Small images with a long K (7x7 is 49 pixels, which would fill only 49 of 64 vector
+    lanes) take the transposed tile: vectors run down the output channels, pixels are
+    broadcast, and the fused BN + residual + ReLU epilogue stores columns (the first four
+    cases; the last two keep row tiles). The graph output is a reshape view of it."""
     from onnx import TensorProto, helper, numpy_helper
 
     from .harness import run_engine, run_reference
 
     rng = np.random.default_rng(cout * hw + k)
-    cin = 24
     inits = {"w": rng.standard_normal((cout, cin, k, k)) * 0.2, "s": rng.uniform(0.5, 1.5, cout),
              "b": rng.standard_normal(cout), "m": rng.standard_normal(cout) * 0.1, "v": rng.uniform(0.5, 2.0, cout)}
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[k // 2] * 4),
