@@ -112,6 +112,39 @@ def test_reshaped_output_is_stored_by_the_epilogue():
     assert [v.name for v in s.out_alias.values()] == [g.outputs[0].name]
 
 
+def test_fuse_attention_takes_q_and_v_in_their_projection_layout():
+    """QK^T * scale + mask -> softmax -> @V between [b,h,s,d] transposes becomes one
+    attention op on Q and V as the projections laid them out; the transposes cancel."""
+    import ember.kernels  # noqa: F401  (registers the attention library kernel)
+    from ember.passes.attention import fuse_attention
+    check(lambda g: dead_code(simplify(fuse_attention(g))), """graph(%q: float32[b,4,2,16], %k: float32[b,2,16,6], %v: float32[b,6,2,16], %m: float32[b,1,1,6]) {
+  %0: float32[b,2,4,16] = transpose(%q) {perm=(0,2,1,3)}
+  %1: float32[b,2,4,6] = matmul(%0, %k)
+  %2: float32[b,2,4,6] = mul(%1, const<float32[]: [0.25]>)
+  %3: float32[b,2,4,6] = add(%2, %m)
+  %4: float32[b,2,4,6] = softmax(%3) {axis=3, log=0}
+  %5: float32[b,2,6,16] = transpose(%v) {perm=(0,2,1,3)}
+  %6: float32[b,2,4,16] = matmul(%4, %5)
+  %7: float32[b,4,2,16] = transpose(%6) {perm=(0,2,1,3)}
+  return %7
+}""", """graph(%q: float32[b,4,2,16], %k: float32[b,2,16,6], %v: float32[b,6,2,16], %m: float32[b,1,1,6]) {
+  %0: float32[b,4,2,16] = attention(%q, %k, %v, %m) {scale=0.25}
+  return %0
+}""")
+
+
+def test_fuse_attention_leaves_other_softmax_products_alone():
+    """Softmax over a non-last axis, or a head size the kernel does not take, stays as is."""
+    import ember.kernels  # noqa: F401
+    from ember.passes.attention import fuse_attention
+    same = """graph(%p: float32[1,2,4,6], %k: float32[1,2,12,6], %v: float32[1,2,6,12]) {
+  %0: float32[1,2,4,6] = softmax(%p) {axis=2, log=0}
+  %1: float32[1,2,4,12] = matmul(%0, %v)
+  return %1
+}"""
+    check(fuse_attention, same, same)
+
+
 def test_decompose_gemm_with_transpose_and_bias():
     check(decompose, """graph(%x: float32[n,3], %w: float32[4,3], %c: float32[4]) {
   %0: float32[n,4] = gemm(%x, %w, %c) {transB=1}

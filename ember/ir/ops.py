@@ -619,6 +619,34 @@ def _softmax_decompose(b, ins, at):
 register(OpDef("softmax", "composite", _same, decompose=_softmax_decompose))
 
 
+def _attention_infer(types, at):
+    q, kt, v = (t.shape for t in types[:3])
+    return [TensorType(types[0].dtype, (q[0], q[1], q[2], v[3]))]
+
+
+def _attention_decompose(b, ins, at):
+    """q [B,S,H,D], kt [B,H,D,T], v [B,T,H,D], bias (broadcast to [B,H,S,T]) -> [B,S,H,D]."""
+    q, kt, v, bias = ins
+    bhsd = (0, 2, 1, 3)
+    s = b.op("matmul", [b.op("transpose", [q], perm=bhsd), kt])
+    s = b.op("add", [b.op("mul", [s, b.scalar(at["scale"], q.dtype)]), bias])
+    p = b.op("softmax", [s], axis=3, log=0)
+    return [b.op("transpose", [b.op("matmul", [p, b.op("transpose", [v], perm=bhsd)])], perm=bhsd)]
+
+
+def _attention_ref(a, at):
+    q, kt, v, bias = (x.astype(np.float64) for x in a)
+    s = q.transpose(0, 2, 1, 3) @ kt * at["scale"] + bias
+    e = np.exp(s - s.max(axis=-1, keepdims=True))
+    o = (e / e.sum(axis=-1, keepdims=True)) @ v.transpose(0, 2, 1, 3)
+    return [o.transpose(0, 2, 1, 3).astype(a[0].dtype)]
+
+
+# scaled-dot-product attention, formed by passes.fuse_attention from the pattern BERT/GPT-2
+# export; computed by the fused library kernel (ember/kernels/attention.py)
+register(OpDef("attention", "composite", _attention_infer, ref=_attention_ref, decompose=_attention_decompose))
+
+
 def _mean(b, x, axes):
     s = b.op("reduce_sum", [x], axes=axes, keepdims=1)
     n = S.prod(x.shape[a] for a in axes)

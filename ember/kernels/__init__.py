@@ -5,6 +5,8 @@
     `tanh` builtins of user kernels.
   * `nn`: softmax and layer normalisation over the last axis, as whole-tensor library ops
     (`LibraryImpl`) that the decompose pass leaves in place.
+  * `attention`: fused scaled-dot-product attention, for the `attention` op that the
+    `fuse_attention` pass forms.
 Importing this package registers them (ember.runtime imports it before compiling).
 """
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from ..ir.ops import OPS, LibraryImpl
 from ..lang.elementwise import inline_elementwise
 from ..lang.frontend import MATH_IMPLS
+from . import attention as _attention
 from . import math as _math
 from . import nn as _nn
 
@@ -52,3 +55,22 @@ def _layer_norm_applies(node):
 OPS["softmax"].library = LibraryImpl(_softmax_applies, lambda node: (_nn.softmax_rows, {}))
 OPS["layer_norm"].library = LibraryImpl(
     _layer_norm_applies, lambda node: (_nn.layer_norm_rows, {"epsilon": float(node.attrs["epsilon"])}))
+
+
+def _attention_applies(node):
+    q, kt, v, bias = node.inputs
+    d = v.shape[-1]
+    return (all(x.dtype == "float32" and x.type.rank == 4 for x in node.inputs)
+            and isinstance(d, int) and d % _attention.W == 0 and d <= 128 and q.shape[-1] == d
+            and bias.shape[-1] == kt.shape[-1])
+
+
+def _attention_lower(node):
+    d = node.inputs[2].shape[-1]
+    # R query rows x d/16 accumulators in 16 of the 32 registers (4 rows at head_dim 64;
+    # more rows measured slower: the scores of R x 32 keys need registers too)
+    return _attention.attention_bshd, {"scale": float(node.attrs["scale"]), "D": d,
+                                       "R": max(1, min(4, 16 // (d // _attention.W)))}
+
+
+OPS["attention"].library = LibraryImpl(_attention_applies, _attention_lower)

@@ -5,6 +5,7 @@ import numpy as np
 
 from ..ir.graph import Graph
 from ..ir.ops import OPS, library_impl
+from .attention import fuse_attention
 from .driver import rewrite
 
 
@@ -198,6 +199,7 @@ PIPELINE = [
     ("fold_constants", fold_constants),
     ("decompose", decompose),
     ("simplify", simplify),
+    ("fuse_attention", fuse_attention),
     ("sink_reshape", sink_reshape),
     ("simplify", simplify),
     ("fold_constants", fold_constants),
