@@ -464,11 +464,35 @@ register(OpDef("range", "index", lambda t, at: [TensorType(at["dtype"], (at["len
 def _im2col_infer(types, attrs):
     n, c = types[0].shape[:2]
     g = attrs["group"]
-    return [TensorType(types[0].dtype, (n, g, c // g) + tuple(attrs["kernel"]) + tuple(attrs["out"]))]
+    out = (S.prod(attrs["out"]),) if attrs.get("flat") else tuple(attrs["out"])
+    return [TensorType(types[0].dtype, (n, g, c // g) + tuple(attrs["kernel"]) + out)]
+
+
+def _im2col_flat_emit(o, node, ins, idx):
+    """The 2-d, stride-1, width-preserving case over flattened pixels p = oh*W + ow, with x
+    viewed as [n, C, H*W]: col[.., kh, kw, p] = x[.., p + (kh-ph)*W + (kw-pw)] inside the
+    image. The source is contiguous in p, so a vector of 16 pixels is one masked load even
+    when rows are short (7 or 14 wide), where a row-wise loop would fill half a vector."""
+    at = node.attrs
+    (oh_n, ow_n), (ph, pw) = at["out"], at["pads"][:2]
+    h_n, w_n = at["in"]
+    cg = node.inputs[0].shape[1] // at["group"]
+    n, g, c, kh, kw, p = idx
+    oh, ow = o.div(p, o.iconst(ow_n)), o.mod(p, o.iconst(ow_n))
+    h = o.add(oh, o.sub(kh, o.iconst(ph)))
+    w = o.add(ow, o.sub(kw, o.iconst(pw)))
+    inside = o.and_(o.and_(o.le(o.iconst(0), h), o.lt(h, o.iconst(h_n))),
+                    o.and_(o.le(o.iconst(0), w), o.lt(w, o.iconst(w_n))))
+    src = o.add(p, o.add(o.mul(o.sub(kh, o.iconst(ph)), o.iconst(w_n)), o.sub(kw, o.iconst(pw))))
+    ch = o.add(o.mul(g, o.size(cg)), c)
+    safe = o.min(o.max(src, o.iconst(0)), o.iconst(h_n * w_n - 1))
+    return ins[0]([n, ch, src], guard=(inside, 0, [n, ch, safe]))
 
 
 def _im2col_emit(o, node, ins, idx):
     """col[n, g, c, k..., p...] = x[n, g*C/g + c, p*stride - pad + k*dilation] (0 outside)."""
+    if node.attrs.get("flat"):
+        return _im2col_flat_emit(o, node, ins, idx)
     nd = len(node.attrs["kernel"])
     x_shape = node.inputs[0].shape
     cg = x_shape[1] // node.attrs["group"]
@@ -761,6 +785,15 @@ def _conv_decompose(b, ins, at):
         return [y]
     if pointwise:  # 1x1 convolution: the input already is the column matrix
         col = b.op("reshape", [x], shape=(n, g, kk, npix))
+    elif (nd == 2 and all(isinstance(d, int) for d in tuple(x.shape[2:]) + tuple(at["out"]))
+          and tuple(at["strides"]) == (1, 1) and tuple(at["dilations"]) == (1, 1)
+          and at["out"][1] == x.shape[3] <= 16):
+        # a same-width stride-1 convolution on rows shorter than a vector (ResNet's 14x14
+        # and 7x7 3x3 layers): im2col over flat pixels, full vectors instead of half-empty rows
+        xf = b.op("reshape", [x], shape=(n, c, x.shape[2] * x.shape[3]))
+        col = b.op("im2col", [xf], group=g, kernel=at["kernel"], strides=at["strides"], pads=at["pads"],
+                   dilations=at["dilations"], out=at["out"], flat=1, **{"in": tuple(x.shape[2:])})
+        col = b.op("reshape", [col], shape=(n, g, kk, npix))
     else:
         col = b.op("im2col", [x], group=g, kernel=at["kernel"], strides=at["strides"],
                    pads=at["pads"], dilations=at["dilations"], out=at["out"])
