@@ -526,8 +526,11 @@ class Lowering:
                 off = ctx.add(ctx.mul(off, sz(d)), ctx.iconst(0) if (isinstance(d, int) and d == 1) else v)
             return ctx.mul(off, sz(mat_elems))
         b_off = bat_off(b_bat, S.prod(b2[-2:])) if not fold_batch else ctx.iconst(0)
+        implicit = self._implicit_im2col(b) if pack_a and len(batch) == 2 else None
         if pack_b:
             bbuf = self.packed_weight_buf(b, b2, "b", NB)
+        elif implicit is not None:
+            bbuf = self._buf(implicit.inputs[0])
         else:
             bbuf = self._buf(b)
         ib, jb, kv = L.Var("ib"), L.Var("jb"), L.Var("k")
@@ -580,6 +583,22 @@ class Lowering:
             acc = [[f"acc{r}_{c}" for c in range(NR)] for r in range(MR)]
             body = [L.Decl(acc[r][c], L.Broadcast(L.Const(0, dt), W, dt), lanes=W)
                     for r in range(MR) for c in range(NR)]
+            def kstep(k, bv):
+                """One k step: MR broadcasts of A against the NR vectors of B."""
+                out = []
+                for r in range(MR):
+                    av = L.Broadcast(load_a(r, k), W, dt)
+                    for c in range(NR):
+                        if dt in FLOATS:
+                            upd = L.Fma(av, bv[c], L.Local(acc[r][c], dt), dt)
+                        else:
+                            upd = L.Bin("add", L.Bin("mul", av, bv[c], dt), L.Local(acc[r][c], dt), dt)
+                        out.append(L.Assign(acc[r][c], upd))
+                return out
+
+            if implicit is not None:
+                body.append(self._implicit_im2col_loop(ctx, implicit, bbuf, bvars, cols, masks, kstep, W))
+                rows_fastest = True         # (no prefetch: B is the activation, not packed)
             bv = []
             for c in range(NR):
                 if pack_b:
@@ -588,21 +607,14 @@ class Lowering:
                 else:
                     x = L.VLoad(bbuf, ctx.add(b_off, ctx.add(ctx.mul(kv, sz(N)), cols[c])), W, b.dtype, masks[c])
                 bv.append(L.Cast(x, dt) if b.dtype != dt else x)
-            kbody = []
-            for r in range(MR):
-                av = L.Broadcast(load_a(r, kv), W, dt)
-                for c in range(NR):
-                    if dt in FLOATS:
-                        upd = L.Fma(av, bv[c], L.Local(acc[r][c], dt), dt)
-                    else:
-                        upd = L.Bin("add", L.Bin("mul", av, bv[c], dt), L.Local(acc[r][c], dt), dt)
-                    kbody.append(L.Assign(acc[r][c], upd))
+            kbody = kstep(kv, bv)
             if pack_b and rows_fastest:
                 kbody.append(_prefetch_next_panel(ctx, bbuf, ctx.mul(ctx.add(jb, ctx.iconst(1)), sz(K * NB)),
                                                   ib, kv, K, NB))
             elif pack_a and not rows_fastest:
                 kbody.append(_prefetch_next_panel(ctx, abuf, ctx.add(a_row0, sz(K * MR)), jb, kv, K, MR))
-            body.append(L.For(kv, ctx.iconst(0), sz(K), kbody))
+            if implicit is None:
+                body.append(L.For(kv, ctx.iconst(0), sz(K), kbody))
             # epilogue: the fused pointwise kernel, reading the accumulator for the matmul value
             jv = L.Var("j")
             for r in range(MR):
@@ -686,6 +698,47 @@ class Lowering:
             return tile(_choose_mr(M, self.mr) if isinstance(M, int) else self.mr)
         # symbolic rows (a dynamic batch): a one-row tile for GEMV-like calls, else the full tile
         return [L.If(L.Bin("lt", sz(M), ctx.iconst(4), "bool"), tile(1), tile(self.mr))]
+
+    def _implicit_im2col(self, b: Value):
+        """The im2col node behind B when the schedule left it to the GEMM (not stored)."""
+        base = self.base_value(b)
+        return self.s.implicit.get(base.id)
+
+    def _implicit_im2col_loop(self, ctx, node, xbuf, bvars, cols, masks, kstep, W):
+        """The k loop of a convolution GEMM that reads its B operand straight from the image:
+        for a stride-1 convolution keeping the width, column j of window element (c, kh, kw)
+        is x[c, j + (kh-ph)*W + (kw-pw)] where (j // W + kh - ph, j % W + kw - pw) lies inside
+        the image, else 0; contiguous in j, so each B vector is one masked load. The masks
+        depend on the tile only (hoisted out of the loop), and there is no im2col buffer."""
+        at = node.attrs
+        (kh_n, kw_n), (ph, pw) = at["kernel"], at["pads"][:2]
+        xs = node.inputs[0].shape
+        h_n, w_n = at["in"] if at.get("flat") else xs[2:]
+        c_n = xs[1]
+        cg = c_n // at["group"]
+        ci = L.Var("ci")
+        base = ctx.mul(ctx.add(ctx.mul(bvars[0], ctx.iconst(c_n)), ctx.add(ctx.mul(bvars[1], ctx.iconst(cg)), ci)),
+                       ctx.iconst(h_n * w_n))
+        lanes = [L.Bin("add", L.Broadcast(col, W, "int64"), L.Iota(W, "int64"), "int64") for col in cols]
+        oh = [L.Bin("div", j, L.Broadcast(ctx.iconst(w_n), W, "int64"), "int64") for j in lanes]
+        ow = [L.Bin("mod", j, L.Broadcast(ctx.iconst(w_n), W, "int64"), "int64") for j in lanes]
+
+        def inside(v, d, n):
+            v = L.Bin("add", v, L.Broadcast(ctx.iconst(d), W, "int64"), "int64")
+            return L.Bin("and", L.Bin("le", L.Broadcast(ctx.iconst(0), W, "int64"), v, "bool"),
+                         L.Bin("lt", v, L.Broadcast(ctx.iconst(n), W, "int64"), "bool"), "bool")
+        body = []
+        for kh in range(kh_n):
+            for kw in range(kw_n):
+                bv = []
+                for c, col in enumerate(cols):
+                    m = L.Bin("and", masks[c], L.Bin("and", inside(oh[c], kh - ph, h_n), inside(ow[c], kw - pw, w_n),
+                                                      "bool"), "bool")
+                    idx = ctx.add(base, ctx.add(col, ctx.iconst((kh - ph) * w_n + (kw - pw))))
+                    bv.append(L.VLoad(xbuf, idx, W, "float32", m))
+                k = ctx.add(ctx.mul(ci, ctx.iconst(kh_n * kw_n)), ctx.iconst(kh * kw_n + kw))
+                body += kstep(k, bv)
+        return L.For(ci, ctx.iconst(0), ctx.iconst(cg), body)
 
     def _const_array(self, v: Value, shape=None):
         """The constant behind `v` (through reshape views) as an array of `shape`, or None."""

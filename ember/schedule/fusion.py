@@ -42,6 +42,7 @@ class Schedule:
     views: dict                     # value id -> base value id (reshape views of stored values)
     stored: dict                    # value id -> Value, every value that owns or shares a buffer
     out_alias: dict = field(default_factory=dict)  # value id -> graph output it is stored into
+    implicit: dict = field(default_factory=dict)   # im2col value id -> node the GEMM reads through
 
 
 def _numel(v: Value):
@@ -85,9 +86,17 @@ def schedule(graph: Graph) -> Schedule:
     views: dict = {}
     stored: dict = {}
 
+    implicit: dict = {}
     for node in reversed(graph.nodes):
         d = OPS[node.op]
         out = node.outputs[0]
+        mm = _implicit_im2col_user(node, users, out_ids)
+        if mm is not None:
+            # the GEMM reads the image through the window itself: no im2col buffer
+            implicit[out.id] = node
+            kernel_of[node] = kernel_of[mm]
+            kernel_of[mm].nodes.insert(0, node)
+            continue
         if d.kind == "matmul" or library_impl(node) is not None:
             g = KernelGroup("matmul" if d.kind == "matmul" else "library", out, [node], anchor=node)
             groups.append(g)
@@ -140,7 +149,32 @@ def schedule(graph: Graph) -> Schedule:
 
     for g in groups:
         stored[g.root.id] = g.root
-    return Schedule(graph, groups, {k: v for k, v in views.items()}, stored, out_alias)
+    return Schedule(graph, groups, {k: v for k, v in views.items()}, stored, out_alias, implicit)
+
+
+def _implicit_im2col_user(node, users, out_ids):
+    """The matmul that may read this im2col's columns straight from the image, or None: a
+    2-d, stride-1, width-keeping window on rows of at least a vector (for shorter rows a
+    stored im2col over flat pixels feeds the column tile), used only, through one reshape
+    view, as B of a GEMM whose A is the constant weights."""
+    at = node.attrs
+    if node.op != "im2col" or len(at["kernel"]) != 2 or node.outputs[0].id in out_ids:
+        return None
+    xs = node.inputs[0].shape
+    if (at.get("flat") or node.inputs[0].dtype != "float32" or not all(isinstance(d, int) for d in xs)
+            or tuple(at["strides"]) != (1, 1) or tuple(at["dilations"]) != (1, 1)
+            or at["out"][1] != xs[3] or xs[3] <= 16):
+        return None
+    us = users.get(node.outputs[0].id, [])
+    if len(us) != 1 or us[0].op != "reshape" or us[0].outputs[0].id in out_ids:
+        return None
+    mms = users.get(us[0].outputs[0].id, [])
+    if len(mms) != 1 or mms[0].op != "matmul" or mms[0].inputs[1] is not us[0].outputs[0]:
+        return None
+    a = mms[0].inputs[0]
+    while a.producer is not None and a.producer.op == "reshape":
+        a = a.producer.inputs[0]
+    return mms[0] if a.is_const and not a.is_symbolic_const else None
 
 
 def _fuse_epilogues(groups, users, kernel_of, out_ids):

@@ -221,6 +221,43 @@ def test_conv_column_tiles_with_residual(cin, cout, hw, k, batch):
     np.testing.assert_allclose(run_engine(model, feeds)[0], run_reference(model, feeds)[0], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("batch,cin,cout,h,w,k,pads,group", [
+    (1, 8, 24, 20, 17, (3, 3), (1, 1, 1, 1), 1),
+    (2, 6, 13, 9, 30, (3, 3), (1, 1, 1, 1), 1),
+    (1, 4, 16, 18, 21, (5, 5), (2, 2, 2, 2), 2),
+    (2, 5, 7, 11, 19, (1, 3), (0, 0, 0, 2), 1),
+    (1, 3, 40, 24, 24, (3, 3), (0, 2, 3, 0), 1),
+])
+def test_conv_reads_windows_straight_from_the_image(batch, cin, cout, h, w, k, pads, group):
+    """Stride-1 convolutions that keep the width, on rows of more than a vector: the GEMM
+    loads its columns from the image through masked windows (no im2col buffer), with the
+    BN + residual + ReLU epilogue; batch, groups, odd kernels and asymmetric pads."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ember.runtime.compiler import compile_model
+
+    from .harness import run_engine, run_reference
+
+    rng = np.random.default_rng(h * w + cout)
+    oh = h + pads[0] + pads[2] - k[0] + 1
+    inits = {"w": rng.standard_normal((cout, cin // group) + k) * 0.3, "s": rng.uniform(0.5, 1.5, cout),
+             "b": rng.standard_normal(cout), "m": rng.standard_normal(cout) * 0.1, "v": rng.uniform(0.5, 2.0, cout)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=list(pads), group=group, kernel_shape=list(k)),
+             helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["n"]),
+             helper.make_node("Add", ["n", "r"], ["a"]),
+             helper.make_node("Relu", ["a"], ["y"])]
+    g = helper.make_graph(nodes, "implicit", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, cin, h, w]),
+                                              helper.make_tensor_value_info("r", TensorProto.FLOAT, [batch, cout, oh, w])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(v.astype(np.float32), n) for n, v in inits.items()])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    c = compile_model(model.SerializeToString(), use_cache=False)
+    assert [kind for _, kind, _ in c.kernel_info] == ["matmul"]        # no im2col kernel
+    feeds = {"x": rng.standard_normal((batch, cin, h, w)).astype(np.float32),
+             "r": rng.standard_normal((batch, cout, oh, w)).astype(np.float32)}
+    np.testing.assert_allclose(run_engine(model, feeds)[0], run_reference(model, feeds)[0], rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("stride", [1, 2])
 def test_residual_block_with_depthwise(stride):
     """Conv+BN, a second Conv+BN on the shortcut, Add, Relu, then a depthwise 3x3 (stride 1
