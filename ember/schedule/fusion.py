@@ -161,7 +161,7 @@ def _implicit_im2col_user(node, users, out_ids):
     if node.op != "im2col" or len(at["kernel"]) != 2 or node.outputs[0].id in out_ids:
         return None
     xs = node.inputs[0].shape
-    if (at.get("flat") or node.inputs[0].dtype != "float32" or not all(isinstance(d, int) for d in xs)
+    if (at.get("flat") or node.inputs[0].dtype != "float32" or not all(isinstance(d, int) for d in xs[1:])
             or tuple(at["strides"]) != (1, 1) or tuple(at["dilations"]) != (1, 1)
             or at["out"][1] != xs[3] or xs[3] <= 16):
         return None
