@@ -500,11 +500,52 @@ class FunctionEmitter:
                     return Val("r", b.mul(r.v, s.v), r.step * c)
                 if s.kind == "s" and isinstance(r.step, int) and r.step == 1:
                     return Val("r", b.mul(r.v, s.v), s.v)
+            if op in ("lt", "le") and self.lanes():
+                m = self.ramp_compare(op, x, y)
+                if m is not None:
+                    return m
         dtype = e.a.dtype
         if x.kind == "s" and y.kind == "s":
             return Val("s", self._scalar_bin(op, x.v, y.v, dtype))
         n = self._lanes_of(x, y)
         return Val("v", self._scalar_bin(op, self.as_vec(x, n), self.as_vec(y, n), dtype))
+
+    def ramp_compare(self, op, x: Val, y: Val):
+        """ramp < scalar (or the reverse, or <=) as a lane range: base + s*lane < y holds
+        exactly for lane < ceil((y - base) / s), so the mask is one 32-bit compare of the lane
+        numbers against a scalar bound instead of a compare of 64-bit index vectors (window
+        guards of convolution, pooling and im2col rows are such compares)."""
+        if op == "le":                          # integers: a <= b  <=>  a < b + 1
+            one = ir.Constant(I64, 1)
+            if x.kind == "r" and y.kind == "s":
+                y = Val("s", self.b.add(y.v, one))
+            elif x.kind == "s" and y.kind == "r":
+                x = Val("s", self.b.sub(x.v, one))
+            else:
+                return None
+        ramp_left = x.kind == "r"
+        r, s = (x, y) if ramp_left else (y, x)
+        if not (r.kind == "r" and s.kind == "s" and isinstance(r.step, int) and r.step > 0
+                and r.v.type == I64 and s.v.type == I64):
+            return None
+        b, n, step = self.b, self.lanes(), ir.Constant(I64, r.step)
+        d = b.sub(s.v, r.v)
+        if ramp_left:                           # step*lane < d  <=>  lane < ceil(d / step)
+            bound = self._ceil_div(d, step, r.step)
+        else:                                   # step*lane > d  <=>  lane >= floor(d / step) + 1
+            bound = self._ceil_div(b.add(d, ir.Constant(I64, 1)), step, r.step)
+        lo, hi = ir.Constant(I64, -1), ir.Constant(I64, n + 1)
+        bound = b.select(b.icmp_signed("<", bound, lo), lo, b.select(b.icmp_signed(">", bound, hi), hi, bound))
+        lanes = ir.Constant(ir.VectorType(I32, n), list(range(n)))
+        lim = self.splat(b.trunc(bound, I32), n)
+        return Val("v", b.icmp_signed("<", lanes, lim) if ramp_left else b.icmp_signed(">=", lanes, lim))
+
+    def _ceil_div(self, d, step_v, step: int):
+        if step == 1:
+            return d
+        b = self.b
+        up = b.sdiv(b.add(d, ir.Constant(I64, step - 1)), step_v)       # d > 0
+        return b.select(b.icmp_signed(">", d, ir.Constant(I64, 0)), up, b.sdiv(d, step_v))
 
     def _call_intr(self, name, t, args):
         return self.b.call(self.mb.intrinsic(f"{name}.{mangle(t)}", t, [t] * len(args)), args,
