@@ -598,7 +598,6 @@ class Lowering:
 
             if implicit is not None:
                 body.append(self._implicit_im2col_loop(ctx, implicit, bbuf, bvars, cols, masks, kstep, W))
-                rows_fastest = True         # (no prefetch: B is the activation, not packed)
             bv = []
             for c in range(NR):
                 if pack_b:
@@ -613,7 +612,7 @@ class Lowering:
             if pack_b and rows_fastest and MR >= 4:
                 kbody.append(_prefetch_next_panel(ctx, bbuf, ctx.mul(ctx.add(jb, ctx.iconst(1)), sz(K * NB)),
                                                   ib, kv, K, NB))
-            elif pack_a and not rows_fastest:
+            elif pack_a and not rows_fastest and implicit is None:
                 kbody.append(_prefetch_next_panel(ctx, abuf, ctx.add(a_row0, sz(K * MR)), jb, kv, K, MR))
             if implicit is None:
                 body.append(L.For(kv, ctx.iconst(0), sz(K), kbody))
