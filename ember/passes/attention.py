@@ -4,10 +4,10 @@
 
 (scale as a Mul or Div by a constant scalar, before or after the bias Add, or absent; a
 Where(mask, scores, fill) with fill -inf or near the float32 minimum becomes the bias
-Where(mask, 0, fill)) and replace it with one
-`attention` op over Q and V in their [batch, seq, heads, head_dim] layout, so the three
-kernels and the transposes around them become one fused kernel. Applies only where the
-library kernel does (float32, rank 4, head_dim a multiple of 16, at most 128).
+Where(mask, 0, fill)), and replace it with one `attention` op over Q and V in their
+[batch, seq, heads, head_dim] layout, so the three kernels and the transposes around them
+become one fused kernel. Applies only where the library kernel does (float32, rank 4,
+head_dim a multiple of 16, at most 128).
 """
 from __future__ import annotations
 

@@ -193,32 +193,46 @@ def test_conv_packed_weights_row_tiles(cout):
     np.testing.assert_allclose(sess.run(None, {"x": x})[0], want, rtol=1e-5, atol=1e-4)
 
 
+def _check_conv_bn_residual_relu(rng, batch, cin, cout, h, w, k, pads, group=1, kernel_kinds=None):
+    """Conv -> BatchNorm -> + residual -> Relu (the epilogue fuses into the conv's GEMM; the
+    graph output is a reshape view of it) against onnx.reference; `batch` "n" is dynamic."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ember.runtime.compiler import compile_model
+
+    from .harness import run_engine, run_reference
+
+    oh = h + pads[0] + pads[2] - k[0] + 1
+    ow = w + pads[1] + pads[3] - k[1] + 1
+    inits = {"w": rng.standard_normal((cout, cin // group) + tuple(k)) * 0.3, "s": rng.uniform(0.5, 1.5, cout),
+             "b": rng.standard_normal(cout), "m": rng.standard_normal(cout) * 0.1, "v": rng.uniform(0.5, 2.0, cout)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=list(pads), group=group, kernel_shape=list(k)),
+             helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["n"]),
+             helper.make_node("Add", ["n", "r"], ["a"]),
+             helper.make_node("Relu", ["a"], ["y"])]
+    g = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, cin, h, w]),
+                                          helper.make_tensor_value_info("r", TensorProto.FLOAT, [batch, cout, oh, ow])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(v.astype(np.float32), n) for n, v in inits.items()])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    if kernel_kinds is not None:
+        c = compile_model(model.SerializeToString(), use_cache=False)
+        assert [kind for _, kind, _ in c.kernel_info] == kernel_kinds
+    n = 3 if batch == "n" else batch
+    feeds = {"x": rng.standard_normal((n, cin, h, w)).astype(np.float32),
+             "r": rng.standard_normal((n, cout, oh, ow)).astype(np.float32)}
+    np.testing.assert_allclose(run_engine(model, feeds)[0], run_reference(model, feeds)[0], rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("cin,cout,hw,k,batch", [(24, 40, 3, 3, 2), (24, 17, 3, 3, 2), (128, 96, 7, 3, 1),
                                                   (128, 64, 14, 3, 1), (600, 100, 7, 1, 1), (24, 64, 5, 1, 2)])
 def test_conv_column_tiles_with_residual(cin, cout, hw, k, batch):
     """Small images with a long K (7x7 is 49 pixels, which would fill only 49 of 64 vector
     lanes) take the transposed tile: vectors run down the output channels, pixels are
     broadcast, and the fused BN + residual + ReLU epilogue stores columns (the first four
-    cases; the last two keep row tiles). The graph output is a reshape view of it."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    from .harness import run_engine, run_reference
-
-    rng = np.random.default_rng(cout * hw + k)
-    inits = {"w": rng.standard_normal((cout, cin, k, k)) * 0.2, "s": rng.uniform(0.5, 1.5, cout),
-             "b": rng.standard_normal(cout), "m": rng.standard_normal(cout) * 0.1, "v": rng.uniform(0.5, 2.0, cout)}
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[k // 2] * 4),
-             helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["n"]),
-             helper.make_node("Add", ["n", "r"], ["a"]),
-             helper.make_node("Relu", ["a"], ["y"])]
-    g = helper.make_graph(nodes, "cols", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, cin, hw, hw]),
-                                          helper.make_tensor_value_info("r", TensorProto.FLOAT, [batch, cout, hw, hw])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                          [numpy_helper.from_array(v.astype(np.float32), n) for n, v in inits.items()])
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
-    feeds = {"x": rng.standard_normal((batch, cin, hw, hw)).astype(np.float32),
-             "r": rng.standard_normal((batch, cout, hw, hw)).astype(np.float32)}
-    np.testing.assert_allclose(run_engine(model, feeds)[0], run_reference(model, feeds)[0], rtol=1e-4, atol=1e-4)
+    cases; the last two keep row tiles)."""
+    _check_conv_bn_residual_relu(np.random.default_rng(cout * hw + k), batch, cin, cout, hw, hw, (k, k),
+                                 (k // 2,) * 4)
 
 
 @pytest.mark.parametrize("batch,cin,cout,h,w,k,pads,group", [
@@ -231,33 +245,11 @@ def test_conv_column_tiles_with_residual(cin, cout, hw, k, batch):
 ])
 def test_conv_reads_windows_straight_from_the_image(batch, cin, cout, h, w, k, pads, group):
     """Stride-1 convolutions that keep the width, on rows of more than a vector: the GEMM
-    loads its columns from the image through masked windows (no im2col buffer), with the
-    BN + residual + ReLU epilogue; batch, groups, odd kernels and asymmetric pads."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    from ember.runtime.compiler import compile_model
-
-    from .harness import run_engine, run_reference
-
-    rng = np.random.default_rng(h * w + cout)
-    oh = h + pads[0] + pads[2] - k[0] + 1
-    inits = {"w": rng.standard_normal((cout, cin // group) + k) * 0.3, "s": rng.uniform(0.5, 1.5, cout),
-             "b": rng.standard_normal(cout), "m": rng.standard_normal(cout) * 0.1, "v": rng.uniform(0.5, 2.0, cout)}
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=list(pads), group=group, kernel_shape=list(k)),
-             helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["n"]),
-             helper.make_node("Add", ["n", "r"], ["a"]),
-             helper.make_node("Relu", ["a"], ["y"])]
-    g = helper.make_graph(nodes, "implicit", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, cin, h, w]),
-                                              helper.make_tensor_value_info("r", TensorProto.FLOAT, [batch, cout, oh, w])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                          [numpy_helper.from_array(v.astype(np.float32), n) for n, v in inits.items()])
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
-    c = compile_model(model.SerializeToString(), use_cache=False)
-    assert [kind for _, kind, _ in c.kernel_info] == ["matmul"]        # no im2col kernel
-    n = 3 if batch == "n" else batch           # "n": a dynamic batch dimension
-    feeds = {"x": rng.standard_normal((n, cin, h, w)).astype(np.float32),
-             "r": rng.standard_normal((n, cout, oh, w)).astype(np.float32)}
-    np.testing.assert_allclose(run_engine(model, feeds)[0], run_reference(model, feeds)[0], rtol=1e-4, atol=1e-4)
+    loads its columns from the image through masked windows (no im2col kernel is left),
+    with the BN + residual + ReLU epilogue; batch (also dynamic), groups, odd kernels and
+    asymmetric pads."""
+    _check_conv_bn_residual_relu(np.random.default_rng(h * w + cout), batch, cin, cout, h, w, k, pads, group,
+                                 kernel_kinds=["matmul"])
 
 
 @pytest.mark.parametrize("stride", [1, 2])
