@@ -515,19 +515,14 @@ class FunctionEmitter:
         exactly for lane < ceil((y - base) / s), so the mask is one 32-bit compare of the lane
         numbers against a scalar bound instead of a compare of 64-bit index vectors (window
         guards of convolution, pooling and im2col rows are such compares)."""
-        if op == "le":                          # integers: a <= b  <=>  a < b + 1
-            one = ir.Constant(I64, 1)
-            if x.kind == "r" and y.kind == "s":
-                y = Val("s", self.b.add(y.v, one))
-            elif x.kind == "s" and y.kind == "r":
-                x = Val("s", self.b.sub(x.v, one))
-            else:
-                return None
         ramp_left = x.kind == "r"
         r, s = (x, y) if ramp_left else (y, x)
         if not (r.kind == "r" and s.kind == "s" and isinstance(r.step, int) and r.step > 0
                 and r.v.type == I64 and s.v.type == I64):
             return None
+        if op == "le":                          # integers: a <= b  <=>  a < b + 1
+            one = ir.Constant(I64, 1)
+            s = Val("s", self.b.add(s.v, one) if ramp_left else self.b.sub(s.v, one))
         b, n, step = self.b, self.lanes(), ir.Constant(I64, r.step)
         d = b.sub(s.v, r.v)
         if ramp_left:                           # step*lane < d  <=>  lane < ceil(d / step)

@@ -598,23 +598,23 @@ class Lowering:
 
             if implicit is not None:
                 body.append(self._implicit_im2col_loop(ctx, implicit, bbuf, bvars, cols, masks, kstep, W))
-            bv = []
-            for c in range(NR):
-                if pack_b:
-                    x = L.VLoad(bbuf, ctx.add(ctx.mul(ctx.add(ctx.mul(jb, sz(K)), kv), ctx.iconst(NB)),
-                                              ctx.iconst(c * W)), W, "float32")
-                else:
-                    x = L.VLoad(bbuf, ctx.add(b_off, ctx.add(ctx.mul(kv, sz(N)), cols[c])), W, b.dtype, masks[c])
-                bv.append(L.Cast(x, dt) if b.dtype != dt else x)
-            kbody = kstep(kv, bv)
-            # (a GEMV-like tile of 1-3 rows already streams its panel at memory bandwidth,
-            # where a second, prefetching stream only competes: MLP batch 1 2.26 -> 2.6 ms)
-            if pack_b and rows_fastest and MR >= 4:
-                kbody.append(_prefetch_next_panel(ctx, bbuf, ctx.mul(ctx.add(jb, ctx.iconst(1)), sz(K * NB)),
-                                                  ib, kv, K, NB))
-            elif pack_a and not rows_fastest and implicit is None:
-                kbody.append(_prefetch_next_panel(ctx, abuf, ctx.add(a_row0, sz(K * MR)), jb, kv, K, MR))
-            if implicit is None:
+            else:
+                bv = []
+                for c in range(NR):
+                    if pack_b:
+                        x = L.VLoad(bbuf, ctx.add(ctx.mul(ctx.add(ctx.mul(jb, sz(K)), kv), ctx.iconst(NB)),
+                                                  ctx.iconst(c * W)), W, "float32")
+                    else:
+                        x = L.VLoad(bbuf, ctx.add(b_off, ctx.add(ctx.mul(kv, sz(N)), cols[c])), W, b.dtype, masks[c])
+                    bv.append(L.Cast(x, dt) if b.dtype != dt else x)
+                kbody = kstep(kv, bv)
+                # (a GEMV-like tile of 1-3 rows already streams its panel at memory bandwidth,
+                # where a second, prefetching stream only competes: MLP batch 1 2.26 -> 2.6 ms)
+                if pack_b and rows_fastest and MR >= 4:
+                    kbody.append(_prefetch_next_panel(ctx, bbuf, ctx.mul(ctx.add(jb, ctx.iconst(1)), sz(K * NB)),
+                                                      ib, kv, K, NB))
+                elif pack_a and not rows_fastest:
+                    kbody.append(_prefetch_next_panel(ctx, abuf, ctx.add(a_row0, sz(K * MR)), jb, kv, K, MR))
                 body.append(L.For(kv, ctx.iconst(0), sz(K), kbody))
             # epilogue: the fused pointwise kernel, reading the accumulator for the matmul value
             jv = L.Var("j")
@@ -686,7 +686,8 @@ class Lowering:
             loops[0] = L.For(f.var, f.start, f.stop, f.body, parallel=True)
             return loops
 
-        if pack_a and isinstance(N, int) and dt == "float32":
+        if pack_a and implicit is None and isinstance(N, int) and dt == "float32":
+            # (an implicit im2col is read only by the row tile's masked windows)
             # useful lanes times the share of time in FMAs: an accumulator costs K/2 cycles
             # of FMAs plus its epilogue, ~4 cycles stored as a row, ~40 as a column (scatter,
             # and gathers of a residual); measured on ResNet/MobileNet 1x1 layers, K=64..2048
@@ -713,9 +714,7 @@ class Lowering:
         depend on the tile only (hoisted out of the loop), and there is no im2col buffer."""
         at = node.attrs
         (kh_n, kw_n), (ph, pw) = at["kernel"], at["pads"][:2]
-        xs = node.inputs[0].shape
-        h_n, w_n = at["in"] if at.get("flat") else xs[2:]
-        c_n = xs[1]
+        c_n, h_n, w_n = node.inputs[0].shape[1:]
         cg = c_n // at["group"]
         ci = L.Var("ci")
         base = ctx.mul(ctx.add(ctx.mul(bvars[0], ctx.iconst(c_n)), ctx.add(ctx.mul(bvars[1], ctx.iconst(cg)), ci)),

@@ -242,6 +242,7 @@ def test_conv_column_tiles_with_residual(cin, cout, hw, k, batch):
     (1, 4, 16, 18, 21, (5, 5), (2, 2, 2, 2), 2),
     (2, 5, 7, 11, 19, (1, 3), (0, 0, 0, 2), 1),
     (1, 3, 40, 24, 24, (3, 3), (0, 2, 3, 0), 1),
+    (1, 64, 32, 1, 17, (1, 3), (0, 1, 0, 1), 1),      # few columns, deep K: still the row tile
 ])
 def test_conv_reads_windows_straight_from_the_image(batch, cin, cout, h, w, k, pads, group):
     """Stride-1 convolutions that keep the width, on rows of more than a vector: the GEMM
