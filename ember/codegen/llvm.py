@@ -20,6 +20,7 @@ import itertools
 import llvmlite.ir as ir
 
 from . import loop_ir as L
+from .native import has_feature
 from ..errors import CompileError
 from ..ir.dtypes import FLOATS
 
@@ -437,6 +438,17 @@ class FunctionEmitter:
         keep = ir.Constant(ir.VectorType(I1, wide), [int(j % step == 0) for j in range(wide)])
         if mask is None:
             wmask = keep
+        elif wide <= 64 and has_feature("bmi2"):
+            # one pdep deposits mask bit i at bit i*step; an i1 shuffle costs ~5 vector
+            # instructions per load on AVX-512 (mask -> vector -> widen -> mask)
+            it = ir.IntType(64 if wide > 32 else 32)
+            pdep = self.mb.intrinsic(f"llvm.x86.bmi.pdep.{it.width}", it, [it, it])
+            bits = b.zext(b.bitcast(mask, ir.IntType(n)), it)
+            pattern = sum(1 << (i * step) for i in range(n))
+            dep = b.call(pdep, [bits, ir.Constant(it, pattern)])
+            if wide < it.width:
+                dep = b.trunc(dep, ir.IntType(wide))
+            wmask = b.bitcast(dep, ir.VectorType(I1, wide))
         else:
             spread = b.shuffle_vector(mask, mask, ir.Constant(ir.VectorType(I32, wide), [j // step for j in range(wide)]))
             wmask = b.and_(spread, keep)
@@ -551,6 +563,21 @@ class FunctionEmitter:
             instr.flags.append("fast")
         return instr
 
+    def _minmax(self, op, x, y):
+        """NaN-propagating float max/min as compare + select, which x86 lowers to one
+        vmaxps/vminps: `maxps(y, x)` is exactly `y > x ? y : x`, NaN in x gives x. A NaN in y
+        needs one more select, which folds away when y is a constant (ReLU, Clip).
+        `llvm.maximum` also orders -0 below +0 and costs ~6 instructions per vector (a max
+        pool ran at a third of onnxruntime's speed on it)."""
+        b = self.b
+        pred = ">" if op == "max" else "<"
+        if isinstance(x, ir.Constant) and not isinstance(y, ir.Constant):
+            x, y = y, x
+        r = b.select(b.fcmp_ordered(pred, y, x), y, x)
+        if isinstance(y, ir.Constant):
+            return r
+        return b.select(b.fcmp_unordered("uno", y, y), y, r)
+
     def _scalar_bin(self, op, x, y, dtype):
         b = self.b
         isf = dtype in FLOATS
@@ -560,10 +587,8 @@ class FunctionEmitter:
             if op in ("add", "sub", "mul", "div", "mod"):
                 f = {"add": b.fadd, "sub": b.fsub, "mul": b.fmul, "div": b.fdiv, "mod": b.frem}[op]
                 return self._fast(f(x, y))
-            if op == "max":
-                return self._call_intr("llvm.maximum", t, [x, y])
-            if op == "min":
-                return self._call_intr("llvm.minimum", t, [x, y])
+            if op in ("max", "min"):
+                return self._minmax(op, x, y)
             if op == "pow":
                 return self._call_intr("llvm.pow", t, [x, y])
             if op in ("eq", "lt", "le"):

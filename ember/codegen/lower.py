@@ -644,7 +644,7 @@ class Lowering:
             accumulator as a column (a strided scatter, cheap next to the K-long dot products)."""
             ctx.memo.clear()
             abuf = self.packed_weight_buf(a, a2, "a", NB)
-            a_off = bat_off(a_bat, (M + NB - 1) // NB * NB * K)
+            a_off = bat_off(a_bat, (M + NB - 1) // NB * K)      # in k steps of NB-row panels
             i0 = ctx.mul(ib, ctx.iconst(NB))
             j0 = ctx.mul(jb, ctx.iconst(NC))
             rows = [ctx.add(i0, ctx.iconst(c * W)) for c in range(NR)]

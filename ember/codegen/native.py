@@ -30,6 +30,11 @@ def target_info():
     return triple, cpu, features
 
 
+def has_feature(name: str) -> bool:
+    """Whether the host CPU has the LLVM target feature `name` (e.g. "bmi2")."""
+    return f"+{name}" in target_info()[2].split(",")
+
+
 def vector_bits() -> int:
     _, _, f = target_info()
     if "+avx512f" in f:

@@ -7,6 +7,8 @@
     (`LibraryImpl`) that the decompose pass leaves in place.
   * `attention`: fused scaled-dot-product attention, for the `attention` op that the
     `fuse_attention` pass forms.
+  * `winograd`: the input and output transforms of Winograd F(2x2, 3x3) convolutions
+    (`winograd_input` / `winograd_output`, which the conv decomposition forms).
 Importing this package registers them (ember.runtime imports it before compiling).
 """
 from __future__ import annotations
@@ -17,6 +19,7 @@ from ..lang.frontend import MATH_IMPLS
 from . import attention as _attention
 from . import math as _math
 from . import nn as _nn
+from . import winograd as _winograd
 
 _F32_IMPLS = {"exp": _math.exp_f32, "erf": _math.erf_f32, "tanh": _math.tanh_f32}
 
@@ -74,3 +77,11 @@ def _attention_lower(node):
 
 
 OPS["attention"].library = LibraryImpl(_attention_applies, _attention_lower)
+
+
+def _f32(node):
+    return node.inputs[0].dtype == "float32"
+
+
+OPS["winograd_input"].library = LibraryImpl(_f32, lambda node: (_winograd.winograd_input, {}))
+OPS["winograd_output"].library = LibraryImpl(_f32, lambda node: (_winograd.winograd_output, {}))

@@ -19,7 +19,7 @@ from ..codegen.llvm import ModuleBuilder
 from ..codegen.lower import Program, lower
 from ..frontends.onnx.loader import load_onnx, read_model
 from ..ir import symbolic as S
-from ..ir.ops import custom_fingerprint
+from ..ir.ops import custom_fingerprint, options_fingerprint
 from ..passes import optimize
 from ..schedule.fusion import schedule
 
@@ -146,7 +146,7 @@ def _stat_ref(model):
         return None
     st = os.stat(model)
     ident = (f"{os.path.realpath(model)}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|"
-             f"{native.compiler_fingerprint()}|{custom_fingerprint()}")
+             f"{native.compiler_fingerprint()}|{custom_fingerprint()}|{options_fingerprint()}")
     return native.cache_dir() / (hashlib.sha256(ident.encode()).hexdigest() + ".ref")
 
 
@@ -169,7 +169,8 @@ def _stat_remember(model, key):
 def _model_key(raw: bytes) -> str:
     triple, cpu, features = native.target_info()
     h = hashlib.sha256(raw)
-    for part in (triple, cpu, features, native.compiler_fingerprint(), custom_fingerprint(), str(FORMAT)):
+    for part in (triple, cpu, features, native.compiler_fingerprint(), custom_fingerprint(),
+                 options_fingerprint(), str(FORMAT)):
         h.update(part.encode())
     return h.hexdigest()
 

@@ -226,13 +226,34 @@ def _check_conv_bn_residual_relu(rng, batch, cin, cout, h, w, k, pads, group=1, 
 
 @pytest.mark.parametrize("cin,cout,hw,k,batch", [(24, 40, 3, 3, 2), (24, 17, 3, 3, 2), (128, 96, 7, 3, 1),
                                                   (128, 64, 14, 3, 1), (600, 100, 7, 1, 1), (24, 64, 5, 1, 2)])
-def test_conv_column_tiles_with_residual(cin, cout, hw, k, batch):
+def test_conv_column_tiles_with_residual(cin, cout, hw, k, batch, monkeypatch):
     """Small images with a long K (7x7 is 49 pixels, which would fill only 49 of 64 vector
     lanes) take the transposed tile: vectors run down the output channels, pixels are
     broadcast, and the fused BN + residual + ReLU epilogue stores columns (the first four
-    cases; the last two keep row tiles)."""
+    cases; the last two keep row tiles). Winograd is off: 128 -> 64 at 14x14 would take it."""
+    from ember.ir import ops
+    monkeypatch.setattr(ops, "WINOGRAD", False)
     _check_conv_bn_residual_relu(np.random.default_rng(cout * hw + k), batch, cin, cout, hw, hw, (k, k),
                                  (k // 2,) * 4)
+
+
+@pytest.mark.parametrize("batch,m,k,n", [(3, 256, 64, 49), (2, 100, 70, 10), (16, 64, 40, 7)])
+def test_batched_constant_a_column_tiles(batch, m, k, n):
+    """A batch of constant A matrices times few columns (the Winograd GEMMs) takes the
+    column tile; each batch reads its own packed panels."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from .harness import run_engine
+
+    rng = np.random.default_rng(m + n)
+    a = rng.standard_normal((batch, m, k)).astype(np.float32)
+    g = helper.make_graph([helper.make_node("MatMul", ["a", "x"], ["y"])], "bmm",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, k, n])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(a, "a")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    x = rng.standard_normal((batch, k, n)).astype(np.float32)
+    np.testing.assert_allclose(run_engine(model, {"x": x})[0], a @ x, rtol=1e-4, atol=1e-4 * k)
 
 
 @pytest.mark.parametrize("batch,cin,cout,h,w,k,pads,group", [

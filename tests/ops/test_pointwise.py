@@ -280,6 +280,15 @@ def test_binary_special_values(op):
     check(*node_model(op, [("a", a), ("b", b)]))
 
 
+@pytest.mark.parametrize("op", ["Max", "Min"])
+def test_max_min_propagate_nan(op):
+    """Max/Min lower to compare + select (one vmaxps/vminps) with a NaN check for the
+    operand x86 drops: NaN on either side gives NaN, as np.maximum/np.minimum do."""
+    a = np.repeat(SPECIALS, len(SPECIALS))
+    b = np.tile(SPECIALS, len(SPECIALS))
+    check(*node_model(op, [("a", a), ("b", b)]))
+
+
 @pytest.mark.parametrize("op", ["Equal", "Less", "Greater"])
 def test_compare_special_values(op):
     a = np.repeat(SPECIALS, len(SPECIALS))

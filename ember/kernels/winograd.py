@@ -1,0 +1,110 @@
+"""Winograd F(2x2, 3x3) convolution transforms, in the kernel language.
+
+A 3x3, stride-1, pad-1 convolution computes each 2x2 block of outputs from a 4x4 input tile
+d as  Y = At [(G g Gt) * (Bt d B)] A  (Lavin & Gray, 2015): 16 products per tile and input
+channel instead of 36, so the GEMM in the middle does 2.25x fewer FLOPs. `ops._conv_winograd`
+builds the pipeline: these two kernels, and between them 16 GEMMs (one per tile element xi)
+of the pre-transformed weights U[xi] = (G g Gt)[xi], [Cout, Cin], with V[xi], [Cin, tiles].
+
+    winograd_input:  x [N, C, H, W]      -> v [16, C, N, TH*TW]   (v = Bt d B per tile)
+    winograd_output: m [16, K, N, TH*TW] -> y [N, K, H, W]        (y = At m A per tile)
+
+with TH, TW = ceil(H/2), ceil(W/2); tile (ti, tj) reads input rows 2ti-1 .. 2ti+2 and
+columns 2tj-1 .. 2tj+2 (0 outside the image) and writes output rows 2ti, 2ti+1 and columns
+2tj, 2tj+1. Both kernels work on `width` tiles of one tile row at a time: the stride-2 tile
+columns become contiguous lanes through even/odd shuffles, so the GEMM operands and every
+load and store are contiguous vectors. The matrices Bt, G, At are `ops.WINO_*`; these
+kernels spell out their +-1 entries as adds and subtracts.
+"""
+from __future__ import annotations
+
+from ..lang import SIMD, Param, Tensor, float32, int32, kernel, parallelize, shuffle, unroll
+
+
+@kernel
+def winograd_input(x: Tensor[float32, 4], v: Tensor[float32, 4], width: Param = 16):
+    c_n = x.shape[1]
+    h_n = x.shape[2]
+    w_n = x.shape[3]
+    th = (h_n + 1) // 2
+    tw = (w_n + 1) // 2
+    lane = SIMD[int32, width].iota()
+
+    def tiles(b, c, ti, tj0):
+        col = int32(2 * tj0 - 1)               # first input column of tile tj0
+        wn = int32(w_n)
+        # 2*width columns from col (window p) and from col + 2 (window q); int32 lanes make
+        # each mask one compare
+        mp0 = (lane + col >= 0) & (lane + col < wn)
+        mp1 = lane + (col + width) < wn
+        mq0 = lane + (col + 2) < wn
+        mq1 = lane + (col + 2 + width) < wn
+        e = [SIMD[float32, width](0.0) for k in range(16)]     # e[a*4 + j] = (d B)[a][j]
+        for a in unroll(4):
+            r = 2 * ti - 1 + a
+            if r >= 0 and r < h_n:             # else the padding row: e stays 0
+                p0 = x.load[width](b, c, r, col, mask=mp0)
+                p1 = x.load[width](b, c, r, col + width, mask=mp1)
+                q0 = x.load[width](b, c, r, col + 2, mask=mq0)
+                q1 = x.load[width](b, c, r, col + 2 + width, mask=mq1)
+                d0 = shuffle(p0, p1, (2 * i for i in range(width)))        # column 2tj - 1
+                d1 = shuffle(p0, p1, (2 * i + 1 for i in range(width)))    # 2tj
+                d2 = shuffle(q0, q1, (2 * i for i in range(width)))        # 2tj + 1
+                d3 = shuffle(q0, q1, (2 * i + 1 for i in range(width)))    # 2tj + 2
+                e[a * 4 + 0] = d0 - d2
+                e[a * 4 + 1] = d1 + d2
+                e[a * 4 + 2] = d2 - d1
+                e[a * 4 + 3] = d1 - d3
+        keep = lane + int32(tj0) < int32(tw)
+        out = ti * tw + tj0
+        for j in unroll(4):
+            v.store(0 + j, c, b, out, e[0 + j] - e[8 + j], mask=keep)
+            v.store(4 + j, c, b, out, e[4 + j] + e[8 + j], mask=keep)
+            v.store(8 + j, c, b, out, e[8 + j] - e[4 + j], mask=keep)
+            v.store(12 + j, c, b, out, e[4 + j] - e[12 + j], mask=keep)
+
+    def task(t):        # one channel of one image: a task per tile row spent as long on its
+        c = t % c_n     # setup (divisions by run-time sizes, 16 store pointers) as on tiles
+        b = t // c_n
+        for ti in range(th):
+            for tj0 in range(0, tw, width):
+                tiles(b, c, ti, tj0)
+
+    parallelize(task, x.shape[0] * c_n)
+
+
+@kernel
+def winograd_output(m: Tensor[float32, 4], y: Tensor[float32, 4], width: Param = 16):
+    k_n = y.shape[1]
+    h_n = y.shape[2]
+    w_n = y.shape[3]
+    th = (h_n + 1) // 2
+    tw = (w_n + 1) // 2
+    lane = SIMD[int32, width].iota()
+
+    def tiles(b, k, ti, tj0):
+        keep = lane + int32(tj0) < int32(tw)
+        src = ti * tw + tj0
+        mv = [m.load[width](i, k, b, src, mask=keep) for i in range(16)]
+        for r in unroll(2):
+            # rows of At m: r = 0 sums tile rows 0..2, r = 1 is row 1 - row 2 - row 3
+            s = [mv[j] + mv[4 + j] + mv[8 + j] if r == 0 else mv[4 + j] - mv[8 + j] - mv[12 + j]
+                 for j in range(4)]
+            y0 = s[0] + s[1] + s[2]            # output column 2tj
+            y1 = s[1] - s[2] - s[3]            # 2tj + 1
+            row = 2 * ti + r
+            if row < h_n:
+                oc = int32(2 * tj0)
+                lo = shuffle(y0, y1, ((i // 2) + (i % 2) * width for i in range(width)))
+                hi = shuffle(y0, y1, ((i // 2) + width // 2 + (i % 2) * width for i in range(width)))
+                y.store(b, k, row, 2 * tj0, lo, mask=lane + oc < int32(w_n))
+                y.store(b, k, row, 2 * tj0 + width, hi, mask=lane + (oc + width) < int32(w_n))
+
+    def task(t):        # one output channel of one image
+        k = t % k_n
+        b = t // k_n
+        for ti in range(th):
+            for tj0 in range(0, tw, width):
+                tiles(b, k, ti, tj0)
+
+    parallelize(task, y.shape[0] * k_n)
