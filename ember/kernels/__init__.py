@@ -9,6 +9,7 @@
     `fuse_attention` pass forms.
   * `winograd`: the input and output transforms of Winograd F(2x2, 3x3) convolutions
     (`winograd_input` / `winograd_output`, which the conv decomposition forms).
+  * `pool`: 3x3 stride-2 max pooling, separable (other pools use the generic lowering).
 Importing this package registers them (ember.runtime imports it before compiling).
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ..lang.frontend import MATH_IMPLS
 from . import attention as _attention
 from . import math as _math
 from . import nn as _nn
+from . import pool as _pool
 from . import winograd as _winograd
 
 _F32_IMPLS = {"exp": _math.exp_f32, "erf": _math.erf_f32, "tanh": _math.tanh_f32}
@@ -85,3 +87,19 @@ def _f32(node):
 
 OPS["winograd_input"].library = LibraryImpl(_f32, lambda node: (_winograd.winograd_input, {}))
 OPS["winograd_output"].library = LibraryImpl(_f32, lambda node: (_winograd.winograd_output, {}))
+
+
+def _max_pool_3x3_s2_applies(node):
+    at = node.attrs
+    x = node.inputs[0]
+    if not (at["mode"] == "max" and x.dtype == "float32" and x.type.rank == 4
+            and tuple(at["kernel"]) == (3, 3) and tuple(at["strides"]) == (2, 2)
+            and tuple(at["dilations"]) == (1, 1) and tuple(at["pads"][:2]) == (1, 1)):
+        return False
+    h, w = x.shape[2:]
+    # the kernel's windows: output (oh, ow) has its centre at (2oh, 2ow), inside the image
+    return (isinstance(h, int) and isinstance(w, int)
+            and tuple(at["out"]) == ((h - 1) // 2 + 1, (w - 1) // 2 + 1))
+
+
+OPS["pool"].library = LibraryImpl(_max_pool_3x3_s2_applies, lambda node: (_pool.max_pool_3x3_s2, {}))

@@ -175,3 +175,20 @@ def test_pool_same_stride_exceeds_kernel(op, data):
     p["spatial"][i] = p["strides"][i] * data.draw(st.integers(1, 3), label="windows")
     assert _same_overhang(p)
     (_maxpool_case if op == "MaxPool" else _averagepool_case)("float32", data, p)
+
+
+@pytest.mark.parametrize("shape,pads,ceil", [((1, 64, 112, 112), (1, 1, 1, 1), 0), ((2, 3, 7, 9), (1, 1, 1, 1), 0),
+                                             ((1, 5, 33, 41), (1, 1, 1, 1), 1), ((1, 2, 1, 1), (1, 1, 1, 1), 0),
+                                             ((1, 4, 18, 36), (1, 1, 0, 0), 0), ((1, 3, 2, 2), (1, 1, 1, 1), 0)])
+def test_max_pool_3x3_stride2_library_kernel(shape, pads, ceil):
+    """The ResNet stem's max pool runs as a separable library kernel (row maxima over
+    de-interleaved columns, shared rows carried over); odd sizes, 1x1 and 2x2 images, ceil
+    mode and asymmetric pads against the reference, with negative inputs so a 0 fill would
+    show."""
+    from ember.runtime.compiler import compile_model
+
+    x = np.random.default_rng(sum(shape)).uniform(-5.0, -0.5, shape).astype(np.float32)
+    model, feeds = node_model("MaxPool", [("x", x)], dict(kernel_shape=[3, 3], strides=[2, 2], pads=list(pads),
+                                                          ceil_mode=ceil))
+    assert [k for _, k, _ in compile_model(model.SerializeToString(), use_cache=False).kernel_info] == ["library"]
+    check(model, feeds)
