@@ -35,6 +35,20 @@ def has_feature(name: str) -> bool:
     return f"+{name}" in target_info()[2].split(",")
 
 
+@lru_cache(maxsize=None)
+def l2_bytes() -> int:
+    """The host's per-core L2 cache size (Linux sysfs), 1 MiB where it cannot be read."""
+    try:
+        for idx in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+            if (idx / "level").read_text().strip() == "2" and (idx / "type").read_text().strip() != "Instruction":
+                size = (idx / "size").read_text().strip().upper()
+                mult = {"K": 1 << 10, "M": 1 << 20}.get(size[-1], 1)
+                return int(size.rstrip("KM")) * mult
+    except (OSError, ValueError):
+        pass
+    return 1 << 20
+
+
 def vector_bits() -> int:
     _, _, f = target_info()
     if "+avx512f" in f:
