@@ -283,8 +283,11 @@ class FunctionEmitter:
             v = b.load(slot, typ=t)
             return Val("v" if lanes else "s", v)
         if isinstance(e, L.VLoad):
-            return Val("v", self.vload(e.buf, self.expr(e.index).v, e.lanes, e.dtype,
-                                       None if e.mask is None else self.expr(e.mask).v))
+            mask = None if e.mask is None else self.expr(e.mask).v
+            if e.step != 1:
+                v = self.strided_load(e.buf, self.expr(e.index).v, e.step, e.lanes, mem_t(e.dtype), mask, None)
+                return Val("v", self._from_mem(v, e.dtype))
+            return Val("v", self.vload(e.buf, self.expr(e.index).v, e.lanes, e.dtype, mask))
         if isinstance(e, L.Broadcast):
             return Val("v", self.splat(self.expr(e.a).v, e.lanes))
         if isinstance(e, L.Fma):

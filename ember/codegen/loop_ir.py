@@ -91,10 +91,11 @@ class Local(Expr):
 @dataclass(frozen=True, eq=False)
 class VLoad(Expr):
     buf: int
-    index: Expr      # scalar index of lane 0; lanes are contiguous
+    index: Expr      # scalar index of lane 0; lane i reads index + i*step
     lanes: int
     dtype: str
     mask: Expr | None = None
+    step: int = 1    # 2..4: a de-interleaving load (a stride-2 convolution row)
 
 
 @dataclass(frozen=True, eq=False)
@@ -303,7 +304,8 @@ def expr_str(e: Expr) -> str:
         return e.name
     if isinstance(e, VLoad):
         m = f", mask={expr_str(e.mask)}" if e.mask is not None else ""
-        return f"vload<{e.lanes}>(buf{e.buf}[{expr_str(e.index)}]{m})"
+        st = f", step={e.step}" if e.step != 1 else ""
+        return f"vload<{e.lanes}>(buf{e.buf}[{expr_str(e.index)}]{m}{st})"
     if isinstance(e, Broadcast):
         return f"broadcast<{e.lanes}>({expr_str(e.a)})"
     if isinstance(e, Fma):

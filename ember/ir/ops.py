@@ -853,6 +853,15 @@ def _use_winograd(x, w, at) -> bool:
     return th * tw >= 49
 
 
+def _strided_row_windows(x, w, at) -> bool:
+    """A float32 2-d convolution with stride 2..4, whole vectors of output columns per row
+    (OW % 16 == 0), static image and constant weights: its GEMM reads B from the (padded)
+    image directly (schedule.fusion._implicit_im2col_user)."""
+    return (len(at["kernel"]) == 2 and at["strides"][0] == at["strides"][1] and 2 <= at["strides"][0] <= 4
+            and tuple(at["dilations"]) == (1, 1) and at["out"][1] % 16 == 0 and x.dtype == "float32"
+            and w.is_const and not w.is_symbolic_const and all(isinstance(d, int) for d in x.shape[1:]))
+
+
 def _conv_winograd(b, x, w):
     n, c, h, wd = x.shape
     m = w.shape[0]
@@ -904,6 +913,19 @@ def _conv_decompose(b, ins, at):
         xf = b.op("reshape", [x], shape=(n, c, x.shape[2] * x.shape[3]))
         col = b.op("im2col", [xf], group=g, kernel=at["kernel"], strides=at["strides"], pads=at["pads"],
                    dilations=at["dilations"], out=at["out"], flat=1, **{"in": tuple(x.shape[2:])})
+        col = b.op("reshape", [col], shape=(n, g, kk, npix))
+    elif _strided_row_windows(x, w, at):
+        # a strided stem: pad once (a cheap copy of a 3-channel image), then the GEMM reads
+        # its columns from the padded image with de-interleaving loads and no border masks
+        xp = x
+        if any(at["pads"]):
+            hp = x.shape[2] + at["pads"][0] + at["pads"][2]
+            wp = x.shape[3] + at["pads"][1] + at["pads"][3]
+            xp = b.op("im2col", [x], group=1, kernel=(1, 1), strides=(1, 1), pads=at["pads"],
+                      dilations=(1, 1), out=(hp, wp))
+            xp = b.op("reshape", [xp], shape=(n, c, hp, wp))
+        col = b.op("im2col", [xp], group=g, kernel=at["kernel"], strides=at["strides"], pads=(0, 0, 0, 0),
+                   dilations=at["dilations"], out=at["out"])
         col = b.op("reshape", [col], shape=(n, g, kk, npix))
     else:
         col = b.op("im2col", [x], group=g, kernel=at["kernel"], strides=at["strides"],

@@ -154,16 +154,21 @@ def schedule(graph: Graph) -> Schedule:
 
 def _implicit_im2col_user(node, users, out_ids):
     """The matmul that may read this im2col's columns straight from the image, or None: a
-    2-d, stride-1, width-keeping window on rows of at least a vector (for shorter rows a
-    stored im2col over flat pixels feeds the column tile), used only, through one reshape
-    view, as B of a GEMM whose A is the constant weights."""
+    2-d window, used only, through one reshape view, as B of a GEMM whose A is the constant
+    weights; either stride 1 keeping the width on rows of more than a vector (for shorter
+    rows a stored im2col over flat pixels feeds the column tile), or stride 2..4 over an
+    already padded image with whole vectors per output row (ResNet's and MobileNet's stems:
+    112 columns), read with de-interleaving loads."""
     at = node.attrs
     if node.op != "im2col" or len(at["kernel"]) != 2 or node.outputs[0].id in out_ids:
         return None
     xs = node.inputs[0].shape
+    st = tuple(at["strides"])
     if (at.get("flat") or node.inputs[0].dtype != "float32" or not all(isinstance(d, int) for d in xs[1:])
-            or tuple(at["strides"]) != (1, 1) or tuple(at["dilations"]) != (1, 1)
-            or at["out"][1] != xs[3] or xs[3] <= 16):
+            or tuple(at["dilations"]) != (1, 1)):
+        return None
+    if not ((st == (1, 1) and at["out"][1] == xs[3] > 16)
+            or (st[0] == st[1] and 2 <= st[0] <= 4 and not any(at["pads"]) and at["out"][1] % 16 == 0)):
         return None
     us = users.get(node.outputs[0].id, [])
     if len(us) != 1 or us[0].op != "reshape" or us[0].outputs[0].id in out_ids:

@@ -193,7 +193,7 @@ def test_conv_packed_weights_row_tiles(cout):
     np.testing.assert_allclose(sess.run(None, {"x": x})[0], want, rtol=1e-5, atol=1e-4)
 
 
-def _check_conv_bn_residual_relu(rng, batch, cin, cout, h, w, k, pads, group=1, kernel_kinds=None):
+def _check_conv_bn_residual_relu(rng, batch, cin, cout, h, w, k, pads, group=1, kernel_kinds=None, stride=1):
     """Conv -> BatchNorm -> + residual -> Relu (the epilogue fuses into the conv's GEMM; the
     graph output is a reshape view of it) against onnx.reference; `batch` "n" is dynamic."""
     from onnx import TensorProto, helper, numpy_helper
@@ -202,11 +202,12 @@ def _check_conv_bn_residual_relu(rng, batch, cin, cout, h, w, k, pads, group=1, 
 
     from .harness import run_engine, run_reference
 
-    oh = h + pads[0] + pads[2] - k[0] + 1
-    ow = w + pads[1] + pads[3] - k[1] + 1
+    oh = (h + pads[0] + pads[2] - k[0]) // stride + 1
+    ow = (w + pads[1] + pads[3] - k[1]) // stride + 1
     inits = {"w": rng.standard_normal((cout, cin // group) + tuple(k)) * 0.3, "s": rng.uniform(0.5, 1.5, cout),
              "b": rng.standard_normal(cout), "m": rng.standard_normal(cout) * 0.1, "v": rng.uniform(0.5, 2.0, cout)}
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=list(pads), group=group, kernel_shape=list(k)),
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=list(pads), group=group, kernel_shape=list(k),
+                              strides=[stride] * 2),
              helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["n"]),
              helper.make_node("Add", ["n", "r"], ["a"]),
              helper.make_node("Relu", ["a"], ["y"])]
@@ -272,6 +273,23 @@ def test_conv_reads_windows_straight_from_the_image(batch, cin, cout, h, w, k, p
     asymmetric pads."""
     _check_conv_bn_residual_relu(np.random.default_rng(h * w + cout), batch, cin, cout, h, w, k, pads, group,
                                  kernel_kinds=["matmul"])
+
+
+@pytest.mark.parametrize("batch,cin,cout,h,w,k,stride,pads", [
+    (1, 3, 64, 64, 64, 7, 2, (3, 3, 3, 3)),          # a ResNet stem: 32 x 32 output
+    ("n", 3, 32, 10, 32, 3, 2, (1, 1, 1, 1)),        # a MobileNet stem, dynamic batch; 5 x 16
+    (2, 4, 20, 12, 49, 3, 3, (0, 1, 2, 0)),          # stride 3, asymmetric pads; 5 x 16
+    (1, 5, 8, 9, 64, 5, 2, (0, 0, 0, 0)),            # no padding; 3 x 30: not whole vectors
+])
+def test_strided_conv_reads_a_padded_image(batch, cin, cout, h, w, k, stride, pads):
+    """Strided convolutions with whole vectors of output columns per row (OW % 16 == 0)
+    pad the image once, then the GEMM reads its columns with de-interleaving loads (no
+    im2col kernel); with a partial last tile (5 x 16 = 80 columns) the loads are masked.
+    BN + residual + ReLU fuse into the GEMM as usual."""
+    ow = (w + pads[1] + pads[3] - k) // stride + 1
+    kinds = None if ow % 16 else (["pointwise", "matmul"] if any(pads) else ["matmul"])
+    _check_conv_bn_residual_relu(np.random.default_rng(h * w + k), batch, cin, cout, h, w, (k, k), pads,
+                                 kernel_kinds=kinds, stride=stride)
 
 
 @pytest.mark.parametrize("stride", [1, 2])
