@@ -10,6 +10,7 @@
   * `winograd`: the input and output transforms of Winograd F(2x2, 3x3) convolutions
     (`winograd_input` / `winograd_output`, which the conv decomposition forms).
   * `pool`: 3x3 stride-2 max pooling, separable (other pools use the generic lowering).
+  * `depthwise`: 3x3 stride-2 depthwise convolution, each input row loaded once.
 Importing this package registers them (ember.runtime imports it before compiling).
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ..ir.ops import OPS, LibraryImpl
 from ..lang.elementwise import inline_elementwise
 from ..lang.frontend import MATH_IMPLS
 from . import attention as _attention
+from . import depthwise as _depthwise
 from . import math as _math
 from . import nn as _nn
 from . import pool as _pool
@@ -89,17 +91,21 @@ OPS["winograd_input"].library = LibraryImpl(_f32, lambda node: (_winograd.winogr
 OPS["winograd_output"].library = LibraryImpl(_f32, lambda node: (_winograd.winograd_output, {}))
 
 
-def _max_pool_3x3_s2_applies(node):
+def _window_3x3_s2(node):
+    """A float32 2-d window op of 3x3, stride 2, begin pads 1, whose output (oh, ow) has its
+    window centre at (2oh, 2ow), inside the image (what the stride-2 kernels assume)."""
     at = node.attrs
     x = node.inputs[0]
-    if not (at["mode"] == "max" and x.dtype == "float32" and x.type.rank == 4
-            and tuple(at["kernel"]) == (3, 3) and tuple(at["strides"]) == (2, 2)
-            and tuple(at["dilations"]) == (1, 1) and tuple(at["pads"][:2]) == (1, 1)):
+    if not (x.dtype == "float32" and x.type.rank == 4 and tuple(at["kernel"]) == (3, 3)
+            and tuple(at["strides"]) == (2, 2) and tuple(at["dilations"]) == (1, 1)
+            and tuple(at["pads"][:2]) == (1, 1)):
         return False
     h, w = x.shape[2:]
-    # the kernel's windows: output (oh, ow) has its centre at (2oh, 2ow), inside the image
     return (isinstance(h, int) and isinstance(w, int)
             and tuple(at["out"]) == ((h - 1) // 2 + 1, (w - 1) // 2 + 1))
 
 
-OPS["pool"].library = LibraryImpl(_max_pool_3x3_s2_applies, lambda node: (_pool.max_pool_3x3_s2, {}))
+OPS["pool"].library = LibraryImpl(lambda node: node.attrs["mode"] == "max" and _window_3x3_s2(node),
+                                  lambda node: (_pool.max_pool_3x3_s2, {}))
+OPS["dwconv"].library = LibraryImpl(lambda node: node.inputs[1].dtype == "float32" and _window_3x3_s2(node),
+                                    lambda node: (_depthwise.depthwise_3x3_s2, {}))

@@ -2,15 +2,15 @@
 
 The generic pool lowering evaluates all 9 window taps per output vector, each a masked,
 de-interleaving load with its own border mask. Max is separable: this kernel takes the
-max of 3 columns along each input row once (even/odd shuffles of two windows give columns
-2j-1, 2j, 2j+1 as contiguous lanes) and the max of 3 such row maxima per output row,
-carrying the shared row (2*oh + 1 is the top of output row oh + 1) to the next. A border
-tap outside the image is replaced by the window's centre, which is always inside, so no
--inf fill is needed.
+max of 3 columns along each input row once (`windows.row_taps`) and the max of 3 such
+row maxima per output row, carrying the shared row (2*oh + 1 is the top of output row
+oh + 1) to the next. A border tap outside the image is replaced by the window's centre,
+which is always inside, so no -inf fill is needed.
 """
 from __future__ import annotations
 
-from ..lang import SIMD, Param, Tensor, float32, int32, kernel, parallelize, select, shuffle
+from ..lang import SIMD, Param, Tensor, float32, int32, kernel, parallelize, select
+from .windows import row_taps, window_masks
 
 
 @kernel
@@ -27,22 +27,13 @@ def max_pool_3x3_s2(x: Tensor[float32, 4], y: Tensor[float32, 4], width: Param =
         b = t // c_n
         for ow0 in range(0, ow_n, width):
             col = int32(2 * ow0 - 1)           # input column of lane 0's left tap
-            mp0 = (lane + col >= 0) & (lane + col < w_n)
-            mp1 = lane + (col + width) < w_n
-            mq0 = lane + (col + 2) < w_n
-            mq1 = lane + (col + 2 + width) < w_n
+            m = window_masks(lane, col, w_n, width)
             left_ok = (lane * 2 + col >= 0) & (lane * 2 + col < w_n)
             right_ok = lane * 2 + (col + 2) < w_n
 
             def row_max(r):
-                p0 = x.load[width](b, c, r, 2 * ow0 - 1, mask=mp0)
-                p1 = x.load[width](b, c, r, 2 * ow0 - 1 + width, mask=mp1)
-                q0 = x.load[width](b, c, r, 2 * ow0 + 1, mask=mq0)
-                q1 = x.load[width](b, c, r, 2 * ow0 + 1 + width, mask=mq1)
-                mid = shuffle(p0, p1, (2 * i + 1 for i in range(width)))        # column 2j
-                left = select(left_ok, shuffle(p0, p1, (2 * i for i in range(width))), mid)
-                right = select(right_ok, shuffle(q0, q1, (2 * i for i in range(width))), mid)
-                return max(mid, max(left, right))
+                d = row_taps(x, b, c, r, col, m, width)     # columns 2j - 1, 2j, 2j + 1
+                return max(d[1], max(select(left_ok, d[0], d[1]), select(right_ok, d[2], d[1])))
 
             keep = lane + int32(ow0) < int32(ow_n)
             top = row_max(0)                   # output row 0 has no row above the image

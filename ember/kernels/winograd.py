@@ -12,13 +12,14 @@ of the pre-transformed weights U[xi] = (G g Gt)[xi], [Cout, Cin], with V[xi], [C
 with TH, TW = ceil(H/2), ceil(W/2); tile (ti, tj) reads input rows 2ti-1 .. 2ti+2 and
 columns 2tj-1 .. 2tj+2 (0 outside the image) and writes output rows 2ti, 2ti+1 and columns
 2tj, 2tj+1. Both kernels work on `width` tiles of one tile row at a time: the stride-2 tile
-columns become contiguous lanes through even/odd shuffles, so the GEMM operands and every
-load and store are contiguous vectors. The matrices Bt, G, At are `ops.WINO_*`; these
+columns become contiguous lanes through even/odd shuffles (`windows.row_taps`), so the GEMM
+operands and every load and store are contiguous vectors. The matrices Bt, G, At are `ops.WINO_*`; these
 kernels spell out their +-1 entries as adds and subtracts.
 """
 from __future__ import annotations
 
 from ..lang import SIMD, Param, Tensor, float32, int32, kernel, parallelize, shuffle, unroll
+from .windows import row_taps, window_masks
 
 
 @kernel
@@ -32,29 +33,16 @@ def winograd_input(x: Tensor[float32, 4], v: Tensor[float32, 4], width: Param = 
 
     def tiles(b, c, ti, tj0):
         col = int32(2 * tj0 - 1)               # first input column of tile tj0
-        wn = int32(w_n)
-        # 2*width columns from col (window p) and from col + 2 (window q); int32 lanes make
-        # each mask one compare
-        mp0 = (lane + col >= 0) & (lane + col < wn)
-        mp1 = lane + (col + width) < wn
-        mq0 = lane + (col + 2) < wn
-        mq1 = lane + (col + 2 + width) < wn
+        m = window_masks(lane, col, int32(w_n), width)
         e = [SIMD[float32, width](0.0) for k in range(16)]     # e[a*4 + j] = (d B)[a][j]
         for a in unroll(4):
             r = 2 * ti - 1 + a
             if r >= 0 and r < h_n:             # else the padding row: e stays 0
-                p0 = x.load[width](b, c, r, col, mask=mp0)
-                p1 = x.load[width](b, c, r, col + width, mask=mp1)
-                q0 = x.load[width](b, c, r, col + 2, mask=mq0)
-                q1 = x.load[width](b, c, r, col + 2 + width, mask=mq1)
-                d0 = shuffle(p0, p1, (2 * i for i in range(width)))        # column 2tj - 1
-                d1 = shuffle(p0, p1, (2 * i + 1 for i in range(width)))    # 2tj
-                d2 = shuffle(q0, q1, (2 * i for i in range(width)))        # 2tj + 1
-                d3 = shuffle(q0, q1, (2 * i + 1 for i in range(width)))    # 2tj + 2
-                e[a * 4 + 0] = d0 - d2
-                e[a * 4 + 1] = d1 + d2
-                e[a * 4 + 2] = d2 - d1
-                e[a * 4 + 3] = d1 - d3
+                d = row_taps(x, b, c, r, col, m, width)             # columns 2tj - 1 + t
+                e[a * 4 + 0] = d[0] - d[2]
+                e[a * 4 + 1] = d[1] + d[2]
+                e[a * 4 + 2] = d[2] - d[1]
+                e[a * 4 + 3] = d[1] - d[3]
         keep = lane + int32(tj0) < int32(tw)
         out = ti * tw + tj0
         for j in unroll(4):

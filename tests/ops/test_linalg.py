@@ -353,3 +353,24 @@ def test_dwconv_reference_semantics(stride, dil):
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [numpy_helper.from_array(w, "w")])
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
     np.testing.assert_allclose(got, run_reference(model, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(1, 96, 112, 112), (2, 3, 7, 9), (1, 2, 1, 1), (1, 5, 33, 41), (1, 3, 8, 40)])
+def test_depthwise_3x3_stride2_library_kernel(shape):
+    """MobileNet's stride-2 depthwise convolutions run as a library kernel (each input row
+    loaded once, taps by even/odd shuffles, the shared row carried); with a bias, odd
+    sizes, 1x1 images and a partial last vector, against onnx.reference."""
+    from ember.runtime.compiler import compile_model
+
+    from .harness import check, node_model
+
+    rng = np.random.default_rng(sum(shape))
+    c = shape[1]
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((c, 1, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32)
+    model, feeds = node_model("Conv", [("x", x), ("w", w), ("b", b)],
+                              dict(group=c, kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]), const={"w", "b"})
+    kinds = [k for _, k, _ in compile_model(model.SerializeToString(), use_cache=False).kernel_info]
+    assert kinds == ["library", "pointwise"]
+    check(model, feeds)

@@ -1,0 +1,60 @@
+"""3x3 stride-2 depthwise convolution (MobileNet's downsampling layers), in the kernel language.
+
+The generic lowering computes each output vector as 9 window taps, each its own masked,
+de-interleaving load. Here each input row is loaded once per vector of outputs
+(`windows.row_taps`: the column taps 2j-1, 2j, 2j+1 as contiguous lanes), and the row
+shared by consecutive output rows (2*oh + 1) is carried to the next. Taps outside the
+image read 0 (the zero padding of the convolution).
+"""
+from __future__ import annotations
+
+from ..lang import SIMD, Param, Tensor, float32, fma, int32, kernel, parallelize, unroll
+from .windows import row_taps, window_masks
+
+
+@kernel
+def depthwise_3x3_s2(x: Tensor[float32, 4], w: Tensor[float32, 4], y: Tensor[float32, 4], width: Param = 16):
+    c_n = x.shape[1]
+    h_n = x.shape[2]
+    w_n = int32(x.shape[3])
+    oh_n = y.shape[2]
+    ow_n = y.shape[3]
+    lane = SIMD[int32, width].iota()
+
+    def task(t):
+        c = t % c_n
+        b = t // c_n
+        k = [SIMD[float32, width](w[c, 0, i // 3, i % 3]) for i in range(9)]
+        for ow0 in range(0, ow_n, width):
+            col = int32(2 * ow0 - 1)           # input column of lane 0's left tap
+            m = window_masks(lane, col, w_n, width)
+            zero = SIMD[float32, width](0.0)
+            # window rows (top, middle, bottom) x columns (2j-1, 2j, 2j+1)
+            tap = [zero for i in range(9)]
+
+            def load(r, s):
+                """Columns 2j-1, 2j, 2j+1 of input row r into tap[s:s+3], 0 outside the image."""
+                if r >= 0 and r < h_n:
+                    d = row_taps(x, b, c, r, col, m, width)
+                    tap[s] = d[0]
+                    tap[s + 1] = d[1]
+                    tap[s + 2] = d[2]
+                else:
+                    tap[s] = zero
+                    tap[s + 1] = zero
+                    tap[s + 2] = zero
+
+            keep = lane + int32(ow0) < int32(ow_n)
+            load(-1, 0)
+            for oh in range(oh_n):
+                load(2 * oh, 3)
+                load(2 * oh + 1, 6)
+                acc = tap[0] * k[0]
+                for i in unroll(8):
+                    acc = fma(tap[i + 1], k[i + 1], acc)
+                y.store(b, c, oh, ow0, acc, mask=keep)
+                tap[0] = tap[6]
+                tap[1] = tap[7]
+                tap[2] = tap[8]
+
+    parallelize(task, x.shape[0] * c_n)

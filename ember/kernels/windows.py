@@ -1,0 +1,27 @@
+"""Helpers for kernels over stride-2 windows (inlined where they are called).
+
+A vector of `width` outputs at stride 2 reads input columns col + 2j + t (lanes j, taps t):
+two windows of 2*width columns, from col and from col + 2, loaded once and de-interleaved by
+even/odd shuffles give taps t = 0..3 as contiguous lanes, where per-tap loads would each be
+a masked, de-interleaving load of their own.
+"""
+from __future__ import annotations
+
+from ..lang import shuffle
+
+
+def window_masks(lane, col, w_n, width):
+    """Which lanes of the two windows (from col, col + width, col + 2, col + 2 + width) lie
+    inside columns [0, w_n); col >= -1, so only the first can start left of the image."""
+    return [(lane + col >= 0) & (lane + col < w_n), lane + (col + width) < w_n,
+            lane + (col + 2) < w_n, lane + (col + 2 + width) < w_n]
+
+
+def row_taps(x, b, c, r, col, m, width):
+    """Columns col + 2j + t of row r of image (b, c), for t = 0..3; 0 outside the masks m."""
+    p0 = x.load[width](b, c, r, col, mask=m[0])
+    p1 = x.load[width](b, c, r, col + width, mask=m[1])
+    q0 = x.load[width](b, c, r, col + 2, mask=m[2])
+    q1 = x.load[width](b, c, r, col + 2 + width, mask=m[3])
+    return [shuffle(p0, p1, (2 * i for i in range(width))), shuffle(p0, p1, (2 * i + 1 for i in range(width))),
+            shuffle(q0, q1, (2 * i for i in range(width))), shuffle(q0, q1, (2 * i + 1 for i in range(width)))]
