@@ -11,6 +11,7 @@
     (`winograd_input` / `winograd_output`, which the conv decomposition forms).
   * `pool`: 3x3 stride-2 max pooling, separable (other pools use the generic lowering).
   * `depthwise`: 3x3 stride-2 depthwise convolution, each input row loaded once.
+  * `im2col`: the columns of 3x3 stride-2 convolutions, each input row loaded once.
 Importing this package registers them (ember.runtime imports it before compiling).
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..lang.elementwise import inline_elementwise
 from ..lang.frontend import MATH_IMPLS
 from . import attention as _attention
 from . import depthwise as _depthwise
+from . import im2col as _im2col
 from . import math as _math
 from . import nn as _nn
 from . import pool as _pool
@@ -109,3 +111,6 @@ OPS["pool"].library = LibraryImpl(lambda node: node.attrs["mode"] == "max" and _
                                   lambda node: (_pool.max_pool_3x3_s2, {}))
 OPS["dwconv"].library = LibraryImpl(lambda node: node.inputs[1].dtype == "float32" and _window_3x3_s2(node),
                                     lambda node: (_depthwise.depthwise_3x3_s2, {}))
+OPS["im2col"].library = LibraryImpl(
+    lambda node: not node.attrs.get("flat") and len(node.attrs["kernel"]) == 2 and _window_3x3_s2(node),
+    lambda node: (_im2col.im2col_3x3_s2, {}))

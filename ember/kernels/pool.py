@@ -44,3 +44,4 @@ def max_pool_3x3_s2(x: Tensor[float32, 4], y: Tensor[float32, 4], width: Param =
                 top = bot
 
     parallelize(task, x.shape[0] * c_n)
+

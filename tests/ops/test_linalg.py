@@ -292,6 +292,17 @@ def test_strided_conv_reads_a_padded_image(batch, cin, cout, h, w, k, stride, pa
                                  kernel_kinds=kinds, stride=stride)
 
 
+@pytest.mark.parametrize("batch,cin,cout,h,w,group", [(1, 16, 24, 56, 56, 1), (2, 6, 10, 33, 41, 2),
+                                                     ("n", 5, 7, 14, 9, 1), (1, 3, 4, 1, 1, 1)])
+def test_conv_3x3_stride2_im2col_library_kernel(batch, cin, cout, h, w, group):
+    """3x3 stride-2 pad-1 convolutions on outputs that are not whole vectors wide (ResNet's
+    downsampling layers: 28, 14, 7) build their columns with the library im2col kernel
+    (each input row loaded once for its three taps); groups, odd sizes, a dynamic batch and
+    a 1x1 image."""
+    _check_conv_bn_residual_relu(np.random.default_rng(h * w + cin), batch, cin, cout, h, w, (3, 3), (1, 1, 1, 1),
+                                 group=group, kernel_kinds=["library", "matmul"], stride=2)
+
+
 @pytest.mark.parametrize("stride", [1, 2])
 def test_residual_block_with_depthwise(stride):
     """Conv+BN, a second Conv+BN on the shortcut, Add, Relu, then a depthwise 3x3 (stride 1
