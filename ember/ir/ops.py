@@ -525,11 +525,35 @@ def _dwconv_infer(types, attrs):
     return [TensorType(types[0].dtype, tuple(types[0].shape[:2]) + tuple(attrs["out"]))]
 
 
+def _dwconv_flat_emit(o, node, ins, idx):
+    """The 2-d stride-1 same-size case over flattened pixels p = oh*W + ow (x viewed as
+    [n, C, H*W]): window element (kh, kw) is x[.., p + (kh-ph)*W + (kw-pw)] inside the image,
+    contiguous in p, so a 7x7 image fills 49 of 64 lanes instead of 7 of 16 per row."""
+    at = node.attrs
+    (ph, pw) = at["pads"][:2]
+    h_n, w_n = at["in"]
+    n, c, p = idx
+    oh, ow = o.div(p, o.iconst(w_n)), o.mod(p, o.iconst(w_n))
+    acc = None
+    for kh, kw in itertools.product(*[range(k) for k in at["kernel"]]):
+        h, w = o.add(oh, o.iconst(kh - ph)), o.add(ow, o.iconst(kw - pw))
+        inside = o.and_(o.and_(o.le(o.iconst(0), h), o.lt(h, o.iconst(h_n))),
+                        o.and_(o.le(o.iconst(0), w), o.lt(w, o.iconst(w_n))))
+        src = o.add(p, o.iconst((kh - ph) * w_n + (kw - pw)))
+        safe = o.min(o.max(src, o.iconst(0)), o.iconst(h_n * w_n - 1))
+        x = ins[0]([n, c, src], guard=(inside, 0, [n, c, safe]))
+        wv = ins[1]([c, o.iconst(0), o.iconst(kh), o.iconst(kw)])
+        acc = o.mul(x, wv) if acc is None else o.fma(x, wv, acc)
+    return acc
+
+
 def _dwconv_emit(o, node, ins, idx):
     """Depthwise convolution (one filter per channel): y[n, c, p...] = sum over the window of
     x[n, c, p*stride - pad + k*dilation] * w[c, 0, k...]. Computed in place, element by
     element, so it vectorises along the output row and its BatchNorm/activation fuse after it."""
     at = node.attrs
+    if at.get("flat"):
+        return _dwconv_flat_emit(o, node, ins, idx)
     nd = len(at["kernel"])
     acc = None
     for ks in itertools.product(*[range(k) for k in at["kernel"]]):
@@ -543,6 +567,9 @@ def _dwconv_emit(o, node, ins, idx):
 
 def _dwconv_ref(a, at):
     x, w = a[0], a[1]
+    if at.get("flat"):
+        y = _dwconv_ref([x.reshape(x.shape[:2] + tuple(at["in"])), w], {**at, "flat": 0, "out": at["in"]})[0]
+        return [y.reshape(x.shape)]
     nd = len(at["kernel"])
     pads = [(0, 0), (0, 0)] + [(at["pads"][d], at["pads"][d + nd]) for d in range(nd)]
     xp = np.pad(x, pads)
@@ -898,8 +925,18 @@ def _conv_decompose(b, ins, at):
         return [y]
     if g > 1 and g == c and m == g and not pointwise:
         # depthwise: no GEMM at all; a windowed multiply-add per output element
-        y = b.op("dwconv", [x, w], kernel=at["kernel"], strides=at["strides"], pads=at["pads"],
-                 dilations=at["dilations"], out=at["out"])
+        if (nd == 2 and all(isinstance(d, int) for d in x.shape[2:]) and tuple(at["strides"]) == (1, 1)
+                and tuple(at["dilations"]) == (1, 1) and tuple(at["out"]) == tuple(x.shape[2:])
+                and x.shape[3] <= 8):
+            # rows of at most half a vector (MobileNet's 7x7 layers): over flat pixels
+            hw = x.shape[2] * x.shape[3]
+            y = b.op("dwconv", [b.op("reshape", [x], shape=(n, c, hw)), w], kernel=at["kernel"],
+                     strides=at["strides"], pads=at["pads"], dilations=at["dilations"], out=(hw,),
+                     flat=1, **{"in": tuple(x.shape[2:])})
+            y = b.op("reshape", [y], shape=(n, m) + tuple(at["out"]))
+        else:
+            y = b.op("dwconv", [x, w], kernel=at["kernel"], strides=at["strides"], pads=at["pads"],
+                     dilations=at["dilations"], out=at["out"])
         if bias is not None:
             y = b.op("add", [y, b.op("reshape", [bias], shape=(m,) + (1,) * nd)])
         return [y]

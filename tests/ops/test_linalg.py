@@ -385,3 +385,25 @@ def test_depthwise_3x3_stride2_library_kernel(shape):
     kinds = [k for _, k, _ in compile_model(model.SerializeToString(), use_cache=False).kernel_info]
     assert kinds == ["library", "pointwise"]
     check(model, feeds)
+
+
+@pytest.mark.parametrize("shape", [(1, 24, 7, 7), (2, 5, 9, 8), (1, 3, 1, 4), (3, 4, 6, 1)])
+def test_depthwise_over_flat_pixels(shape):
+    """Stride-1 depthwise convolutions on rows of at most 8 pixels (MobileNet's 7x7 layers)
+    run over flattened pixels, 49 of 64 lanes busy instead of 7 of 16 per row; bias, BN-like
+    scale and Clip fuse after them. The op's flat semantics match the 2-d ones."""
+    from ember.ir.ops import OPS
+
+    from .harness import check, node_model
+
+    rng = np.random.default_rng(sum(shape))
+    c = shape[1]
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((c, 1, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32)
+    check(*node_model("Conv", [("x", x), ("w", w), ("b", b)],
+                      dict(group=c, kernel_shape=[3, 3], pads=[1, 1, 1, 1]), const={"w", "b"}))
+    at = {"kernel": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1], "dilations": [1, 1], "out": list(shape[2:])}
+    flat = OPS["dwconv"].ref([x.reshape(shape[0], c, -1), w], {**at, "flat": 1, "in": shape[2:],
+                                                                "out": [shape[2] * shape[3]]})[0]
+    np.testing.assert_allclose(flat.reshape(shape), OPS["dwconv"].ref([x, w], at)[0], rtol=1e-6, atol=1e-6)
