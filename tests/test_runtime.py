@@ -93,6 +93,50 @@ def test_second_process_uses_disk_cache(tmp_path):
     assert first.stdout.split()[1] == second.stdout.split()[1]
 
 
+def test_disk_cache_is_capped_least_recently_used_first(tmp_path, monkeypatch):
+    from ember.codegen import native
+    monkeypatch.setenv("EMBER_CACHE_DIR", str(tmp_path))
+    for i, name in enumerate(["old.o", "mid.npy", "new.json", "in-flight.weights.tmp7.npy", "model.onnx"]):
+        (tmp_path / name).write_bytes(b"x" * 1000)
+        os.utime(tmp_path / name, ns=(10**18 + i * 10**9,) * 2)
+    native.touch_cached(tmp_path / "old.o")       # used just now: the newest
+    assert native.trim_cache(limit=2000) == 1000
+    left = sorted(p.name for p in tmp_path.iterdir())
+    # mid.npy went first; temp writes and files that are not Ember's artifacts are never touched
+    assert left == ["in-flight.weights.tmp7.npy", "model.onnx", "new.json", "old.o"]
+    assert native.trim_cache(limit=0) == 0        # 0: unlimited
+
+
+@pytest.mark.parametrize("text,want", [("", 4 << 30), ("500M", 500 << 20), ("2GiB", 2 << 30),
+                                       ("1.5g", 3 << 29), ("123", 123), ("0", 0)])
+def test_cache_limit_from_environment(monkeypatch, text, want):
+    from ember.codegen import native
+    monkeypatch.setenv("EMBER_CACHE_MAX_BYTES", text)
+    assert native.cache_limit() == want
+
+
+def test_cache_limit_rejects_nonsense_with_a_warning(monkeypatch):
+    from ember.codegen import native
+    monkeypatch.setenv("EMBER_CACHE_MAX_BYTES", "lots")
+    with pytest.warns(UserWarning, match="EMBER_CACHE_MAX_BYTES='lots'"):
+        assert native.cache_limit() == native.DEFAULT_CACHE_LIMIT
+
+
+def test_evicted_model_recompiles(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMBER_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "m.onnx"
+    path.write_bytes(mlp_model(layers=2))
+    x = np.random.default_rng(5).standard_normal((2, 64)).astype(np.float32)
+    first = ember.InferenceSession(str(path))
+    want = first.run(None, {"x": x})[0]
+    for p in (tmp_path / "cache").glob("*.npy"):
+        p.unlink()                                  # what trim_cache does under a small cap
+    second = ember.InferenceSession(str(path))
+    assert second.compile_stats["cache"] == "miss"
+    np.testing.assert_array_equal(second.run(None, {"x": x})[0], want)
+    assert ember.InferenceSession(str(path)).compile_stats["cache"] == "hit"
+
+
 def test_outputs_that_are_inputs_or_constants():
     m = make_model([helper.make_node("Identity", ["x"], ["a"]),
                     helper.make_node("Reshape", ["x", "s"], ["b"]),

@@ -6,8 +6,10 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import re
 import sys
 import threading
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -72,6 +74,63 @@ def cache_dir() -> Path:
     return p
 
 
+DEFAULT_CACHE_LIMIT = 4 << 30
+_CACHE_SUFFIXES = (".o", ".json", ".npy", ".ref")   # Ember's artifacts; anything else is left alone
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def cache_limit() -> int:
+    """The disk cache's size cap in bytes: `EMBER_CACHE_MAX_BYTES` ("4G", "500M", "0" to
+    keep everything), else 4 GiB. Every source edit changes `compiler_fingerprint`, so an
+    uncapped cache grows by a model's weights per edit."""
+    env = os.environ.get("EMBER_CACHE_MAX_BYTES", "").strip().upper().removesuffix("B").removesuffix("I")
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]?)", env)
+    if not env or m is None:
+        if env:
+            warnings.warn(f"EMBER_CACHE_MAX_BYTES={os.environ['EMBER_CACHE_MAX_BYTES']!r} is not a size "
+                          f"such as 4G or 500M; using {DEFAULT_CACHE_LIMIT >> 30}G", stacklevel=2)
+        return DEFAULT_CACHE_LIMIT
+    return int(float(m.group(1)) * _UNITS[m.group(2)])
+
+
+def touch_cached(*paths) -> None:
+    """Mark cache files as just used, so `trim_cache` evicts least recently used first."""
+    for p in paths:
+        try:
+            os.utime(p)
+        except OSError:
+            pass
+
+
+def trim_cache(limit: int | None = None) -> int:
+    """Delete the least recently used artifacts until the cache holds at most `limit` bytes;
+    returns the bytes freed. A reader that finds a piece gone recompiles, and a weights
+    file another process has mapped stays readable until it is unmapped."""
+    limit = cache_limit() if limit is None else limit
+    if limit <= 0:
+        return 0
+    files = []
+    for e in os.scandir(cache_dir()):
+        # ".tmp" files are another process's writes in flight
+        if e.is_file(follow_symlinks=False) and e.name.endswith(_CACHE_SUFFIXES) and ".tmp" not in e.name:
+            try:
+                st = e.stat()
+            except OSError:
+                continue
+            files.append((st.st_mtime_ns, st.st_size, e.path))
+    total = sum(f[1] for f in files)
+    freed = 0
+    for _, size, path in sorted(files):
+        if total - freed <= limit:
+            break
+        try:
+            os.unlink(path)
+            freed += size
+        except OSError:
+            pass
+    return freed
+
+
 @lru_cache(maxsize=None)
 def compiler_fingerprint() -> str:
     """Ember's version plus a digest of its own source files (size, mtime): a code change
@@ -117,7 +176,12 @@ def get_object(ir_text: str, use_cache: bool = True) -> tuple[bytes, str]:
     key = object_key(ir_text)
     path = cache_dir() / f"{key}.o"
     if use_cache and path.exists():
-        return path.read_bytes(), key
+        try:
+            obj = path.read_bytes()
+            touch_cached(path)
+            return obj, key
+        except OSError:     # evicted by another process between the check and the read
+            pass
     obj = compile_ir(ir_text, debug="llvm-opt" in os.environ.get("EMBER_DEBUG", ""))
     if use_cache:
         tmp = path.with_suffix(f".tmp{os.getpid()}")

@@ -198,6 +198,7 @@ def _store_cached(key, c: Compiled, obj_key: str):
     tmpm = d / f"{key}.json.tmp{os.getpid()}"
     tmpm.write_text(json.dumps(meta))
     os.replace(tmpm, mpath)
+    native.trim_cache()
 
 
 def _load_cached(key):
@@ -210,7 +211,9 @@ def _load_cached(key):
         if meta.get("format") != FORMAT:
             return None
         opath = d / f"{meta['object']}.o"
-        weights = np.load(d / f"{key}.weights.npy", mmap_mode="r")
+        wpath = d / f"{key}.weights.npy"
+        weights = np.load(wpath, mmap_mode="r")
+        native.touch_cached(mpath, wpath, opath)
         ensure_pool()
         fns = native.load_object(opath.read_bytes(), optional=_PROFILED)
     except (OSError, ValueError, KeyError):
