@@ -147,6 +147,49 @@ def test_custom_tensor_op_runs_as_its_own_kernel():
     np.testing.assert_allclose(y, np.cumsum(np.maximum(x, 0), axis=-1), rtol=1e-5, atol=1e-6)
 
 
+def _row_scale_model(op, tail):
+    nodes = [helper.make_node(op, ["x"], ["s"], domain="test.ops")] + tail
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["a", 37])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", 37])], domains=["test.ops"])
+
+
+def test_custom_tensor_op_takes_a_fused_epilogue():
+    """A tensor kernel registered with epilogue=True stores the ops after it (one kernel);
+    one that stores scalars is told why it cannot."""
+    from ember.ir.graph import TensorType
+    from ember.lang import SIMD, Tensor, int32, parallelize
+    from ember.runtime.compiler import compile_model
+
+    @kernel
+    def row_scale(x: Tensor[float32, 2], y: Tensor[float32, 2]):
+        lane = SIMD[int32, 16].iota()
+
+        def row(i):
+            for j in range(0, x.shape[1], 16):
+                m = lane + int32(j) < int32(x.shape[1])
+                y.store(i, j, x.load[16](i, j, mask=m) * float32(i + 1), mask=m)
+        parallelize(row, x.shape[0])
+
+    @kernel
+    def row_scale_scalar(x: Tensor[float32, 2], y: Tensor[float32, 2]):
+        def row(i):
+            for j in range(x.shape[1]):
+                y[i, j] = x[i, j] * float32(i + 1)
+        parallelize(row, x.shape[0])
+
+    infer = lambda types, attrs: [TensorType("float32", types[0].shape)]  # noqa: E731
+    ember.custom_op("RowScale", row_scale, domain="test.ops", infer=infer, epilogue=True)
+    ember.custom_op("RowScaleScalar", row_scale_scalar, domain="test.ops", infer=infer, epilogue=True)
+    tail = [helper.make_node("Neg", ["s"], ["n"]), helper.make_node("Relu", ["n"], ["y"])]
+    model = _row_scale_model("RowScale", tail)
+    assert [k for _, k, _ in compile_model(model, use_cache=False).kernel_info] == ["library"]
+    x = np.random.default_rng(6).standard_normal((5, 37)).astype(np.float32)
+    y = ember.InferenceSession(model).run(None, {"x": x})[0]
+    np.testing.assert_allclose(y, np.maximum(-x * np.arange(1, 6, dtype=np.float32)[:, None], 0), rtol=1e-6)
+    with pytest.raises(ember.EmberError, match="row_scale_scalar.*epilogue=True.*vectors along the last axis"):
+        ember.InferenceSession(_row_scale_model("RowScaleScalar", tail))
+
+
 @pytest.mark.parametrize("packed", [False, True])
 @pytest.mark.parametrize("m, k, n", [(1, 1, 1), (7, 5, 33), (13, 17, 130), (64, 96, 80)])
 def test_gemm_in_the_language(m, k, n, packed):

@@ -93,6 +93,23 @@ def test_matmul_epilogue_fuses_when_result_feeds_other_kernels():
     assert kinds == [("matmul", ["matmul", "add", "add"]), ("matmul", ["matmul", "mul"])]
 
 
+def test_library_kernel_takes_a_pointwise_epilogue():
+    """A layer norm (a library kernel that writes each element once) stores the scale and
+    residual after it; a softmax (which normalises its output in place) does not."""
+    import ember.kernels  # noqa: F401  (registers the library kernels)
+    from ember.schedule.fusion import schedule
+    g = parse_graph("""graph(%x: float32[n,8], %s: float32[8], %b: float32[8], %r: float32[n,8]) {
+  %0: float32[n,8] = layer_norm(%x, %s, %b) {axis=-1, epsilon=1e-05}
+  %1: float32[n,8] = mul(%0, %s)
+  %2: float32[n,8] = add(%1, %r)
+  %3: float32[n,8] = softmax(%2) {axis=-1}
+  %4: float32[n,8] = mul(%3, %s)
+  return %4
+}""")
+    kinds = [(k.kind, [n.op for n in k.nodes]) for k in schedule(g).kernels]
+    assert kinds == [("library", ["layer_norm", "mul", "add"]), ("library", ["softmax"]), ("pointwise", ["mul"])]
+
+
 def test_reshaped_output_is_stored_by_the_epilogue():
     """A graph output that is a reshape of an epilogue (a Conv's NCHW view of its GEMM) is a
     view: the fused matmul kernel stores straight into the output buffer. A second output

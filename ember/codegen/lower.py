@@ -820,17 +820,46 @@ class Lowering:
         node = grp.anchor
         kern, params = library_impl(node).lower(node)
         ctx = KernelCtx(self, grp, self.lanes(grp.root.dtype))
+        out = node.outputs[0]
+        fused = grp.root is not out          # an epilogue was fused after the kernel
         tensors = []
-        for v, rank in zip(list(node.inputs) + [grp.root], kern.tensor_ranks()):
-            buf = self.buf_of[grp.root.id] if v is grp.root else self._buf(v)
+        for v, rank in zip(list(node.inputs) + [out], kern.tensor_ranks()):
+            buf = self.buf_of[grp.root.id] if v is out else self._buf(v)
             dims = list(v.shape)
             if len(dims) > rank:        # a rank-k kernel sees leading dims merged (C order)
                 dims = [S.prod(dims[:len(dims) - rank + 1])] + dims[len(dims) - rank + 1:]
             dims = [1] * (rank - len(dims)) + dims
             shape = [ctx.size(d) for d in dims]
             strides = [ctx.size(S.prod(dims[k + 1:])) for k in range(len(dims))]
-            tensors.append((buf, v.dtype, shape, strides))
+            hook = self._library_epilogue(ctx, grp) if fused and v is out else None
+            tensors.append((buf, v.dtype, shape, strides, hook))
         return kern.loop_body(tensors, params)
+
+    def _library_epilogue(self, ctx, grp: KernelGroup):
+        """The store hook of a library kernel's output: the fused pointwise kernel evaluated
+        at the stored vector's elements, reading the kernel's value for the anchor's output."""
+        out = grp.anchor.outputs[0]
+        dt = compute_dtype(out.dtype)
+
+        def hook(flat, idx, value, lanes, mask):
+            name = ctx.fresh("lib")
+            var = L.Var(ctx.fresh("e"))
+            ctx.memo.clear()
+            # the kernel's own indices keep per-channel operands loop-invariant (a flat index
+            # would be split by div/mod at every store); the vector never crosses a row
+            # unmasked, so lane k is element (.., last + k)
+            if idx is None or len(idx) != out.type.rank:
+                idx = ctx.delinearize(flat, out.shape)
+            ctx.overrides = {out.id: lambda ix: L.Local(name, dt)}
+            ctx.levels = []
+            ctx.push_level([], vector=True)
+            val = ctx.value(grp.root, idx[:-1] + [var])
+            if ctx.levels[0]["stmts"]:
+                raise CompileError("internal: library epilogue with reductions")
+            ctx.overrides = {}
+            return [L.Decl(name, value, lanes=lanes),
+                    L.VecScope(var, idx[-1], lanes, [self._store(ctx, grp.root, idx[:-1] + [var], val)], mask)]
+        return hook
 
     def _mm_out_index(self, ctx, out, a, b, bvars, row, jv, fold_batch):
         """Index into the matmul's output (its real shape) of element (row, j)."""

@@ -55,9 +55,12 @@ class OpDef:
 class LibraryImpl:
     """A node computed by one kernel-language kernel over whole tensors.
     `applies(node)` says when; `lower(node)` returns (kernel, compile-time params); the
-    kernel's tensor parameters are the node's inputs followed by its outputs."""
+    kernel's tensor parameters are the node's inputs followed by its outputs.
+    `epilogue`: the kernel writes each output element once, with vector stores along the last
+    axis, and never reads its output back, so a pointwise consumer may fuse into its stores."""
     applies: Callable
     lower: Callable
+    epilogue: bool = False
 
 
 def library_impl(node):

@@ -12,6 +12,8 @@
   * `pool`: 3x3 stride-2 max pooling, separable (other pools use the generic lowering).
   * `depthwise`: 3x3 stride-2 depthwise convolution, each input row loaded once.
   * `im2col`: the columns of 3x3 stride-2 convolutions, each input row loaded once.
+The kernels that write each output element once (all but softmax and im2col) take the
+pointwise kernel after them as a fused epilogue (BatchNorm, ReLU, a residual ...).
 Importing this package registers them (ember.runtime imports it before compiling).
 """
 from __future__ import annotations
@@ -63,7 +65,8 @@ def _layer_norm_applies(node):
 
 OPS["softmax"].library = LibraryImpl(_softmax_applies, lambda node: (_nn.softmax_rows, {}))
 OPS["layer_norm"].library = LibraryImpl(
-    _layer_norm_applies, lambda node: (_nn.layer_norm_rows, {"epsilon": float(node.attrs["epsilon"])}))
+    _layer_norm_applies, lambda node: (_nn.layer_norm_rows, {"epsilon": float(node.attrs["epsilon"])}),
+    epilogue=True)
 
 
 def _attention_applies(node):
@@ -82,7 +85,7 @@ def _attention_lower(node):
                                        "R": max(1, min(4, 16 // (d // _attention.W)))}
 
 
-OPS["attention"].library = LibraryImpl(_attention_applies, _attention_lower)
+OPS["attention"].library = LibraryImpl(_attention_applies, _attention_lower, epilogue=True)
 
 
 def _f32(node):
@@ -90,7 +93,7 @@ def _f32(node):
 
 
 OPS["winograd_input"].library = LibraryImpl(_f32, lambda node: (_winograd.winograd_input, {}))
-OPS["winograd_output"].library = LibraryImpl(_f32, lambda node: (_winograd.winograd_output, {}))
+OPS["winograd_output"].library = LibraryImpl(_f32, lambda node: (_winograd.winograd_output, {}), epilogue=True)
 
 
 def _window_3x3_s2(node):
@@ -108,9 +111,9 @@ def _window_3x3_s2(node):
 
 
 OPS["pool"].library = LibraryImpl(lambda node: node.attrs["mode"] == "max" and _window_3x3_s2(node),
-                                  lambda node: (_pool.max_pool_3x3_s2, {}))
+                                  lambda node: (_pool.max_pool_3x3_s2, {}), epilogue=True)
 OPS["dwconv"].library = LibraryImpl(lambda node: node.inputs[1].dtype == "float32" and _window_3x3_s2(node),
-                                    lambda node: (_depthwise.depthwise_3x3_s2, {}))
+                                    lambda node: (_depthwise.depthwise_3x3_s2, {}), epilogue=True)
 OPS["im2col"].library = LibraryImpl(
     lambda node: not node.attrs.get("flat") and len(node.attrs["kernel"]) == 2 and _window_3x3_s2(node),
     lambda node: (_im2col.im2col_3x3_s2, {}))

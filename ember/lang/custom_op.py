@@ -5,7 +5,9 @@ is inlined into whatever fused kernel consumes it, exactly like a built-in op, s
 extra pass over memory. ONNX attributes of the node set the kernel's `Param`s.
 
 A **tensor** kernel (tensor parameters: the node's inputs, then its outputs) becomes a
-library op: one kernel of its own, with a type/shape rule given by `infer`.
+library op: one kernel of its own, with a type/shape rule given by `infer`. With
+`epilogue=True` (the kernel writes each output element once, with vector stores along the
+last axis, and never reads its output back) the pointwise ops after it fuse into its stores.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ def _fingerprint(kern: Kernel) -> str:
     return hashlib.sha256(src.encode()).hexdigest()[:16]
 
 
-def custom_op(name: str, kern: Kernel, *, domain: str = "ember.custom", infer=None):
+def custom_op(name: str, kern: Kernel, *, domain: str = "ember.custom", infer=None, epilogue: bool = False):
     """Register `kern` as op `name` of ONNX domain `domain`; returns the graph op name.
 
     `infer(input_types, attrs) -> [TensorType]` is needed for tensor kernels; elementwise
@@ -47,7 +49,7 @@ def custom_op(name: str, kern: Kernel, *, domain: str = "ember.custom", infer=No
         if infer is None:
             raise EmberError(f"custom_op('{name}'): a tensor kernel needs infer=(input_types, attrs) -> "
                              "[output TensorType]")
-        _register_tensor(op_name, kern, params, infer)
+        _register_tensor(op_name, kern, params, infer, epilogue)
 
     def convert(b, node, ins, opset):
         from ..frontends.onnx.converters import attrs_of
@@ -80,12 +82,12 @@ def _register_elementwise(op_name, kern, params, runtime):
     OPS[op_name] = OpDef(op_name, "pointwise", infer, ref, emit, cost=4, fingerprint=_fingerprint(kern))
 
 
-def _register_tensor(op_name, kern, params, infer):
+def _register_tensor(op_name, kern, params, infer, epilogue):
     def applies(node):
         return True
 
     def lower(node):
         return kern, {k: v for k, v in node.attrs.items() if k in params}
 
-    OPS[op_name] = OpDef(op_name, "composite", infer, library=LibraryImpl(applies, lower),
-                         fingerprint=_fingerprint(kern))
+    OPS[op_name] = OpDef(op_name, "composite", infer, library=LibraryImpl(applies, lower, epilogue),
+                         fingerprint=_fingerprint(kern) + (":epilogue" if epilogue else ""))

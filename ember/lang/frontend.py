@@ -73,6 +73,11 @@ class View:
     shape: list
     strides: list
     name: str = "tensor"
+    # set on a library kernel's output when the graph fused an epilogue after it: called as
+    # hook(flat index, indices or None, value, lanes, mask) -> statements that compute and
+    # store the epilogue; the indices are given for the whole tensor (not a subview)
+    store_hook: object = None
+    whole: bool = True
 
     @property
     def contiguous_last(self):
@@ -1102,7 +1107,7 @@ class Translator(ast.NodeVisitor):
                 off = L.Bin("add", off, L.Bin("mul", self.as_index(x), st, "int64"), "int64")
         shape += view.shape[len(idx):]
         strides += view.strides[len(idx):]
-        return View(view.buf, view.dtype, off, shape, strides, view.name)
+        return View(view.buf, view.dtype, off, shape, strides, view.name, view.store_hook, whole=False)
 
     def load(self, view: View, idx, node):
         if len(idx) < len(view.shape) or any(isinstance(x, tuple) for x in idx):
@@ -1142,6 +1147,14 @@ class Translator(ast.NodeVisitor):
             e = L.Cast(L.Bin("shr", L.Bitcast(self._round_bf16(e), "int32"), L.Const(16, "int32"), "int32"),
                        "uint16")
         flat = self._flat(view, idx)
+        if view.store_hook is not None:
+            if v.width is None or not view.contiguous_last:
+                self.fail(f"kernel '{self.pyfunc.__name__}' takes fused epilogues (epilogue=True), so its stores into "
+                          f"'{view.name}' must be vectors along the last axis")
+            ix = [self.as_index(x) for x in idx] if view.whole else None
+            for st in view.store_hook(flat, ix, e, v.width, self.rt(mask).e if mask is not None else None):
+                self.emit(st)
+            return
         if v.width is None:
             if mask is not None:
                 self.fail("mask= applies to vector stores")

@@ -269,7 +269,8 @@ class Kernel:
 
     def loop_body(self, tensors, params=None) -> list:
         """Loop IR of this kernel over a model's buffers, for a library op: `tensors` gives,
-        per tensor parameter in order, (buffer id, dtype name, shape exprs, stride exprs)."""
+        per tensor parameter in order, (buffer id, dtype name, shape exprs, stride exprs) and
+        optionally a store hook (see `View.store_hook`) that replaces its vector stores."""
         params = dict(params or {})
         node, src = _parse(self.fn)
         scope = Scope(None, self._names())
@@ -285,8 +286,9 @@ class Kernel:
                     params[name] = default
                 scope.vars[name] = CT(params[name])
             elif isinstance(ann, TensorType):
-                buf, dt, shape, strides = next(it)
-                scope.vars[name] = View(buf, dtype_of(dt), L.Const(0, "int64"), list(shape), list(strides), name)
+                buf, dt, shape, strides, *hook = next(it)
+                scope.vars[name] = View(buf, dtype_of(dt), L.Const(0, "int64"), list(shape), list(strides), name,
+                                        hook[0] if hook else None)
             else:
                 raise KernelError(f"kernel '{self.__name__}': scalar parameter '{name}' cannot be bound "
                                   "inside a model (make it a Param)")

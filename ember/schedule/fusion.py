@@ -5,8 +5,8 @@ stored to a buffer) or is inlined into the one kernel that consumes it. `can_fus
 inlining is legal, `score` whether it pays; they are kept apart so heuristics never change
 correctness. A matmul is always a kernel root ("anchor"); afterwards the pointwise kernel that
 consumes it at the same index becomes its epilogue (bias, activation, residual ...), applied to
-the accumulators before they are stored. Reshapes of stored values are free views.
-The walk is linear in the number of nodes.
+the accumulators before they are stored; so does one after a library kernel that allows it.
+Reshapes of stored values are free views. The walk is linear in the number of nodes.
 """
 from __future__ import annotations
 
@@ -182,10 +182,17 @@ def _implicit_im2col_user(node, users, out_ids):
     return mms[0] if a.is_const and not a.is_symbolic_const else None
 
 
+def _takes_epilogue(g: KernelGroup) -> bool:
+    if g.kind == "matmul":
+        return True
+    return g.kind == "library" and library_impl(g.anchor).epilogue
+
+
 def _fuse_epilogues(groups, users, kernel_of, out_ids):
-    """Merge a matmul with the pointwise kernel that consumes its result element for element."""
+    """Merge a matmul (or a library kernel that allows it) with the pointwise kernel that
+    consumes its result element for element."""
     for g in list(groups):
-        if g.kind != "matmul" or g.root.id in out_ids:
+        if not _takes_epilogue(g) or g.root.id in out_ids:
             continue
         mm = g.anchor.outputs[0]
         consumers = users.get(mm.id, [])
