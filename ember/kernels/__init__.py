@@ -10,7 +10,7 @@
   * `winograd`: the input and output transforms of Winograd F(2x2, 3x3) convolutions
     (`winograd_input` / `winograd_output`, which the conv decomposition forms).
   * `pool`: 3x3 stride-2 max pooling, separable (other pools use the generic lowering).
-  * `depthwise`: 3x3 stride-2 depthwise convolution, each input row loaded once.
+  * `depthwise`: 3x3 depthwise convolutions, stride 2 and stride 1, each input row loaded once.
   * `im2col`: the columns of 3x3 stride-2 convolutions, each input row loaded once.
 The kernels that write each output element once (all but softmax and im2col) take the
 pointwise kernel after them as a fused epilogue (BatchNorm, ReLU, a residual ...).
@@ -110,10 +110,33 @@ def _window_3x3_s2(node):
             and tuple(at["out"]) == ((h - 1) // 2 + 1, (w - 1) // 2 + 1))
 
 
+def _window_3x3_s1(node):
+    """A float32 2-d 3x3 window op of stride 1 and pads 1 whose output is the image's size,
+    on rows wider than half a vector (narrower ones run over flat pixels: ops.py)."""
+    at = node.attrs
+    x = node.inputs[0]
+    if not (x.dtype == "float32" and x.type.rank == 4 and tuple(at["kernel"]) == (3, 3)
+            and tuple(at["strides"]) == (1, 1) and tuple(at["dilations"]) == (1, 1)
+            and tuple(at["pads"]) == (1, 1, 1, 1) and not at.get("flat")):
+        return False
+    h, w = x.shape[2:]
+    return isinstance(h, int) and isinstance(w, int) and w > 8 and tuple(at["out"]) == (h, w)
+
+
+def _depthwise_kernel(node):
+    if node.inputs[1].dtype != "float32":
+        return None
+    if _window_3x3_s2(node):
+        return _depthwise.depthwise_3x3_s2
+    if _window_3x3_s1(node):
+        return _depthwise.depthwise_3x3_s1
+    return None
+
+
 OPS["pool"].library = LibraryImpl(lambda node: node.attrs["mode"] == "max" and _window_3x3_s2(node),
                                   lambda node: (_pool.max_pool_3x3_s2, {}), epilogue=True)
-OPS["dwconv"].library = LibraryImpl(lambda node: node.inputs[1].dtype == "float32" and _window_3x3_s2(node),
-                                    lambda node: (_depthwise.depthwise_3x3_s2, {}), epilogue=True)
+OPS["dwconv"].library = LibraryImpl(lambda node: _depthwise_kernel(node) is not None,
+                                    lambda node: (_depthwise_kernel(node), {}), epilogue=True)
 OPS["im2col"].library = LibraryImpl(
     lambda node: not node.attrs.get("flat") and len(node.attrs["kernel"]) == 2 and _window_3x3_s2(node),
     lambda node: (_im2col.im2col_3x3_s2, {}))

@@ -1,4 +1,5 @@
-"""3x3 stride-2 depthwise convolution (MobileNet's downsampling layers), in the kernel language.
+"""3x3 depthwise convolutions (MobileNet's), in the kernel language: stride 2 (its
+downsampling layers) and stride 1 on rows wider than half a vector.
 
 The generic lowering computes each output vector as 9 window taps, each its own masked,
 de-interleaving load. Here each input row is loaded once per vector of outputs
@@ -56,5 +57,53 @@ def depthwise_3x3_s2(x: Tensor[float32, 4], w: Tensor[float32, 4], y: Tensor[flo
                 tap[0] = tap[6]
                 tap[1] = tap[7]
                 tap[2] = tap[8]
+
+    parallelize(task, x.shape[0] * c_n)
+
+
+@kernel
+def depthwise_3x3_s1(x: Tensor[float32, 4], w: Tensor[float32, 4], y: Tensor[float32, 4], width: Param = 16):
+    """3x3 stride-1 pad-1 depthwise convolution, same size out as in (MobileNet's layers on
+    rows wider than half a vector). Per vector of outputs, the three column taps of each
+    input row are three shifted loads; each input row is loaded once and kept for the two
+    output rows below it, so a row of outputs costs 3 loads and 9 FMAs instead of 9 masked
+    loads (the generic lowering)."""
+    c_n = x.shape[1]
+    h_n = x.shape[2]
+    w_n = int32(x.shape[3])
+    lane = SIMD[int32, width].iota()
+
+    def task(t):
+        c = t % c_n
+        b = t // c_n
+        k = [SIMD[float32, width](w[c, 0, i // 3, i % 3]) for i in range(9)]
+        for ow0 in range(0, y.shape[3], width):
+            col = int32(ow0 - 1)           # input column of lane 0's left tap
+            left = (lane + col >= 0) & (lane + col < w_n)
+            mid = lane + (col + 1) < w_n
+            right = lane + (col + 2) < w_n
+            zero = SIMD[float32, width](0.0)
+            tap = [zero for i in range(9)]          # window rows (top, middle, bottom) x columns
+
+            def load(r, s):
+                """Columns ow-1, ow, ow+1 of input row r into tap[s:s+3], 0 outside the image."""
+                if r < h_n:
+                    tap[s] = x.load[width](b, c, r, col, mask=left)
+                    tap[s + 1] = x.load[width](b, c, r, col + 1, mask=mid)
+                    tap[s + 2] = x.load[width](b, c, r, col + 2, mask=right)
+                else:
+                    tap[s] = zero
+                    tap[s + 1] = zero
+                    tap[s + 2] = zero
+
+            load(0, 3)
+            for oh in range(h_n):
+                load(oh + 1, 6)
+                acc = tap[0] * k[0]
+                for i in unroll(8):
+                    acc = fma(tap[i + 1], k[i + 1], acc)
+                y.store(b, c, oh, ow0, acc, mask=mid)
+                for i in unroll(6):
+                    tap[i] = tap[i + 3]
 
     parallelize(task, x.shape[0] * c_n)

@@ -29,14 +29,16 @@ def _bn(rng, c):
             "m": (rng.standard_normal(c) * 0.1).astype(np.float32), "v": rng.uniform(0.5, 2, c).astype(np.float32)}
 
 
-@pytest.mark.parametrize("shape", [(1, 24, 14, 14), (2, 5, 9, 37), (3, 3, 1, 1)])
-def test_depthwise_stride2_bn_clip_is_one_kernel(shape):
-    """MobileNet's downsampling block: the stride-2 depthwise kernel stores BN + ReLU6."""
+@pytest.mark.parametrize("shape,stride", [((1, 24, 14, 14), 2), ((2, 5, 9, 37), 2), ((3, 3, 1, 1), 2),
+                                          ((2, 5, 9, 37), 1), ((1, 24, 14, 14), 1)])
+def test_depthwise_bn_clip_is_one_kernel(shape, stride):
+    """MobileNet's depthwise + BN + ReLU6, with a dynamic batch: the depthwise kernel stores
+    BN and clip."""
     rng = np.random.default_rng(sum(shape))
     n, c, h, w = shape
     inits = {"w": rng.standard_normal((c, 1, 3, 3)).astype(np.float32), **_bn(rng, c),
              "lo": np.float32(0), "hi": np.float32(6)}
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], group=c, kernel_shape=[3, 3], strides=[2, 2],
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], group=c, kernel_shape=[3, 3], strides=[stride] * 2,
                               pads=[1, 1, 1, 1]),
              helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["n"]),
              helper.make_node("Clip", ["n", "lo", "hi"], ["y"])]

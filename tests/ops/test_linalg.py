@@ -366,11 +366,15 @@ def test_dwconv_reference_semantics(stride, dil):
     np.testing.assert_allclose(got, run_reference(model, {"x": x})[0], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("shape", [(1, 96, 112, 112), (2, 3, 7, 9), (1, 2, 1, 1), (1, 5, 33, 41), (1, 3, 8, 40)])
-def test_depthwise_3x3_stride2_library_kernel(shape):
-    """MobileNet's stride-2 depthwise convolutions run as a library kernel (each input row
-    loaded once, taps by even/odd shuffles, the shared row carried); with a bias, odd
-    sizes, 1x1 images and a partial last vector, against onnx.reference."""
+@pytest.mark.parametrize("shape,stride", [((1, 96, 112, 112), 2), ((2, 3, 7, 9), 2), ((1, 2, 1, 1), 2),
+                                          ((1, 5, 33, 41), 2), ((1, 3, 8, 40), 2),
+                                          ((1, 144, 56, 56), 1), ((2, 3, 7, 9), 1), ((1, 2, 1, 12), 1),
+                                          ((1, 5, 33, 41), 1), ((1, 4, 14, 14), 1), ((1, 2, 3, 16), 1)])
+def test_depthwise_3x3_library_kernels(shape, stride):
+    """MobileNet's depthwise convolutions run as library kernels, each input row loaded once
+    and kept for the output rows below it (stride 2: taps by even/odd shuffles; stride 1 on
+    rows wider than 8: three shifted loads); with a bias, odd sizes, one-row images, exact
+    and partial last vectors, against onnx.reference."""
     from ember.runtime.compiler import compile_model
 
     from .harness import check, node_model
@@ -381,7 +385,8 @@ def test_depthwise_3x3_stride2_library_kernel(shape):
     w = rng.standard_normal((c, 1, 3, 3)).astype(np.float32)
     b = rng.standard_normal(c).astype(np.float32)
     model, feeds = node_model("Conv", [("x", x), ("w", w), ("b", b)],
-                              dict(group=c, kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]), const={"w", "b"})
+                              dict(group=c, kernel_shape=[3, 3], strides=[stride] * 2, pads=[1, 1, 1, 1]),
+                              const={"w", "b"})
     kinds = [k for _, k, _ in compile_model(model.SerializeToString(), use_cache=False).kernel_info]
     assert kinds == ["library"]                     # the bias add is fused into its stores
     check(model, feeds)
