@@ -225,6 +225,42 @@ def _check_conv_bn_residual_relu(rng, batch, cin, cout, h, w, k, pads, group=1, 
     np.testing.assert_allclose(run_engine(model, feeds)[0], run_reference(model, feeds)[0], rtol=1e-4, atol=1e-4)
 
 
+def _prefetched_buffers(program, level):
+    from ember.codegen import loop_ir as L
+    found = set()
+
+    def walk(stmts):
+        for st in stmts:
+            if isinstance(st, L.Prefetch) and st.level == level:
+                found.add(st.buf)
+            for attr in ("body", "then", "orelse"):
+                walk(getattr(st, attr, None) or [])
+    for k in program.kernels:
+        walk(k.body)
+    return found
+
+
+@pytest.mark.parametrize("hw,prefetched", [(24, 2), (14, 0)])
+def test_gemm_tiles_prefetch_distant_rows_of_c_and_the_residual(hw, prefetched):
+    """A 1x1 convolution whose output rows lie half a page apart or more (24x24: 2304 bytes)
+    prefetches, from its k loop, the lines its epilogue stores (C) and reads (the residual);
+    on 14x14 images (784 bytes) the hardware prefetchers keep up and it issues none. The
+    numbers match onnx.reference either way (partial row tiles: 20 output channels)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ember.runtime.compiler import compile_model
+    rng = np.random.default_rng(hw)
+    _check_conv_bn_residual_relu(rng, 1, 24, 20, hw, hw, (1, 1), (0, 0, 0, 0))
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Add", ["c", "r"], ["y"])]
+    g = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 24, hw, hw]),
+                                          helper.make_tensor_value_info("r", TensorProto.FLOAT, [1, 20, hw, hw])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(rng.standard_normal((20, 24, 1, 1)).astype(np.float32), "w")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    prog = compile_model(model.SerializeToString(), use_cache=False).program
+    assert len(_prefetched_buffers(prog, 3)) == prefetched
+
+
 @pytest.mark.parametrize("cin,cout,hw,k,batch", [(24, 40, 3, 3, 2), (24, 17, 3, 3, 2), (128, 96, 7, 3, 1),
                                                   (128, 64, 14, 3, 1), (600, 100, 7, 1, 1), (24, 64, 5, 1, 2)])
 def test_conv_column_tiles_with_residual(cin, cout, hw, k, batch, monkeypatch):
