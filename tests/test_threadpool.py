@@ -202,3 +202,26 @@ def test_idle_pool_parks(pool):
     t0 = time.process_time()
     time.sleep(0.2)
     assert time.process_time() - t0 < 0.1  # a spinning worker would burn ~0.2 s
+
+
+@pytest.mark.parametrize("nthreads", [1, 2, 3])
+def test_team_is_the_parallel_loops_thread_count(nthreads):
+    """`loop_ir.Team` reads the kernel's nthreads, inside a parallel loop's outlined body too
+    (whose own nested loops run inline); GEMM tiles use it to prefetch the panel their own
+    thread takes next."""
+    from ember.codegen import loop_ir as L
+    from ember.codegen.llvm import BufferInfo, ModuleBuilder
+
+    zero, n = L.Const(0, "int64"), L.Const(64, "int64")
+    i = L.Var("i")
+    kern = L.Kernel("team_probe", [L.For(i, zero, n, [L.Store(0, i, L.Team())], parallel=True),
+                                   L.Store(0, n, L.Team())])
+    mb = ModuleBuilder("team_test", {0: BufferInfo("int64", 2)})
+    mb.add_kernel(kern, linkage="external")
+    threadpool.ensure_pool()
+    fn = native.load_object(native.compile_ir(str(mb.module)), symbol="team_probe")
+    out = np.full(65, -1, np.int64)
+    bases = (ctypes.c_void_p * 3)(0, 0, out.ctypes.data)
+    sizes = np.zeros(4, np.int64)
+    fn(ctypes.cast(bases, ctypes.c_void_p), sizes.ctypes.data, nthreads)
+    assert (out == nthreads).all()
