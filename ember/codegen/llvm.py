@@ -119,7 +119,6 @@ class ModuleBuilder:
         fn.attributes.add("nounwind")
         fe = FunctionEmitter(self, fn)
         fe.bases, fe.sizes, fe.nthreads = fn.args
-        fe.team = fe.nthreads
         fe.local = local
         fe.emit_kernel(k)
         self.functions.append(fn)
@@ -177,7 +176,6 @@ class FunctionEmitter:
         body = fn.append_basic_block("body")
         self.b = ir.IRBuilder(body)
         self.bases = self.sizes = self.nthreads = None     # set by the creator
-        self.team = None        # the nthreads of the parallel loop this code runs under
         self.outlined = outlined    # inside a parallel body: nested parallel loops run serially
         self.loops: list = []       # (label, continue block, break block), innermost last
         self.vars: dict = {}
@@ -264,8 +262,6 @@ class FunctionEmitter:
             return Val("s", ir.Constant(t, int(e.value)))
         if isinstance(e, L.Var):
             return self.vars[e.name]
-        if isinstance(e, L.Team):
-            return Val("s", self.b.sext(self.team, I64))
         if isinstance(e, L.SizeRef):
             return Val("s", self.size_slot(e.slot))
         if isinstance(e, L.Load):
@@ -946,7 +942,7 @@ class FunctionEmitter:
         b, eb = self.b, self.eb
         cap_vars = [(n, v) for n, v in self.vars.items() if v.kind == "s" and n != s.var.name]
         cap_locals = list(self.locals.items())
-        nslots = 4 + len(cap_vars) + len(cap_locals)
+        nslots = 3 + len(cap_vars) + len(cap_locals)
         ctx = eb.alloca(ir.ArrayType(I64, nslots), name="pctx")
 
         def slot(k):
@@ -960,11 +956,10 @@ class FunctionEmitter:
         put(0, self.bases)
         put(1, self.sizes)
         put(2, start)
-        put(3, self.nthreads)
         for k, (_, v) in enumerate(cap_vars):
-            put(4 + k, v.v)
+            put(3 + k, v.v)
         for k, (_, (ptr, *_)) in enumerate(cap_locals):
-            put(4 + len(cap_vars) + k, ptr)
+            put(3 + len(cap_vars) + k, ptr)
 
         fn = ir.Function(self.mb.module, BODY_T, name=f"{self.fn.name}_par{next(self.mb._outlined)}")
         fn.linkage = "internal"
@@ -978,15 +973,13 @@ class FunctionEmitter:
             if isinstance(t, ir.PointerType):
                 return fb.inttoptr(v, PTR)
             return v if t == I64 else fb.trunc(v, t)
-        # loops nested in the body run inline (nthreads 1); `team` keeps the loop's own count
         fe.bases, fe.sizes, fe.nthreads = cslot(0, PTR), cslot(1, PTR), ir.Constant(I32, 1)
-        fe.team = cslot(3, I32)
         fe.local = self.local
         base = cslot(2, I64)
         for k, (n, v) in enumerate(cap_vars):
-            fe.vars[n] = Val("s", cslot(4 + k, v.v.type))
+            fe.vars[n] = Val("s", cslot(3 + k, v.v.type))
         for k, (n, (_, lanes, t, _c)) in enumerate(cap_locals):
-            fe.locals[n] = (cslot(4 + len(cap_vars) + k, PTR), lanes, t, 0)
+            fe.locals[n] = (cslot(3 + len(cap_vars) + k, PTR), lanes, t, 0)
 
         nest = _collapsible_nest(s)
         inner = nest[1:]

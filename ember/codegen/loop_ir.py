@@ -44,12 +44,6 @@ class SizeRef(Expr):
 
 
 @dataclass(frozen=True, eq=False)
-class Team(Expr):
-    """How many threads the enclosing parallel loop was given (the kernel's `nthreads`)."""
-    dtype: str = "int64"
-
-
-@dataclass(frozen=True, eq=False)
 class Load(Expr):
     buf: int
     index: Expr
@@ -290,8 +284,6 @@ def expr_str(e: Expr) -> str:
         return e.name
     if isinstance(e, SizeRef):
         return f"size[{e.slot}]"
-    if isinstance(e, Team):
-        return "team"
     if isinstance(e, Load):
         if e.cond is not None:
             return f"(buf{e.buf}[{expr_str(e.index)}] if {expr_str(e.cond)} else {e.fill!r})"

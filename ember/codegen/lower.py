@@ -624,9 +624,7 @@ class Lowering:
                     kbody.append(_prefetch_next_panel(ctx, bbuf, ctx.mul(ctx.add(jb, ctx.iconst(1)), sz(K * NB)),
                                                       ib, kv, K, NB))
                 elif pack_a and not rows_fastest:
-                    ahead = _panels_ahead(ctx, ctx.mul(nblk_m, sz(S.prod(batch))))
-                    kbody.append(_prefetch_next_panel(ctx, abuf, ctx.add(a_row0, ctx.mul(ahead, sz(K * MR))),
-                                                      jb, kv, K, MR))
+                    kbody.append(_prefetch_next_panel(ctx, abuf, ctx.add(a_row0, sz(K * MR)), jb, kv, K, MR))
                 body.append(L.For(kv, ctx.iconst(0), sz(K), kbody))
             # epilogue: the fused pointwise kernel, reading the accumulator for the matmul value
             jv = L.Var("j")
@@ -679,9 +677,7 @@ class Lowering:
             # as in tile(): keep resident whichever operand streams fewer bytes
             cols_fastest = K * N * nblk_m <= M * K * nblk_n
             if cols_fastest:
-                ahead = _panels_ahead(ctx, ctx.mul(ctx.iconst(nblk_m), sz(S.prod(batch))))
-                kbody.append(_prefetch_next_panel(ctx, abuf, ctx.mul(ctx.add(a_panel, ctx.mul(ahead, sz(K))),
-                                                                     ctx.iconst(NB)),
+                kbody.append(_prefetch_next_panel(ctx, abuf, ctx.mul(ctx.add(a_panel, sz(K)), ctx.iconst(NB)),
                                                   jb, kv, K, NB))
             body.append(L.For(kv, ctx.iconst(0), sz(K), kbody))
             iv = L.Var("i")
@@ -929,20 +925,6 @@ def _prefetch_next_panel(ctx, buf, next_base, tile_var, kv, K, width):
     slot = ctx.add(ctx.mul(tile_var, ctx.size(K)), kv)
     off = L.Bin("min", ctx.mul(slot, ctx.iconst(line)), ctx.iconst(K * width - line), "int64")
     return L.Prefetch(buf, ctx.add(next_base, off), 2)
-
-
-def _panels_ahead(ctx, runs):
-    """Which panel to prefetch, counted from the current one, when the parallel range is
-    `runs` runs of tiles, one run per panel, and the pool hands out tiles in chunks of
-    1/(team * 8) of the range. When a chunk spans one to two runs (8 <= runs / team < 16)
-    the team's threads take turns on the panels, and a thread's next panel is `team` ahead:
-    the next one is another core's (prefetching it there pulled panels from DRAM twice, and
-    ResNet-50's 7x7 3x3 layers, 16 panels, scaled 1.66x at 2 threads). Otherwise a chunk
-    holds several consecutive panels, or all threads share one: the next panel is next."""
-    team = L.Team()
-    turns = L.Bin("and", L.Bin("le", ctx.mul(team, ctx.iconst(8)), runs, "bool"),
-                  L.Bin("lt", runs, ctx.mul(team, ctx.iconst(16)), "bool"), "bool")
-    return L.Select(turns, team, ctx.iconst(1), "int64")
 
 
 def _pad_eff(n: int, t: int) -> float:
