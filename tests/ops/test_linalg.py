@@ -261,6 +261,52 @@ def test_gemm_tiles_prefetch_distant_rows_of_c_and_the_residual(hw, prefetched):
     assert len(_prefetched_buffers(prog, 3)) == prefetched
 
 
+def test_tile_prefetch_index_has_no_runtime_division():
+    """With a dynamic batch and sequence, the prefetched line is the tile's first element plus
+    shifts: computing each line's index from (row, col) divided by the run-time sequence length
+    at every k step made BERT 1.8x slower."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ember.codegen import loop_ir as L
+    from ember.runtime.compiler import compile_model
+    rng = np.random.default_rng(4)
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "r"], ["y"])],
+                          "mm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "s", 64]),
+                                 helper.make_tensor_value_info("r", TensorProto.FLOAT, ["b", "s", 768])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(rng.standard_normal((64, 768)).astype(np.float32), "w")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    prog = compile_model(model.SerializeToString(), use_cache=False).program
+    divisions = []
+
+    def uses_k(e):           # the k loop's variable: what is not hoisted out of it
+        if isinstance(e, L.Var):
+            return e.name == "k"
+        return any(uses_k(getattr(e, f)) for f in ("a", "b", "index") if isinstance(getattr(e, f, None), L.Expr))
+
+    def exprs(e):
+        if isinstance(e, L.Bin) and e.op in ("div", "mod") and not isinstance(e.b, L.Const) and uses_k(e):
+            divisions.append(e)
+        for f in ("a", "b", "index"):
+            if isinstance(getattr(e, f, None), L.Expr):
+                exprs(getattr(e, f))
+
+    def walk(stmts):
+        for st in stmts:
+            if isinstance(st, L.Prefetch) and st.level == 3:
+                exprs(st.index)
+            for attr in ("body", "then", "orelse"):
+                walk(getattr(st, attr, None) or [])
+    for k in prog.kernels:
+        walk(k.body)
+    assert _prefetched_buffers(prog, 3) and not divisions
+    x = rng.standard_normal((2, 19, 64)).astype(np.float32)
+    r = rng.standard_normal((2, 19, 768)).astype(np.float32)
+    from .harness import run_engine
+    np.testing.assert_allclose(run_engine(model, {"x": x, "r": r})[0],
+                               x @ numpy_helper.to_array(g.initializer[0]) + r, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("cin,cout,hw,k,batch", [(24, 40, 3, 3, 2), (24, 17, 3, 3, 2), (128, 96, 7, 3, 1),
                                                   (128, 64, 14, 3, 1), (600, 100, 7, 1, 1), (24, 64, 5, 1, 2)])
 def test_conv_column_tiles_with_residual(cin, cout, hw, k, batch, monkeypatch):
