@@ -177,15 +177,30 @@ def test_custom_tensor_op_takes_a_fused_epilogue():
                 y[i, j] = x[i, j] * float32(i + 1)
         parallelize(row, x.shape[0])
 
+    @kernel
+    def row_scale_view(x: Tensor[float32, 2], y: Tensor[float32, 2]):
+        lane = SIMD[int32, 16].iota()
+
+        def row(i):
+            out = y[i]                  # a view: the epilogue's index comes from its flat offset
+            for j in range(0, x.shape[1], 16):
+                m = lane + int32(j) < int32(x.shape[1])
+                out.store(j, x.load[16](i, j, mask=m) * float32(i + 1), mask=m)
+        parallelize(row, x.shape[0])
+
     infer = lambda types, attrs: [TensorType("float32", types[0].shape)]  # noqa: E731
     ember.custom_op("RowScale", row_scale, domain="test.ops", infer=infer, epilogue=True)
+    ember.custom_op("RowScaleView", row_scale_view, domain="test.ops", infer=infer, epilogue=True)
     ember.custom_op("RowScaleScalar", row_scale_scalar, domain="test.ops", infer=infer, epilogue=True)
-    tail = [helper.make_node("Neg", ["s"], ["n"]), helper.make_node("Relu", ["n"], ["y"])]
-    model = _row_scale_model("RowScale", tail)
-    assert [k for _, k, _ in compile_model(model, use_cache=False).kernel_info] == ["library"]
+    # the epilogue also reads x at the stored element: its index must be the element's own
+    tail = [helper.make_node("Neg", ["s"], ["n"]), helper.make_node("Mul", ["n", "x"], ["nx"]),
+            helper.make_node("Relu", ["nx"], ["y"])]
     x = np.random.default_rng(6).standard_normal((5, 37)).astype(np.float32)
-    y = ember.InferenceSession(model).run(None, {"x": x})[0]
-    np.testing.assert_allclose(y, np.maximum(-x * np.arange(1, 6, dtype=np.float32)[:, None], 0), rtol=1e-6)
+    for op in ("RowScale", "RowScaleView"):
+        model = _row_scale_model(op, tail)
+        assert [k for _, k, _ in compile_model(model, use_cache=False).kernel_info] == ["library"]
+        y = ember.InferenceSession(model).run(None, {"x": x})[0]
+        np.testing.assert_allclose(y, np.maximum(-x * np.arange(1, 6, dtype=np.float32)[:, None] * x, 0), rtol=1e-6)
     with pytest.raises(ember.EmberError, match="row_scale_scalar.*epilogue=True.*vectors along the last axis"):
         ember.InferenceSession(_row_scale_model("RowScaleScalar", tail))
 
