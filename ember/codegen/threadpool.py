@@ -147,6 +147,7 @@ class _PoolModule:
         self.pthread_create = extern("pthread_create", I32, [PTR, PTR, PTR, PTR])
         self.pause_intrinsic = (extern("llvm.x86.sse2.pause", VOID, []) if self.is_x86 else None)
 
+        self.claim = self._build_claim()
         self.run_chunks = self._build_run_chunks()
         self.worker_main = self._build_worker_main()
         self._build_parallel_for()
@@ -219,7 +220,6 @@ class _PoolModule:
         share of every loop (the pixels or channels it wrote in the previous kernel are in
         its own cache: crossing cores costs ~100-400 ns a line here) and still walks its
         panels forward, as the GEMM's next-panel prefetch assumes; stealing balances the end."""
-        self.claim = self._build_claim()
         f, b = self.function("ember_pool.run_chunks",
                              ir.FunctionType(VOID, [BODY_PTR, PTR, I64, I64, I64]), "internal")
         fn, ctx, n, chunk, me = f.args
