@@ -97,7 +97,9 @@ def _build_test_module(triple):
 @pytest.fixture(scope="module")
 def pool():
     workers = threadpool.ensure_pool(max(2, threadpool.default_threads()))
-    tm = native.target_machine()
+    # the engine owns (and, deleted, frees) its target machine: give it one of its own, not
+    # the process-wide one native.target_machine() caches (later compiles crashed on it)
+    tm = native.target_machine.__wrapped__()
     obj, _ = native.get_object(_build_test_module(tm.triple))
     engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), tm)
     engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
