@@ -218,3 +218,33 @@ def test_gemm_in_the_language(m, k, n, packed):
     else:
         matmul_f32(a, b, c)
     np.testing.assert_allclose(c, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4 * np.sqrt(k))
+
+
+def test_float16_custom_op_takes_a_fused_epilogue():
+    """A float16 tensor kernel's stored value enters its epilogue, which computes in float32
+    like every float16 kernel, and is stored back as float16 (it failed inside codegen)."""
+    from ember.ir.graph import TensorType
+    from ember.lang import SIMD, Tensor, float16, int32, parallelize
+    from ember.runtime.compiler import compile_model
+
+    @kernel
+    def half_scale(x: Tensor[float16, 2], y: Tensor[float16, 2]):
+        lane = SIMD[int32, 16].iota()
+
+        def row(i):
+            for j in range(0, x.shape[1], 16):
+                m = lane + int32(j) < int32(x.shape[1])
+                y.store(i, j, x.load[16](i, j, mask=m) * float16(2.0), mask=m)
+        parallelize(row, x.shape[0])
+
+    ember.custom_op("HalfScale", half_scale, domain="test.ops", epilogue=True,
+                    infer=lambda types, attrs: [TensorType("float16", types[0].shape)])
+    model = _model([helper.make_node("HalfScale", ["x"], ["s"], domain="test.ops"),
+                    helper.make_node("Sub", ["s", "x"], ["d"]), helper.make_node("Relu", ["d"], ["y"])],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["a", 37])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT16, ["a", 37])], domains=["test.ops"])
+    assert [k for _, k, _ in compile_model(model, use_cache=False).kernel_info] == ["library"]
+    x = np.random.default_rng(8).standard_normal((3, 37)).astype(np.float16)
+    y = ember.InferenceSession(model).run(None, {"x": x})[0]
+    assert y.dtype == np.float16
+    np.testing.assert_allclose(y.astype(np.float32), np.maximum(x.astype(np.float32), 0), rtol=1e-3, atol=1e-3)

@@ -895,6 +895,8 @@ class Lowering:
             if ctx.levels[0]["stmts"]:
                 raise CompileError("internal: library epilogue with reductions")
             ctx.overrides = {}
+            if value.dtype != dt:           # a float16 kernel: its epilogue computes in float32
+                value = L.Cast(value, dt)
             return [L.Decl(name, value, lanes=lanes),
                     L.VecScope(var, idx[-1], lanes, [self._store(ctx, grp.root, idx[:-1] + [var], val)], mask)]
         return hook

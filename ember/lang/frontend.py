@@ -1143,18 +1143,20 @@ class Translator(ast.NodeVisitor):
             self.fail(f"cannot store {self._tname(v.t)} into {d.name} tensor '{view.name}'; convert "
                       f"with {d.name}(...)")
         e = v.e
-        if d.name == "bfloat16":
-            e = L.Cast(L.Bin("shr", L.Bitcast(self._round_bf16(e), "int32"), L.Const(16, "int32"), "int32"),
-                       "uint16")
-        flat = self._flat(view, idx)
         if view.store_hook is not None:
+            # the epilogue takes the value as computed (not yet rounded to a storage type)
             if v.width is None or not view.contiguous_last:
                 self.fail(f"kernel '{self.pyfunc.__name__}' takes fused epilogues (epilogue=True), so its stores into "
                           f"'{view.name}' must be vectors along the last axis")
             ix = [self.as_index(x) for x in idx] if view.whole else None
-            for st in view.store_hook(flat, ix, e, v.width, self.rt(mask).e if mask is not None else None):
+            for st in view.store_hook(self._flat(view, idx), ix, e, v.width,
+                                      self.rt(mask).e if mask is not None else None):
                 self.emit(st)
             return
+        if d.name == "bfloat16":
+            e = L.Cast(L.Bin("shr", L.Bitcast(self._round_bf16(e), "int32"), L.Const(16, "int32"), "int32"),
+                       "uint16")
+        flat = self._flat(view, idx)
         if v.width is None:
             if mask is not None:
                 self.fail("mask= applies to vector stores")
