@@ -256,7 +256,9 @@ def bench_stability(cases, threads_list, runs, log):
 
 def to_markdown(rows, engines, micro, compile_times, meta, stability=()):
     lines = [f"Ember benchmark, {meta['date']}, {meta['cpu']}; {meta['runs']} runs x {meta['rounds']} rounds "
-             f"per cell, each engine in its own process, alternated. Latency: median / p99 ms.", ""]
+             f"per cell, each engine in its own process, alternated. Latency: median / p99 ms."
+             + (f" Ember compiled for `{meta['ember_target']}` (EMBER_TARGET); its peers use the whole CPU."
+                if meta.get("ember_target", "host") != "host" else ""), ""]
     head = ["model", "batch", "threads"] + [{"ember": "Ember", "ort": "onnxruntime", "openvino": "OpenVINO f32",
                                              "torch": "PyTorch eager"}[e] for e in engines]
     head += ["Ember/ORT", "Ember/PyTorch", "Ember max rel diff"]
@@ -318,7 +320,11 @@ def main(argv=None):
     ap.add_argument("--stability-runs", type=int, default=0,
                     help="also time Ember alone this many runs per case (p99/p50), e.g. 1000")
     ap.add_argument("--stability-models", default="mlp,mobilenetv2,resnet50,bert")
+    ap.add_argument("--target", default="host",
+                    help="the instruction set Ember compiles for (EMBER_TARGET: host, avx2, sse4.2), to measure "
+                         "its narrower variants; results go to latest-TARGET.md")
     a = ap.parse_args(argv)
+    os.environ["EMBER_TARGET"] = a.target            # inherited by Ember's processes; peers ignore it
     models = a.models.split(",")
     threads = [int(t) for t in a.threads.split(",")]
     engines = [e for e in a.engines.split(",") if _available(e)]
@@ -337,11 +343,12 @@ def main(argv=None):
         [(m, 1) for m in a.stability_models.split(",")], threads, a.stability_runs, log)
     import platform
     meta = {"date": time.strftime("%Y-%m-%d"), "cpu": platform.processor() or platform.machine(),
-            "runs": a.runs, "rounds": a.rounds, "cpus": os.cpu_count()}
+            "runs": a.runs, "rounds": a.rounds, "cpus": os.cpu_count(), "ember_target": a.target}
     md = to_markdown(rows, engines, micro, comp, meta, stab)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "latest.md").write_text(md)
-    (RESULTS / "latest.json").write_text(json.dumps({"meta": meta, "models": rows, "micro": micro,
+    stem = "latest" if a.target == "host" else f"latest-{a.target}"
+    (RESULTS / f"{stem}.md").write_text(md)
+    (RESULTS / f"{stem}.json").write_text(json.dumps({"meta": meta, "models": rows, "micro": micro,
                                                      "compile": comp, "stability": stab}, indent=1))
     print(md)
     return 0

@@ -20,7 +20,7 @@ import itertools
 import llvmlite.ir as ir
 
 from . import loop_ir as L
-from .native import has_feature
+from .native import has_feature, target_info
 from ..errors import CompileError
 from ..ir.dtypes import FLOATS
 
@@ -148,6 +148,8 @@ class ModuleBuilder:
         for _ in self._call_sites(b, fn.args):
             pass
         b.ret_void()
+        if _lacks_f16c() and "__soft_half" not in self.module.globals:
+            _add_soft_half(self.module)
         return fn
 
     def add_profiled_entry(self, name="ember_run_profiled"):
@@ -1020,6 +1022,51 @@ class FunctionEmitter:
         self.vctx = saved[0]
         if saved[1] is not None:
             self.vars[var.name] = saved[1]
+
+
+def _lacks_f16c() -> bool:
+    return target_info()[0].startswith(("x86_64", "i386", "i686")) and not has_feature("f16c")
+
+
+def _add_soft_half(module: ir.Module):
+    """float <-> half conversions for a target without F16C. LLVM lowers them there to calls
+    of __extendhfsf2 / __truncsfhf2, which no library loaded in this process provides (the JIT
+    would call a null address): define them in the module, in integer arithmetic."""
+    F = ir.FloatType()
+    H = ir.HalfType()
+    ir.GlobalVariable(module, I8, "__soft_half").initializer = ir.Constant(I8, 0)   # (marker)
+
+    def const(v):
+        return ir.Constant(I32, v)
+
+    # half -> float: shift the exponent and mantissa into place and rescale by 2^112 (exact,
+    # denormal halves included); infinities and NaNs get the all-ones float exponent
+    ext = ir.Function(module, ir.FunctionType(F, [H]), name="__extendhfsf2")
+    b = ir.IRBuilder(ext.append_basic_block())
+    h = b.zext(b.bitcast(ext.args[0], ir.IntType(16)), I32)
+    mag = b.shl(b.and_(h, const(0x7FFF)), const(13))
+    scaled = b.bitcast(b.fmul(b.bitcast(mag, F), b.bitcast(const(0x77800000), F)), I32)
+    special = b.or_(mag, const(0x7F800000))
+    bits = b.select(b.icmp_unsigned(">=", mag, const(0x0F800000)), special, scaled)
+    b.ret(b.bitcast(b.or_(bits, b.shl(b.and_(h, const(0x8000)), const(16))), F))
+
+    # float -> half, rounding to nearest even: overflow to inf (NaN stays NaN); results
+    # below the smallest normal half by adding a magic number that aligns the mantissa with
+    # the half's denormal grid (the FPU rounds); normal results by adding half an ulp
+    # (plus one when the kept mantissa is odd) and shifting
+    trunc = ir.Function(module, ir.FunctionType(H, [F]), name="__truncsfhf2")
+    b = ir.IRBuilder(trunc.append_basic_block())
+    f = b.bitcast(trunc.args[0], I32)
+    sign = b.lshr(b.and_(f, const(0x80000000)), const(16))
+    a = b.and_(f, const(0x7FFFFFFF))
+    big = b.select(b.icmp_unsigned(">", a, const(0x7F800000)), const(0x7E00), const(0x7C00))
+    magic = const(((127 - 15) + (23 - 10) + 1) << 23)
+    tiny = b.sub(b.bitcast(b.fadd(b.bitcast(a, F), b.bitcast(magic, F)), I32), magic)
+    odd = b.and_(b.lshr(a, const(13)), const(1))
+    normal = b.lshr(b.add(b.add(a, const(((15 - 127) << 23) + 0xFFF)), odd), const(13))
+    out = b.select(b.icmp_unsigned(">=", a, const((127 + 16) << 23)), big,
+                   b.select(b.icmp_unsigned("<", a, const(113 << 23)), tiny, normal))
+    b.ret(b.bitcast(b.trunc(b.or_(out, sign), ir.IntType(16)), H))
 
 
 def _buffer_pointer(b: ir.IRBuilder, info: BufferInfo, bases, sizes):

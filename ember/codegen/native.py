@@ -22,13 +22,41 @@ _lock = threading.Lock()
 _engines = []          # keep engines alive for the process lifetime of their functions
 
 
+# EMBER_TARGET caps the instruction set that code is generated for below what the host has:
+# "avx2" (no AVX-512) or "sse4.2" (no AVX). It builds and tests the narrower variants on a
+# wider machine, the way they would run on a CPU without those extensions. The features
+# each level drops, by name prefix (their dependants go with them: AVX-512 needs AVX2 ...):
+_TARGET_DROPS = {
+    "host": (),
+    "avx2": ("avx512", "avx10", "evex512", "amx"),
+    "sse4.2": ("avx", "amx", "evex512", "fma", "f16c", "vaes", "vpclmulqdq", "xop", "gfni"),
+}
+
+
+def _target_level() -> str:
+    level = os.environ.get("EMBER_TARGET", "host").strip().lower() or "host"
+    if level not in _TARGET_DROPS:
+        raise CompileError(f"EMBER_TARGET={level!r} is not a target level; use one of "
+                           f"{', '.join(_TARGET_DROPS)} (each caps the host's instruction set)")
+    return level
+
+
 @lru_cache(maxsize=None)
 def target_info():
+    """(triple, cpu, features) that code is generated for: the host's, less what
+    EMBER_TARGET drops."""
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
     triple = llvm.get_process_triple()
     cpu = llvm.get_host_cpu_name()
-    features = llvm.get_host_cpu_features().flatten()
+    feats = dict(llvm.get_host_cpu_features())
+    drops = _TARGET_DROPS[_target_level()]
+    if drops:
+        # (explicit "-feature"s override what the CPU name implies; its tuning stays)
+        feats.update({f: False for f in feats if f.startswith(drops)})
+        if not triple.startswith(("x86_64", "i386", "i686")):
+            raise CompileError(f"EMBER_TARGET={_target_level()} applies to x86 hosts only (this one is {triple})")
+    features = ",".join(("+" if on else "-") + f for f, on in sorted(feats.items()))
     return triple, cpu, features
 
 
