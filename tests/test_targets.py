@@ -37,15 +37,16 @@ def _run(level, args, timeout=900):
 def test_target_level_caps_the_host_features(level):
     r = _run(level, ["-c", textwrap.dedent("""
         from ember.codegen import native
+        from ember.lang import vector_width
         print(native.vector_bits(), native.has_feature("avx512f"), native.has_feature("avx2"),
-              native.has_feature("f16c"))""")])
+              native.has_feature("f16c"), vector_width())""")])
     assert r.returncode == 0, r.stderr
-    bits, avx512, avx2, f16c = r.stdout.split()
+    bits, avx512, avx2, f16c, lanes = r.stdout.split()
     assert avx512 == "False"
     if level == "avx2":
-        assert (bits, avx2) == ("256", "True")
+        assert (bits, avx2, lanes) == ("256", "True", "8")
     else:
-        assert (bits, avx2, f16c) == ("128", "False", "False")
+        assert (bits, avx2, f16c, lanes) == ("128", "False", "False", "4")
 
 
 def test_unknown_target_level_is_an_error(monkeypatch):

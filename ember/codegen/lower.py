@@ -586,55 +586,68 @@ class Lowering:
                     row = L.Bin("min", ctx.add(i0, ctx.iconst(r)), mlast, "int64") if r else i0
                     x = L.Load(abuf, ctx.add(a_off, ctx.add(ctx.mul(row, sz(K)), k)), a.dtype)
                     return L.Cast(x, dt) if a.dtype != dt else x
-            acc = [[f"acc{r}_{c}" for c in range(NR)] for r in range(MR)]
-            body = [L.Decl(acc[r][c], L.Broadcast(L.Const(0, dt), W, dt), lanes=W)
-                    for r in range(MR) for c in range(NR)]
-            def kstep(k, bv):
-                """One k step: MR broadcasts of A against the NR vectors of B."""
-                out = []
-                for r in range(MR):
-                    av = L.Broadcast(load_a(r, k), W, dt)
-                    for c in range(NR):
-                        if dt in FLOATS:
-                            upd = L.Fma(av, bv[c], L.Local(acc[r][c], dt), dt)
-                        else:
-                            upd = L.Bin("add", L.Bin("mul", av, bv[c], dt), L.Local(acc[r][c], dt), dt)
-                        out.append(L.Assign(acc[r][c], upd))
-                return out
 
-            if implicit is not None:
-                body.append(self._implicit_im2col_loop(ctx, implicit, bbuf, bvars, cols, masks, kstep, W))
-            else:
-                bv = []
-                for c in range(NR):
-                    if pack_b:
-                        x = L.VLoad(bbuf, ctx.add(ctx.mul(ctx.add(ctx.mul(jb, sz(K)), kv), ctx.iconst(NB)),
-                                                  ctx.iconst(c * W)), W, "float32")
-                    else:
-                        x = L.VLoad(bbuf, ctx.add(b_off, ctx.add(ctx.mul(kv, sz(N)), cols[c])), W, b.dtype, masks[c])
-                    bv.append(L.Cast(x, dt) if b.dtype != dt else x)
-                kbody = kstep(kv, bv)
-                if MR >= 4 and isinstance(N, int) and N * itemsize(dt) >= 2048:
-                    kbody += self._tile_stream_prefetches(ctx, grp, out, a, b, bvars, fold_batch, i0, cols,
-                                                          kv, MR, NR, W, b_off, bbuf, N, NB,
-                                                          not pack_b and rows_fastest)
-                # (a GEMV-like tile of 1-3 rows already streams its panel at memory bandwidth,
-                # where a second, prefetching stream only competes: MLP batch 1 2.26 -> 2.6 ms)
-                if pack_b and rows_fastest and MR >= 4:
-                    kbody.append(_prefetch_next_panel(ctx, bbuf, ctx.mul(ctx.add(jb, ctx.iconst(1)), sz(K * NB)),
-                                                      ib, kv, K, NB))
-                elif pack_a and not rows_fastest:
-                    kbody.append(_prefetch_next_panel(ctx, abuf, ctx.add(a_row0, sz(K * MR)), jb, kv, K, MR))
-                body.append(L.For(kv, ctx.iconst(0), sz(K), kbody))
-            # epilogue: the fused pointwise kernel, reading the accumulator for the matmul value
-            jv = L.Var("j")
-            for r in range(MR):
-                row = ctx.add(i0, ctx.iconst(r))
-                stores = [epilogue(acc[r][c], row, jv, jv, cols[c], masks[c]) for c in range(NR)]
-                if isinstance(M, int) and M % MR == 0:
-                    body.extend(stores)
+            def tile_body(masks):
+                acc = [[f"acc{r}_{c}" for c in range(NR)] for r in range(MR)]
+                body = [L.Decl(acc[r][c], L.Broadcast(L.Const(0, dt), W, dt), lanes=W)
+                        for r in range(MR) for c in range(NR)]
+                def kstep(k, bv):
+                    """One k step: MR broadcasts of A against the NR vectors of B."""
+                    out = []
+                    for r in range(MR):
+                        av = L.Broadcast(load_a(r, k), W, dt)
+                        for c in range(NR):
+                            if dt in FLOATS:
+                                upd = L.Fma(av, bv[c], L.Local(acc[r][c], dt), dt)
+                            else:
+                                upd = L.Bin("add", L.Bin("mul", av, bv[c], dt), L.Local(acc[r][c], dt), dt)
+                            out.append(L.Assign(acc[r][c], upd))
+                    return out
+
+                if implicit is not None:
+                    body.append(self._implicit_im2col_loop(ctx, implicit, bbuf, bvars, cols, masks, kstep, W))
                 else:
-                    body.append(L.If(L.Bin("lt", row, sz(M), "bool"), stores))
+                    bv = []
+                    for c in range(NR):
+                        if pack_b:
+                            x = L.VLoad(bbuf, ctx.add(ctx.mul(ctx.add(ctx.mul(jb, sz(K)), kv), ctx.iconst(NB)),
+                                                      ctx.iconst(c * W)), W, "float32")
+                        else:
+                            x = L.VLoad(bbuf, ctx.add(b_off, ctx.add(ctx.mul(kv, sz(N)), cols[c])), W, b.dtype, masks[c])
+                        bv.append(L.Cast(x, dt) if b.dtype != dt else x)
+                    kbody = kstep(kv, bv)
+                    if MR >= 4 and isinstance(N, int) and N * itemsize(dt) >= 2048:
+                        kbody += self._tile_stream_prefetches(ctx, grp, out, a, b, bvars, fold_batch, i0, cols,
+                                                              kv, MR, NR, W, b_off, bbuf, N, NB,
+                                                              not pack_b and rows_fastest)
+                    # (a GEMV-like tile of 1-3 rows already streams its panel at memory bandwidth,
+                    # where a second, prefetching stream only competes: MLP batch 1 2.26 -> 2.6 ms)
+                    if pack_b and rows_fastest and MR >= 4:
+                        kbody.append(_prefetch_next_panel(ctx, bbuf, ctx.mul(ctx.add(jb, ctx.iconst(1)), sz(K * NB)),
+                                                          ib, kv, K, NB))
+                    elif pack_a and not rows_fastest:
+                        kbody.append(_prefetch_next_panel(ctx, abuf, ctx.add(a_row0, sz(K * MR)), jb, kv, K, MR))
+                    body.append(L.For(kv, ctx.iconst(0), sz(K), kbody))
+                # epilogue: the fused pointwise kernel, reading the accumulator for the matmul value
+                jv = L.Var("j")
+                for r in range(MR):
+                    row = ctx.add(i0, ctx.iconst(r))
+                    stores = [epilogue(acc[r][c], row, jv, jv, cols[c], masks[c]) for c in range(NR)]
+                    if isinstance(M, int) and M % MR == 0:
+                        body.extend(stores)
+                    else:
+                        body.append(L.If(L.Bin("lt", row, sz(M), "bool"), stores))
+                return body
+
+            # AVX2 and narrower have no mask registers: a masked load is a slower instruction
+            # whose mask takes a vector register (12 accumulators + 2 masks + B + A spill on
+            # AVX2's 16). Whole column tiles, all but the last, run without masks.
+            if (implicit is None and not pack_b and self.vector_bits < 512
+                    and not (isinstance(N, int) and N % NB == 0)):
+                body = [L.If(L.Bin("le", ctx.add(j0, ctx.iconst(NB)), sz(N), "bool"),
+                             tile_body([None] * NR), tile_body(masks))]
+            else:
+                body = tile_body(masks)
             if rows_fastest:
                 loops = [L.For(jb, ctx.iconst(0), nblk_n, [L.For(ib, ctx.iconst(0), nblk_m, body)])]
             else:

@@ -19,6 +19,7 @@ Importing this package registers them (ember.runtime imports it before compiling
 from __future__ import annotations
 
 from ..ir.ops import OPS, LibraryImpl
+from ..lang import vector_width
 from ..lang.elementwise import inline_elementwise
 from ..lang.frontend import MATH_IMPLS
 from . import attention as _attention
@@ -92,8 +93,10 @@ def _f32(node):
     return node.inputs[0].dtype == "float32"
 
 
-OPS["winograd_input"].library = LibraryImpl(_f32, lambda node: (_winograd.winograd_input, {}))
-OPS["winograd_output"].library = LibraryImpl(_f32, lambda node: (_winograd.winograd_output, {}), epilogue=True)
+# (the window kernels keep arrays of vectors live: at twice the register width they spill)
+OPS["winograd_input"].library = LibraryImpl(_f32, lambda node: (_winograd.winograd_input, {"width": vector_width()}))
+OPS["winograd_output"].library = LibraryImpl(_f32, lambda node: (_winograd.winograd_output, {"width": vector_width()}),
+                                             epilogue=True)
 
 
 def _window_3x3_s2(node):
@@ -134,9 +137,9 @@ def _depthwise_kernel(node):
 
 
 OPS["pool"].library = LibraryImpl(lambda node: node.attrs["mode"] == "max" and _window_3x3_s2(node),
-                                  lambda node: (_pool.max_pool_3x3_s2, {}), epilogue=True)
+                                  lambda node: (_pool.max_pool_3x3_s2, {"width": vector_width()}), epilogue=True)
 OPS["dwconv"].library = LibraryImpl(lambda node: _depthwise_kernel(node) is not None,
-                                    lambda node: (_depthwise_kernel(node), {}), epilogue=True)
+                                    lambda node: (_depthwise_kernel(node), {"width": vector_width()}), epilogue=True)
 OPS["im2col"].library = LibraryImpl(
     lambda node: not node.attrs.get("flat") and len(node.attrs["kernel"]) == 2 and _window_3x3_s2(node),
-    lambda node: (_im2col.im2col_3x3_s2, {}))
+    lambda node: (_im2col.im2col_3x3_s2, {"width": vector_width()}))

@@ -10,7 +10,7 @@ loop IR and LLVM backend (see docs/kernel-language.md).
 """
 from .builtins import (bitcast, ceil, erf, exp, floor, fma, log, parallelize, rsqrt, select, shuffle,
                        sqrt, tanh, tile, unroll, vectorize)
-from .kernel import Kernel, get_num_threads, kernel, set_num_threads
+from .kernel import Kernel, get_num_threads, kernel, set_num_threads, vector_width
 from .types import (SIMD, Buffer, Param, Tensor, bfloat16, bool_, float16, float32, float64, int8, int16,
                     int32, int64, uint8, uint16, uint32, uint64)
 from ..errors import KernelError
@@ -19,4 +19,4 @@ __all__ = ["kernel", "Kernel", "KernelError", "SIMD", "Tensor", "Buffer", "Param
            "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16", "bfloat16", "float32",
            "float64", "exp", "log", "tanh", "erf", "sqrt", "rsqrt", "floor", "ceil", "fma", "select",
            "bitcast", "shuffle", "vectorize", "parallelize", "tile", "unroll", "set_num_threads",
-           "get_num_threads"]
+           "get_num_threads", "vector_width"]

@@ -35,6 +35,17 @@ from .types import DType, Param, TensorType, dtype_of
 _threads = threading.local()
 
 
+def vector_width(dtype=None) -> int:
+    """Lanes of `dtype` (float32 by default) in one vector register of the CPU that code is
+    generated for: 16 on AVX-512, 8 on AVX2, 4 on SSE/NEON. Kernels that keep arrays of
+    vectors in registers take their width from it (twice the register width spills)."""
+    if isinstance(dtype, DType):
+        size = dtype.np.itemsize if dtype.np is not None else 2          # (bfloat16)
+    else:
+        size = np.dtype(dtype or "float32").itemsize
+    # (narrower types compute in float32 / int32 lanes)
+    return max(native.vector_bits() // (8 * max(size, 4)), 4)
+
 def set_num_threads(n: int | None):
     """Threads that `parallelize` may use in kernels called from this Python thread
     (None: the default, all the cores this process may run on)."""
