@@ -46,6 +46,7 @@ def vector_width(dtype=None) -> int:
     # (narrower types compute in float32 / int32 lanes)
     return max(native.vector_bits() // (8 * max(size, 4)), 4)
 
+
 def set_num_threads(n: int | None):
     """Threads that `parallelize` may use in kernels called from this Python thread
     (None: the default, all the cores this process may run on)."""
