@@ -55,6 +55,13 @@ def test_unknown_target_level_is_an_error(monkeypatch):
         native._target_level()
 
 
+def test_target_levels_are_for_x86_hosts(monkeypatch):
+    monkeypatch.setenv("EMBER_TARGET", "avx2")
+    monkeypatch.setattr(native.llvm, "get_process_triple", lambda: "aarch64-unknown-linux-gnu")
+    with pytest.raises(CompileError, match="EMBER_TARGET=avx2 applies to x86 hosts only"):
+        native.target_info.__wrapped__()
+
+
 @pytest.mark.skipif(not X86, reason="x86 target levels")
 def test_half_conversions_without_f16c_match_numpy():
     """Without F16C, float <-> half are Ember's own integer code (LLVM would call runtime
