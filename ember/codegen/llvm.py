@@ -1123,7 +1123,7 @@ def _collapsible_nest(s: L.For) -> list:
         if len(cur.body) != 1 or not isinstance(cur.body[0], L.For):
             return nest
         f = cur.body[0]
-        if f.vector or f.step != 1 or f.label:
+        if f.vector or f.step != 1 or f.label or f.serial:
             return nest
         if _uses(f.start, names) or _uses(f.stop, names):
             return nest

@@ -189,6 +189,7 @@ class For(Stmt):
     parallel: bool = False
     step: int = 1            # compile-time step (negative: counts down while var > stop)
     label: str | None = None  # target name for Break/Continue
+    serial: bool = False     # iterations depend on each other: never collapsed into a parallel loop
 
 
 @dataclass(eq=False)
@@ -336,7 +337,8 @@ def stmts_str(body, indent=1) -> str:
     for s in body:
         if isinstance(s, For):
             attrs = (" vector=%d" % s.vector if s.vector else "") + (" parallel" if s.parallel else "") \
-                + (f" step={s.step}" if s.step != 1 else "") + (f" label={s.label}" if s.label else "")
+                + (f" step={s.step}" if s.step != 1 else "") + (f" label={s.label}" if s.label else "") \
+                + (" serial" if s.serial else "")
             out.append(f"{pad}for {s.var.name} in [{expr_str(s.start)}, {expr_str(s.stop)}){attrs}:")
             out.append(stmts_str(s.body, indent + 1))
         elif isinstance(s, Loop):

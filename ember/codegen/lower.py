@@ -347,6 +347,8 @@ class Lowering:
         self._packed: dict = {}
         self._bufid = itertools.count()
         self.kernels: list = []
+        self._scratch: list = []        # [(slot, nbytes, kernel, kernel)]: arena space for one kernel
+        self._ki = 0
 
     def lanes(self, dtype):
         bits = 8 * max(itemsize(compute_dtype(dtype)), 4) if dtype != "bool" else 32
@@ -357,6 +359,12 @@ class Lowering:
         b = next(self._bufid)
         self.buffers[b] = BufferInfo(dtype, base, offset, offset_slot)
         return b
+
+    def _scratch_buf(self, nbytes: int) -> int:
+        """Arena space private to the kernel being lowered (live during it only)."""
+        slot = self.sizes.reserve()
+        self._scratch.append((slot, nbytes, self._ki, self._ki))
+        return self._new_buf("float32", 0, offset_slot=slot)
 
     def weight_buf(self, v: Value):
         b = self.buf_of.get(v.id)
@@ -427,8 +435,9 @@ class Lowering:
             if grp.source is not None:
                 last[self.base_value(grp.source).id] = ki
         for ki, grp in enumerate(s.kernels):
+            self._ki = ki
             self.kernels.append(self.lower_group(ki, grp))
-        arena = []
+        arena = list(self._scratch)
         for vid, ki in first.items():
             v = s.stored[vid]
             nbytes = S.prod(v.shape) * itemsize(v.dtype)
@@ -675,6 +684,20 @@ class Lowering:
             acc = [[f"acc{r}_{c}" for c in range(NR)] for r in range(NC)]
             body = [L.Decl(acc[r][c], L.Broadcast(L.Const(0, dt), W, dt), lanes=W)
                     for r in range(NC) for c in range(NR)]
+            nblk_m, nblk_n = -(-M // NB), -(-N // NC)
+            # as in tile(): keep resident whichever operand streams fewer bytes
+            cols_fastest = K * N * nblk_m <= M * K * nblk_n
+            # K blocks: a panel of A too big for L1 (ResNet-50's 7x7 layers: 32 rows x 4608 =
+            # 590 KB, evicted from L2 by the next panel and B) is read in slices of half of L1,
+            # each reused by every column tile from L1; the tiles keep their partial sums in a
+            # scratch buffer between slices (14 vector loads and stores per slice and tile)
+            kc = K
+            if cols_fastest and nblk_n > 1 and NB * K * 4 > native.l1_bytes() // 2:
+                kc_max = max(native.l1_bytes() // 2 // (NB * 4), 16)
+                kc = -(-K // -(-K // kc_max))
+            nk = -(-K // kc)
+            kb = L.Var("kb")
+            k0 = ctx.mul(kb, ctx.iconst(kc)) if nk > 1 else ctx.iconst(0)
             a_panel = ctx.add(a_off, ctx.mul(ib, sz(K)))
             av = [L.VLoad(abuf, ctx.add(ctx.mul(ctx.add(a_panel, kv), ctx.iconst(NB)), ctx.iconst(c * W)),
                           W, "float32") for c in range(NR)]
@@ -686,23 +709,42 @@ class Lowering:
                 bb = L.Broadcast(L.Cast(x, dt) if b.dtype != dt else x, W, dt)
                 for c in range(NR):
                     kbody.append(L.Assign(acc[r][c], L.Fma(av[c], bb, L.Local(acc[r][c], dt), dt)))
-            nblk_m, nblk_n = -(-M // NB), -(-N // NC)
-            # as in tile(): keep resident whichever operand streams fewer bytes
-            cols_fastest = K * N * nblk_m <= M * K * nblk_n
             if cols_fastest:
-                kbody.append(_prefetch_next_panel(ctx, abuf, ctx.mul(ctx.add(a_panel, sz(K)), ctx.iconst(NB)),
-                                                  jb, kv, K, NB))
-            body.append(L.For(kv, ctx.iconst(0), sz(K), kbody))
+                # the next slice (or panel), into L2 while this one is in use
+                kbody.append(_prefetch_next_panel(ctx, abuf, ctx.mul(ctx.add(a_panel, ctx.add(k0, ctx.iconst(kc))),
+                                                                     ctx.iconst(NB)),
+                                                  jb, ctx.sub(kv, k0) if nk > 1 else kv, kc, NB))
             iv = L.Var("i")
+            stores = []
             for r in range(NC):
                 col = ctx.add(j0, ctx.iconst(r))
-                stores = [epilogue(acc[r][c], iv, col, iv, rows[c], masks[c]) for c in range(NR)]
-                body.extend(stores if N % NC == 0 else [L.If(L.Bin("lt", col, sz(N), "bool"), stores)])
+                st = [epilogue(acc[r][c], iv, col, iv, rows[c], masks[c]) for c in range(NR)]
+                stores.extend(st if N % NC == 0 else [L.If(L.Bin("lt", col, sz(N), "bool"), st)])
+            if nk == 1:
+                body.append(L.For(kv, ctx.iconst(0), sz(K), kbody))
+                body.extend(stores)
+            else:
+                # one region per batch item and tile: the parallel range covers them all
+                part = self._scratch_buf(S.prod(batch) * nblk_m * nblk_n * NC * NR * W * 4)
+                tile0 = ctx.iconst(0)
+                for v, d in zip(bvars, batch):
+                    tile0 = ctx.add(ctx.mul(tile0, sz(d)), v)
+                tile0 = ctx.add(ctx.mul(tile0, ctx.iconst(nblk_m)), ib)
+                tile0 = ctx.mul(ctx.add(ctx.mul(tile0, ctx.iconst(nblk_n)), jb), ctx.iconst(NC * NR * W))
+                slots = [(acc[r][c], ctx.add(tile0, ctx.iconst((r * NR + c) * W))) for r in range(NC) for c in range(NR)]
+                body.append(L.If(L.Bin("lt", ctx.iconst(0), kb, "bool"),
+                                 [L.Assign(a_, L.VLoad(part, ix, W, dt)) for a_, ix in slots]))
+                body.append(L.For(kv, k0, L.Bin("min", ctx.add(k0, ctx.iconst(kc)), sz(K), "int64"), kbody))
+                body.append(L.If(L.Bin("lt", kb, ctx.iconst(nk - 1), "bool"),
+                                 [L.VStore(part, ix, L.Local(a_, dt)) for a_, ix in slots], stores))
             inner, outer = (jb, nblk_n), (ib, nblk_m)
             if not cols_fastest:
                 inner, outer = outer, inner
-            loops = [L.For(outer[0], ctx.iconst(0), ctx.iconst(outer[1]),
-                           [L.For(inner[0], ctx.iconst(0), ctx.iconst(inner[1]), body)])]
+            loops = [L.For(inner[0], ctx.iconst(0), ctx.iconst(inner[1]), body)]
+            if nk > 1:
+                # (serial: slice kb+1 adds to the partial sums of slice kb, on the same thread)
+                loops = [L.For(kb, ctx.iconst(0), ctx.iconst(nk), loops, serial=True)]
+            loops = [L.For(outer[0], ctx.iconst(0), ctx.iconst(outer[1]), loops)]
             for v, d in reversed(list(zip(bvars, batch))):
                 loops = [L.For(v, ctx.iconst(0), sz(d), loops)]
             f = loops[0]

@@ -66,17 +66,27 @@ def has_feature(name: str) -> bool:
 
 
 @lru_cache(maxsize=None)
-def l2_bytes() -> int:
-    """The host's per-core L2 cache size (Linux sysfs), 1 MiB where it cannot be read."""
+def _data_cache_bytes(level: int, default: int) -> int:
+    """The host's per-core data cache at `level` (Linux sysfs), `default` where it cannot be read."""
     try:
         for idx in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
-            if (idx / "level").read_text().strip() == "2" and (idx / "type").read_text().strip() != "Instruction":
+            if (idx / "level").read_text().strip() == str(level) and (idx / "type").read_text().strip() != "Instruction":
                 size = (idx / "size").read_text().strip().upper()
                 mult = {"K": 1 << 10, "M": 1 << 20}.get(size[-1], 1)
                 return int(size.rstrip("KM")) * mult
     except (OSError, ValueError):
         pass
-    return 1 << 20
+    return default
+
+
+def l1_bytes() -> int:
+    """The per-core L1 data cache, 32 KiB where it cannot be read."""
+    return _data_cache_bytes(1, 32 << 10)
+
+
+def l2_bytes() -> int:
+    """The per-core L2 cache, 1 MiB where it cannot be read."""
+    return _data_cache_bytes(2, 1 << 20)
 
 
 def vector_bits() -> int:

@@ -308,7 +308,8 @@ def test_tile_prefetch_index_has_no_runtime_division():
 
 
 @pytest.mark.parametrize("cin,cout,hw,k,batch", [(24, 40, 3, 3, 2), (24, 17, 3, 3, 2), (128, 96, 7, 3, 1),
-                                                  (128, 64, 14, 3, 1), (600, 100, 7, 1, 1), (24, 64, 5, 1, 2)])
+                                                  (128, 64, 14, 3, 1), (600, 100, 7, 1, 1), (24, 64, 5, 1, 2),
+                                                  (201, 40, 7, 3, 2)])
 def test_conv_column_tiles_with_residual(cin, cout, hw, k, batch, monkeypatch):
     """Small images with a long K (7x7 is 49 pixels, which would fill only 49 of 64 vector
     lanes) take the transposed tile: vectors run down the output channels, pixels are
@@ -318,6 +319,47 @@ def test_conv_column_tiles_with_residual(cin, cout, hw, k, batch, monkeypatch):
     monkeypatch.setattr(ops, "WINOGRAD", False)
     _check_conv_bn_residual_relu(np.random.default_rng(cout * hw + k), batch, cin, cout, hw, hw, (k, k),
                                  (k // 2,) * 4)
+
+
+def test_column_tiles_read_long_k_in_slices_that_fit_l1():
+    """A 7x7 convolution with K = 256*9: its 32-row weight panel (295 KB) does not fit L1, so
+    the tiles run over K in slices of half of L1, all column tiles of a panel on one slice
+    before the next (the slice loop is serial: never collapsed into the parallel range),
+    keeping partial sums in kernel-private scratch in the arena."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ember.codegen import llvm, native
+    from ember.codegen import loop_ir as L
+    from ember.runtime import compiler
+    rng = np.random.default_rng(3)
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "conv",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256, 7, 7])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(rng.standard_normal((64, 256, 3, 3)).astype(np.float32), "w")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    prog = compiler.compile_model(model.SerializeToString(), use_cache=False).program
+    found = []
+
+    def walk(stmts, outer):
+        for st in stmts:
+            if isinstance(st, L.For):
+                if st.var.name == "kb":
+                    found.append((outer, st))
+                walk(st.body, outer + [st])
+            for attr in ("then", "orelse"):
+                walk(getattr(st, attr, None) or [], outer)
+    for k in prog.kernels:
+        if k.kind == "matmul":
+            walk(k.body, [])
+    (outer, kb), = found
+    assert kb.serial and outer[0].parallel and outer[-1].var.name == "ib"
+    assert kb not in llvm._collapsible_nest(outer[0])      # (b0, b1, ib) form the parallel range
+    nk = kb.stop.value
+    kc = -(-256 * 9 // nk)
+    assert 32 * kc * 4 <= native.l1_bytes() // 2 and nk * kc >= 256 * 9
+    mm = [i for i, k in enumerate(prog.kernels) if k.kind == "matmul"][0]
+    scratch = [nb for _, nb, first, last in prog.arena if first == last == mm]   # 2 panels x 49+ columns
+    assert len(scratch) == 1 and scratch[0] % (2 * 32 * 4) == 0 and 2 * 49 * 32 * 4 <= scratch[0] <= 2 * 60 * 32 * 4
 
 
 @pytest.mark.parametrize("batch,m,k,n", [(3, 256, 64, 49), (2, 100, 70, 10), (16, 64, 40, 7)])
