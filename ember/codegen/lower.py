@@ -570,8 +570,15 @@ class Lowering:
                 rows_fastest = M * K * -(-N // NB) <= K * N * -(-M // MR)
                 # ... except that packed weights come from DRAM once a model outgrows the
                 # caches: read them once, each panel prefetched, while B stays in (half of)
-                # L2 (ResNet-50's 1024x256 1x1 convs at 14x14: 75% -> 85% of peak in the model)
-                if pack_a and K * N * 4 <= native.l2_bytes() // 2:
+                # L2 (ResNet-50's 1024x256 1x1 convs at 14x14: 75% -> 85% of peak in the model).
+                # Weights that fit L2 keep the columns (pixels) outermost, so each thread takes
+                # its share of the pixels, as the depthwise kernels around it do, and reads only
+                # its columns of B, where a split by rows had it read all of B, half written by
+                # the other core (MobileNetV2 at 2 threads: 5% faster when the cores sit far
+                # apart). Not where a channel's row of C ends inside a cache line (N % 16): two
+                # threads would write that line, once per channel.
+                l2 = native.l2_bytes()
+                if pack_a and K * N * 4 <= l2 // 2 and (M * K * 4 > l2 // 2 or N % 16):
                     rows_fastest = False
             else:
                 rows_fastest = pack_b
@@ -687,15 +694,24 @@ class Lowering:
             nblk_m, nblk_n = -(-M // NB), -(-N // NC)
             # as in tile(): keep resident whichever operand streams fewer bytes
             cols_fastest = K * N * nblk_m <= M * K * nblk_n
-            # K blocks: a panel of A too big for L1 (ResNet-50's 7x7 layers: 32 rows x 4608 =
-            # 590 KB, evicted from L2 by the next panel and B) is read in slices of half of L1,
-            # each reused by every column tile from L1; the tiles keep their partial sums in a
-            # scratch buffer between slices (14 vector loads and stores per slice and tile)
+            # K blocks, where A would fall out of L2 (ResNet-50's 7x7 layers: a 32-row panel
+            # of 4608 is 590 KB, evicted by the next panel and B) or streams from DRAM anyway:
+            # each slice of half of L1 is reused by the column tiles from L1, which keep their
+            # partial sums in kernel scratch between slices (a load and a store per accumulator)
             kc = K
-            if cols_fastest and nblk_n > 1 and NB * K * 4 > native.l1_bytes() // 2:
-                kc_max = max(native.l1_bytes() // 2 // (NB * 4), 16)
+            l1, l2 = native.l1_bytes(), native.l2_bytes()
+            if (cols_fastest and nblk_n > 1 and NB * K * 4 > l1 // 2
+                    and (2 * NB * K * 4 + K * N * 4 > l2 * 3 // 4 or M * K * 4 > l2)):
+                kc_max = max(l1 // 2 // (NB * 4), 16)
                 kc = -(-K // -(-K // kc_max))
             nk = -(-K // kc)
+            # the slices of a panel run in order on one thread, so with few panels the
+            # column tiles go in groups, at least 16 tasks for the pool to balance
+            ngroups = min(nblk_n, -(-16 // nblk_m)) if nk > 1 else 1
+            gsize = -(-nblk_n // ngroups)
+            ngroups = -(-nblk_n // gsize)
+            jg = L.Var("jg")
+            jstart = ctx.mul(jg, ctx.iconst(gsize)) if ngroups > 1 else ctx.iconst(0)
             kb = L.Var("kb")
             k0 = ctx.mul(kb, ctx.iconst(kc)) if nk > 1 else ctx.iconst(0)
             a_panel = ctx.add(a_off, ctx.mul(ib, sz(K)))
@@ -713,7 +729,7 @@ class Lowering:
                 # the next slice (or panel), into L2 while this one is in use
                 kbody.append(_prefetch_next_panel(ctx, abuf, ctx.mul(ctx.add(a_panel, ctx.add(k0, ctx.iconst(kc))),
                                                                      ctx.iconst(NB)),
-                                                  jb, ctx.sub(kv, k0) if nk > 1 else kv, kc, NB))
+                                                  ctx.sub(jb, jstart), ctx.sub(kv, k0) if nk > 1 else kv, kc, NB))
             iv = L.Var("i")
             stores = []
             for r in range(NC):
@@ -740,10 +756,14 @@ class Lowering:
             inner, outer = (jb, nblk_n), (ib, nblk_m)
             if not cols_fastest:
                 inner, outer = outer, inner
-            loops = [L.For(inner[0], ctx.iconst(0), ctx.iconst(inner[1]), body)]
             if nk > 1:
                 # (serial: slice kb+1 adds to the partial sums of slice kb, on the same thread)
+                loops = [L.For(jb, jstart, ctx.min(ctx.add(jstart, ctx.iconst(gsize)), ctx.iconst(nblk_n)), body)]
                 loops = [L.For(kb, ctx.iconst(0), ctx.iconst(nk), loops, serial=True)]
+                if ngroups > 1:
+                    loops = [L.For(jg, ctx.iconst(0), ctx.iconst(ngroups), loops)]
+            else:
+                loops = [L.For(inner[0], ctx.iconst(0), ctx.iconst(inner[1]), body)]
             loops = [L.For(outer[0], ctx.iconst(0), ctx.iconst(outer[1]), loops)]
             for v, d in reversed(list(zip(bvars, batch))):
                 loops = [L.For(v, ctx.iconst(0), sz(d), loops)]

@@ -322,10 +322,10 @@ def test_conv_column_tiles_with_residual(cin, cout, hw, k, batch, monkeypatch):
 
 
 def test_column_tiles_read_long_k_in_slices_that_fit_l1():
-    """A 7x7 convolution with K = 256*9: its 32-row weight panel (295 KB) does not fit L1, so
-    the tiles run over K in slices of half of L1, all column tiles of a panel on one slice
-    before the next (the slice loop is serial: never collapsed into the parallel range),
-    keeping partial sums in kernel-private scratch in the arena."""
+    """A 7x7 convolution with K = 512*9: two weight panels (32 rows: 590 KB each) and the
+    image (903 KB) overflow L2, so the tiles run over K in slices of half of L1, all column
+    tiles of a panel on one slice before the next (the slice loop is serial: never collapsed
+    into the parallel range), keeping partial sums in kernel-private scratch in the arena."""
     from onnx import TensorProto, helper, numpy_helper
 
     from ember.codegen import llvm, native
@@ -333,9 +333,9 @@ def test_column_tiles_read_long_k_in_slices_that_fit_l1():
     from ember.runtime import compiler
     rng = np.random.default_rng(3)
     g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "conv",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256, 7, 7])],
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 512, 7, 7])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                          [numpy_helper.from_array(rng.standard_normal((64, 256, 3, 3)).astype(np.float32), "w")])
+                          [numpy_helper.from_array(rng.standard_normal((64, 512, 3, 3)).astype(np.float32), "w")])
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
     prog = compiler.compile_model(model.SerializeToString(), use_cache=False).program
     found = []
@@ -352,14 +352,45 @@ def test_column_tiles_read_long_k_in_slices_that_fit_l1():
         if k.kind == "matmul":
             walk(k.body, [])
     (outer, kb), = found
-    assert kb.serial and outer[0].parallel and outer[-1].var.name == "ib"
-    assert kb not in llvm._collapsible_nest(outer[0])      # (b0, b1, ib) form the parallel range
+    assert kb.serial and outer[0].parallel
+    # (b0, b1, ib) and, with only 2 panels of 32 rows, groups of column tiles (jg) form the
+    # parallel range: at least 16 tasks
+    nest = llvm._collapsible_nest(outer[0])
+    assert [f.var.name for f in nest] == ["b0", "b1", "ib", "jg"] and kb not in nest
+    assert nest[2].stop.value * nest[3].stop.value >= 10
     nk = kb.stop.value
-    kc = -(-256 * 9 // nk)
-    assert 32 * kc * 4 <= native.l1_bytes() // 2 and nk * kc >= 256 * 9
+    kc = -(-512 * 9 // nk)
+    nb = 2 * native.vector_bits() // 32                    # the panel's rows: two vectors
+    assert nb * kc * 4 <= native.l1_bytes() // 2 and nk * kc >= 512 * 9
     mm = [i for i, k in enumerate(prog.kernels) if k.kind == "matmul"][0]
-    scratch = [nb for _, nb, first, last in prog.arena if first == last == mm]   # 2 panels x 49+ columns
-    assert len(scratch) == 1 and scratch[0] % (2 * 32 * 4) == 0 and 2 * 49 * 32 * 4 <= scratch[0] <= 2 * 60 * 32 * 4
+    scratch = [n for _, n, first, last in prog.arena if first == last == mm]   # 64 rows x 49+ columns
+    assert len(scratch) == 1 and scratch[0] % (64 * 4) == 0 and 64 * 49 * 4 <= scratch[0] <= 64 * 60 * 4
+
+
+@pytest.mark.parametrize("hw,cout,outer", [(28, 96, "jb"), (14, 96, "ib"), (28, 1024, "ib")])
+def test_conv_gemm_splits_pixels_when_weights_fit_l2(hw, cout, outer):
+    """A 1x1 convolution whose weights fit L2 puts its pixel columns outermost, so each
+    thread reads and writes only its share of the pixels (as the banded depthwise kernels
+    do); not where a channel's row of output ends inside a cache line (14x14 = 196 pixels),
+    nor when the weights come from DRAM (1024 x 160 = 640 KB: read once, rows outermost)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ember.codegen import llvm
+    from ember.runtime import compiler
+
+    from .harness import run_engine, run_reference
+    rng = np.random.default_rng(hw + cout)
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "conv",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 160, hw, hw])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(rng.standard_normal((cout, 160, 1, 1)).astype(np.float32), "w")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    prog = compiler.compile_model(model.SerializeToString(), use_cache=False).program
+    (k,) = [k for k in prog.kernels if k.kind == "matmul"]
+    nest = [f.var.name for f in llvm._collapsible_nest(k.body[0])]
+    assert nest[-2:] == ([outer, "ib"] if outer == "jb" else [outer, "jb"])
+    x = rng.standard_normal((1, 160, hw, hw)).astype(np.float32)
+    np.testing.assert_allclose(run_engine(model, {"x": x})[0], run_reference(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("batch,m,k,n", [(3, 256, 64, 49), (2, 100, 70, 10), (16, 64, 40, 7)])
@@ -493,12 +524,14 @@ def test_dwconv_reference_semantics(stride, dil):
 @pytest.mark.parametrize("shape,stride", [((1, 96, 112, 112), 2), ((2, 3, 7, 9), 2), ((1, 2, 1, 1), 2),
                                           ((1, 5, 33, 41), 2), ((1, 3, 8, 40), 2),
                                           ((1, 144, 56, 56), 1), ((2, 3, 7, 9), 1), ((1, 2, 1, 12), 1),
-                                          ((1, 5, 33, 41), 1), ((1, 4, 14, 14), 1), ((1, 2, 3, 16), 1)])
+                                          ((1, 5, 33, 41), 1), ((1, 4, 14, 14), 1), ((1, 2, 3, 16), 1),
+                                          ((2, 3, 70, 64), 2), ((2, 3, 35, 32), 1)])
 def test_depthwise_3x3_library_kernels(shape, stride):
     """MobileNet's depthwise convolutions run as library kernels, each input row loaded once
     and kept for the output rows below it (stride 2: taps by even/odd shuffles; stride 1 on
     rows wider than 8: three shifted loads); with a bias, odd sizes, one-row images, exact
-    and partial last vectors, against onnx.reference."""
+    and partial last vectors, two bands of rows (the last two: 18 and 17 rows, batch 2),
+    against onnx.reference."""
     from ember.runtime.compiler import compile_model
 
     from .harness import check, node_model
