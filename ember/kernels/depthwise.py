@@ -21,6 +21,13 @@ from ..lang import SIMD, Param, Tensor, float32, fma, int32, kernel, parallelize
 from .windows import row_taps, window_masks
 
 
+def band_task(t, c_n, b_n, oh_n, bands):
+    """Task t's channel, image and band of output rows [oh0, oh1), bands outermost (inlined)."""
+    rows = (oh_n + bands - 1) // bands
+    oh0 = t // (c_n * b_n) * rows
+    return [t % c_n, (t // c_n) % b_n, oh0, min(oh0 + rows, oh_n)]
+
+
 @kernel
 def depthwise_3x3_s2(x: Tensor[float32, 4], w: Tensor[float32, 4], y: Tensor[float32, 4], width: Param = 16,
                      bands: Param = 1):
@@ -31,13 +38,12 @@ def depthwise_3x3_s2(x: Tensor[float32, 4], w: Tensor[float32, 4], y: Tensor[flo
     ow_n = y.shape[3]
     lane = SIMD[int32, width].iota()
 
-    rows = (oh_n + bands - 1) // bands
-
     def task(t):
-        c = t % c_n
-        b = (t // c_n) % x.shape[0]
-        oh0 = t // (c_n * x.shape[0]) * rows
-        oh1 = min(oh0 + rows, oh_n)
+        at = band_task(t, c_n, x.shape[0], oh_n, bands)
+        c = at[0]
+        b = at[1]
+        oh0 = at[2]
+        oh1 = at[3]
         k = [SIMD[float32, width](w[c, 0, i // 3, i % 3]) for i in range(9)]
         for ow0 in range(0, ow_n, width):
             col = int32(2 * ow0 - 1)           # input column of lane 0's left tap
@@ -87,13 +93,12 @@ def depthwise_3x3_s1(x: Tensor[float32, 4], w: Tensor[float32, 4], y: Tensor[flo
     w_n = int32(x.shape[3])
     lane = SIMD[int32, width].iota()
 
-    rows = (h_n + bands - 1) // bands
-
     def task(t):
-        c = t % c_n
-        b = (t // c_n) % x.shape[0]
-        oh0 = t // (c_n * x.shape[0]) * rows
-        oh1 = min(oh0 + rows, h_n)
+        at = band_task(t, c_n, x.shape[0], h_n, bands)
+        c = at[0]
+        b = at[1]
+        oh0 = at[2]
+        oh1 = at[3]
         k = [SIMD[float32, width](w[c, 0, i // 3, i % 3]) for i in range(9)]
         for ow0 in range(0, y.shape[3], width):
             col = int32(ow0 - 1)           # input column of lane 0's left tap
