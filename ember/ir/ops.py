@@ -274,7 +274,8 @@ def _reduce_emit(kind):
 
         def body(r):
             return ins[0]([idx[p] if k == "o" else r[p] for k, p in full_rule])
-        return o.reduce(kind, [shape[a] for a in axes], body, node.inputs[0].dtype)
+        adjacent = sorted(axes) == list(range(min(axes), max(axes) + 1)) if axes else False
+        return o.reduce(kind, [shape[a] for a in sorted(axes)], body, node.inputs[0].dtype, merge=adjacent)
     return emit
 
 

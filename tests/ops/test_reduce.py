@@ -126,3 +126,70 @@ def test_layer_normalization(dtype, data):
     n = math.prod(norm_shape)
     check(*node_model("LayerNormalization", inputs, {"axis": ax, "epsilon": eps}, opset=18, const=const),
           kind="transcendental", scale=4.0 * (1 + math.log2(n)))
+
+
+# --------------------------------------------------------------- contiguous reductions
+def _reduce_program(nodes, shape, opset=18, consts=()):
+    from onnx import TensorProto, numpy_helper
+
+    from ember.runtime.compiler import compile_model
+    g = helper.make_graph(nodes, "r", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in consts])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    return model, compile_model(model.SerializeToString(), use_cache=False).program
+
+
+def _vector_loops(program):
+    from ember.codegen import loop_ir as L
+    found = []
+
+    def walk(stmts):
+        for st in stmts:
+            if isinstance(st, L.For) and st.vector:
+                found.append(st)
+            for attr in ("body", "then", "orelse"):
+                walk(getattr(st, attr, None) or [])
+    for k in program.kernels:
+        walk(k.body)
+    return found
+
+
+@pytest.mark.parametrize("batch", [1, 3, "n"])
+def test_global_pool_vectorizes_the_pixels_not_the_channels(batch):
+    """A global average pool reduces each channel's 7x7 pixels, which lie together: one
+    vector loop over all 49 of them (the two reduced axes merged; a contiguous load), one
+    channel at a time in parallel. Vectors across channels gathered a lane from every
+    channel (a pool over 1280 channels on its own: 15.5 us -> 3.5 us on one thread)."""
+    from ember.codegen import loop_ir as L
+
+    from .harness import run_engine, run_reference
+    model, prog = _reduce_program([helper.make_node("GlobalAveragePool", ["x"], ["y"])], [batch, 37, 7, 7])
+    loops = _vector_loops(prog)
+    assert len(loops) == 1 and isinstance(loops[0].stop, L.Const) and loops[0].stop.value == 49
+    text = L.kernel_str(prog.kernels[0])
+    assert " / " not in text and " % " not in text, text       # the split indices folded away
+    n = 2 if batch == "n" else batch
+    x = np.random.default_rng(7).standard_normal((n, 37, 7, 7)).astype(np.float32)
+    np.testing.assert_allclose(run_engine(model, {"x": x})[0], run_reference(model, {"x": x})[0],
+                               rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("axes,merged", [([1], None), ([2, 3], 42), ([1, 2, 3], 1386), ([1, 3], None)])
+def test_reductions_over_adjacent_axes_run_one_loop(axes, merged):
+    """Adjacent reduced axes run as one loop (a vector over 6x7 = 42, not 7 masked lanes);
+    a single axis, or axes that are not adjacent, keep their own loops. Reducing the middle
+    axis, which is not contiguous, keeps the vector across outputs."""
+    from ember.codegen import loop_ir as L
+
+    from .harness import run_engine, run_reference
+    model, prog = _reduce_program([helper.make_node("ReduceSum", ["x", "axes"], ["y"], keepdims=0)],
+                                  [4, 33, 6, 7], consts=[("axes", axes)])
+    stops = [lp.stop.value for lp in _vector_loops(prog) if isinstance(lp.stop, L.Const)]
+    if merged is not None:
+        assert stops == [merged]
+    else:
+        assert merged not in stops and stops
+    x = np.random.default_rng(len(axes)).standard_normal((4, 33, 6, 7)).astype(np.float32)
+    np.testing.assert_allclose(run_engine(model, {"x": x})[0], run_reference(model, {"x": x})[0],
+                               rtol=1e-4, atol=1e-4)
