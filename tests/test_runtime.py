@@ -217,3 +217,108 @@ def test_identical_layers_compile_once():
         vals[n.output[0]] = {"MatMul": lambda: a[0] @ a[1], "Add": lambda: a[0] + a[1],
                              "Relu": lambda: np.maximum(a[0], 0)}[n.op_type]()
     np.testing.assert_allclose(s.run(None, {"x": x})[0], vals[m.graph.output[0].name], rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------ io binding
+def _two_output_model():
+    return make_model([helper.make_node("Mul", ["x", "x"], ["sq"]), helper.make_node("Relu", ["sq"], ["r"]),
+                       helper.make_node("Sub", ["x", "r"], ["d"])],
+                      [("x", T.FLOAT, ["n", 5])], [("r", T.FLOAT, ["n", 5]), ("d", T.FLOAT, ["n", 5])])
+
+
+@pytest.mark.parametrize("engine", ["ember", "onnxruntime"])
+def test_io_binding_writes_bound_outputs_in_place(engine):
+    """The onnxruntime IOBinding calls, run unchanged on both engines: a bound output buffer
+    (buffer_ptr) is written in place; an output bound to the device only is allocated by the
+    engine; copy_outputs_to_cpu returns copies."""
+    if engine == "onnxruntime":
+        rt = pytest.importorskip("onnxruntime")
+        s = rt.InferenceSession(_two_output_model(), providers=["CPUExecutionProvider"])
+    else:
+        s = ember.InferenceSession(_two_output_model())
+    rng = np.random.default_rng(11)
+    for n in (3, 8):
+        x = rng.standard_normal((n, 5)).astype(np.float32)
+        want = s.run(None, {"x": x})
+        out = np.full((n, 5), np.nan, np.float32)
+        b = s.io_binding()
+        b.bind_cpu_input("x", x)
+        b.bind_output("d", "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
+        b.bind_output("r", "cpu")
+        s.run_with_iobinding(b)
+        np.testing.assert_array_equal(out, want[1])
+        got = b.copy_outputs_to_cpu()
+        np.testing.assert_array_equal(got[0], want[1])
+        np.testing.assert_array_equal(got[1], want[0])
+
+
+def test_io_binding_reuses_its_outputs_between_runs():
+    """Ember's own shorthand binds a NumPy array; outputs it allocates are kept while the shape
+    holds, so repeated runs allocate nothing (a fresh 64 MB output costs more in page faults
+    than the kernel that fills it)."""
+    s = ember.InferenceSession(_two_output_model())
+    rng = np.random.default_rng(12)
+    b = s.io_binding()
+    out = np.empty((4, 5), np.float32)
+    b.bind_output_array("d", out)
+    b.bind_output("r")
+    firsts = []
+    for k in range(3):
+        x = rng.standard_normal((4, 5)).astype(np.float32)
+        b.bind_cpu_input("x", x)
+        s.run_with_iobinding(b)
+        d, r = b.get_outputs()
+        assert d is out
+        firsts.append(r)
+        np.testing.assert_array_equal(r, np.maximum(x * x, 0))
+        np.testing.assert_array_equal(out, x - np.maximum(x * x, 0))
+    assert firsts[0] is firsts[1] is firsts[2]
+    b.bind_cpu_input("x", rng.standard_normal((2, 5)).astype(np.float32))
+    with pytest.raises(ember.InvalidInputError, match=r"output 'd' is bound to float32\[4, 5\].*float32\[2, 5\]"):
+        s.run_with_iobinding(b)                 # a new shape: 'd' is the caller's, of the old one
+    b.bind_output_array("d", np.empty((2, 5), np.float32))
+    s.run_with_iobinding(b)                     # 'r' gets a new buffer of its own
+    assert b.get_outputs()[1].shape == (2, 5) and b.get_outputs()[1] is not firsts[0]
+
+
+@pytest.mark.parametrize("case,match", [
+    ("dtype", r"output 'd' is bound to float64\[4, 5\], but this run gives float32\[4, 5\]"),
+    ("strided", r"output 'd' is bound to an array that is not C-contiguous"),
+    ("alias", r"output 'd' is bound to memory that overlaps input 'x'"),
+    ("same", r"output 'd' is bound to memory that overlaps output 'r'"),
+    ("device", r"'d': Ember runs on the CPU; bind with device_type='cpu', not 'cuda'"),
+    ("name", r"unknown output name 'y'; the model's outputs are \['r', 'd'\]"),
+    ("input", r"unknown input name 'z'"),
+    ("missing", r"missing input\(s\) \['x'\]"),
+    ("ptr", r"output 'd': binding a buffer_ptr needs element_type and shape"),
+    ("early", r"no results yet"),
+])
+def test_io_binding_errors_name_the_output_and_the_fix(case, match):
+    s = ember.InferenceSession(_two_output_model())
+    x = np.random.default_rng(13).standard_normal((4, 5)).astype(np.float32)
+    b = s.io_binding()
+    b.bind_cpu_input("x", x)
+    with pytest.raises(ember.InvalidInputError, match=match):
+        if case == "dtype":
+            b.bind_output_array("d", np.empty((4, 5)))
+        elif case == "strided":
+            b.bind_output_array("d", np.empty((4, 10), np.float32)[:, ::2])
+        elif case == "alias":
+            b.bind_output_array("d", x)
+        elif case == "same":
+            out = np.empty((4, 5), np.float32)
+            b.bind_output_array("d", out)
+            b.bind_output_array("r", out)
+        elif case == "device":
+            b.bind_output("d", "cuda")
+        elif case == "name":
+            b.bind_output("y")
+        elif case == "input":
+            b.bind_cpu_input("z", x)
+        elif case == "missing":
+            b.clear_binding_inputs()
+        elif case == "ptr":
+            b.bind_output("d", "cpu", 0, None, None, x.ctypes.data)
+        elif case == "early":
+            b.get_outputs()
+        s.run_with_iobinding(b)

@@ -20,6 +20,7 @@ from ..ir.dtypes import onnx_type_str, to_numpy
 from ..schedule.memory import plan_arena
 from ..codegen.threadpool import default_threads
 from .compiler import compile_model
+from .iobinding import IOBinding
 
 
 class NodeArg:
@@ -106,11 +107,64 @@ class InferenceSession:
     # ------------------------------------------------------------------------------ run
     def run(self, output_names, input_feed, run_options=None):
         arrays = self._check_feeds(input_feed)
+        plan = self._plan_for(arrays)
+        picked = None if output_names is None else [self._output_index(n) for n in output_names]
+        outs = [np.empty(s, dtype=d) for s, d in zip(plan.out_shapes, self._out_np)]
+        self._execute(arrays, outs, plan)
+        return outs if picked is None else [outs[k] for k in picked]
+
+    # ------------------------------------------------------------------------ io binding
+    def io_binding(self) -> IOBinding:
+        return IOBinding(self)
+
+    def run_with_iobinding(self, iobinding: IOBinding, run_options=None):
+        """Run with the binding's inputs, writing its bound outputs in place (onnxruntime's
+        `run_with_iobinding`); the results are `iobinding.get_outputs()`."""
+        arrays = self._check_feeds(dict(iobinding._inputs))
+        plan = self._plan_for(arrays)
+        bound, kept = iobinding._outputs, iobinding._kept
+        outs = []
+        for (name, _, _), shape, dt in zip(self._c.outputs, plan.out_shapes, self._out_np):
+            arr = bound.get(name)
+            if arr is None:
+                arr = kept.get(name)
+                if arr is None or arr.shape != shape:
+                    arr = kept[name] = np.empty(shape, dtype=dt)
+            elif arr.dtype != dt or arr.shape != shape:
+                raise InvalidInputError(f"output '{name}' is bound to {arr.dtype}{list(arr.shape)}, but this run "
+                                        f"gives {dt}{list(shape)}; bind a buffer of that type and shape")
+            elif not (arr.flags.c_contiguous and arr.flags.writeable):
+                raise InvalidInputError(f"output '{name}' is bound to an array that is not C-contiguous and "
+                                        f"writeable; bind np.empty({list(shape)}, np.{dt.name})")
+            else:
+                named = [("input", n, a) for n, a in zip(self._in_names, arrays)]
+                named += [("output", n, o) for (n, _, _), o in zip(self._c.outputs, outs)]
+                hit = next(((kind, n) for kind, n, other in named if np.may_share_memory(arr, other)), None)
+                if hit is not None:
+                    raise InvalidInputError(f"output '{name}' is bound to memory that overlaps {hit[0]} '{hit[1]}'; "
+                                            f"a kernel may read it after writing the output: bind separate buffers")
+            outs.append(arr)
+        self._execute(arrays, outs, plan)
+        iobinding._results = [outs[self._out_index[name]] for name in bound]
+
+    # ---------------------------------------------------------------------------- common
+    def _input_index(self, name):
+        if name not in self._in_index:
+            raise InvalidInputError(f"unknown input name '{name}'; the model's inputs are {self._describe_inputs()}")
+        return self._in_index[name]
+
+    def _output_index(self, name):
+        if name not in self._out_index:
+            raise InvalidInputError(f"unknown output name '{name}'; the model's outputs are "
+                                    f"{list(self._out_index)}")
+        return self._out_index[name]
+
+    def _plan_for(self, arrays):
         sig = tuple(a.shape for a in arrays)
         plan = self._plans.get(sig)
-        if plan is None:
-            plan = self._make_plan(arrays, sig)
-        outs = [np.empty(s, dtype=d) for s, d in zip(plan.out_shapes, self._out_np)]
+        return plan if plan is not None else self._make_plan(arrays, sig)
+
+    def _execute(self, arrays, outs, plan):
         arena = plan.take_arena()
         bases = (ctypes.c_void_p * self._nbases)(
             (arena.ctypes.data + 63) // 64 * 64, self._wptr,
@@ -122,15 +176,6 @@ class InferenceSession:
                 self._fn(bases, plan.sizes_ptr, self._nthreads)
         finally:
             plan.give_arena(arena)
-        if output_names is None:
-            return outs
-        res = []
-        for n in output_names:
-            if n not in self._out_index:
-                raise InvalidInputError(f"unknown output name '{n}'; the model's outputs are "
-                                        f"{list(self._out_index)}")
-            res.append(outs[self._out_index[n]])
-        return res
 
     # ------------------------------------------------------------------------- profiling
     def _run_profiled(self, bases, plan):
