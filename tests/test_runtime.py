@@ -295,6 +295,7 @@ def test_io_binding_reuses_its_outputs_between_runs():
     ("missing", r"missing input\(s\) \['x'\]"),
     ("ptr", r"output 'd': binding a buffer_ptr needs element_type and shape"),
     ("early", r"no results yet"),
+    ("list", r"output 'd': expected a numpy.ndarray, got list"),
 ])
 def test_io_binding_errors_name_the_output_and_the_fix(case, match):
     s = ember.InferenceSession(_two_output_model())
@@ -324,4 +325,6 @@ def test_io_binding_errors_name_the_output_and_the_fix(case, match):
             b.bind_output("d", "cpu", 0, None, None, x.ctypes.data)
         elif case == "early":
             b.get_outputs()
+        elif case == "list":
+            b.bind_output_array("d", [[0.0] * 5] * 4)
         s.run_with_iobinding(b)
