@@ -10,6 +10,8 @@
   copy     numpy copy of N floats: bytes read+written per second
   read     read bandwidth: a parallel SIMD sum over N floats in the kernel language (bytes
            read per second) — the ceiling for memory-bound GEMV and MLP batch 1
+  mlp_read MLP batch 1 against that read over as many bytes, alternated in one process
+           (medians of both)
 """
 from __future__ import annotations
 
@@ -82,6 +84,12 @@ def _matmul_session(m, k, n, threads):
 
 
 def read_gbps(nbytes: int, threads: int) -> float:
+    fn = _read_fn(nbytes, threads)
+    return fn.nbytes / _best(fn, reps=10) / 1e9
+
+
+def _read_fn(nbytes: int, threads: int):
+    """A call that reads about `nbytes` (exactly `.nbytes`) with a parallel SIMD sum."""
     from ember.lang import SIMD, Tensor, float32, kernel, parallelize, set_num_threads, unroll
 
     @kernel
@@ -101,7 +109,40 @@ def read_gbps(nbytes: int, threads: int) -> float:
     n = nbytes // 4 // (chunks * 64) * (chunks * 64)
     x = np.random.default_rng(0).standard_normal(n).astype(np.float32)
     out = np.zeros(chunks, np.float32)
-    return 4 * n / _best(lambda: sum_chunks(x, out), reps=10) / 1e9
+
+    def fn():
+        sum_chunks(x, out)
+    fn.nbytes = 4 * n
+    return fn
+
+
+def mlp_vs_read(nbytes: int, threads: int, seconds: float = 4.0) -> dict:
+    """MLP batch 1 (an Ember session of bench/models' MLP, `nbytes` of weights) against the
+    read kernel over as many bytes, in blocks of 10 runs alternated in one process: both
+    medians come from the same minutes of the shared machine, where a read measured in
+    another process at another time (best of 10) once put a median 2-thread MLP at 73%."""
+    import ember
+    from bench.models import build, example_inputs
+    so = ember.SessionOptions()
+    so.intra_op_num_threads = threads
+    sess = ember.InferenceSession(str(build("mlp")), so)
+    feeds = example_inputs("mlp", batch=1)
+    read = _read_fn(nbytes, threads)
+    times = {"mlp": [], "read": []}
+    fns = {"mlp": lambda: sess.run(None, feeds), "read": read}
+    for f in fns.values():
+        for _ in range(3):
+            f()
+    t_end = time.perf_counter() + seconds
+    while time.perf_counter() < t_end or len(times["mlp"]) < 50:
+        for name, f in fns.items():
+            for _ in range(10):
+                t = time.perf_counter()
+                f()
+                times[name].append(time.perf_counter() - t)
+    mlp = nbytes / float(np.median(times["mlp"])) / 1e9
+    rd = read.nbytes / float(np.median(times["read"])) / 1e9
+    return {"mlp_gbps": mlp, "read_gbps": rd, "pct_of_read": 100 * mlp / rd}
 
 
 def _copy_gbps(nbytes):
@@ -154,4 +195,6 @@ def run_micro(kind: str, threads: int, arg: str) -> dict:
         return {"gbps": _copy_gbps(4 * int(arg))}
     if kind == "read":
         return {"gbps": read_gbps(int(arg), threads)}
+    if kind == "mlp_read":
+        return mlp_vs_read(int(arg), threads)
     raise ValueError(kind)
