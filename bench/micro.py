@@ -9,7 +9,8 @@
            into an output bound once (IOBinding; also: with a fresh output every run)
   copy     numpy copy of N floats: bytes read+written per second
   read     read bandwidth: a parallel SIMD sum over N floats in the kernel language (bytes
-           read per second) — the ceiling for memory-bound GEMV and MLP batch 1
+           read per second) — the reference for memory-bound GEMV and MLP batch 1 (not a hard
+           ceiling: both stream their packed weights faster than this sum reads)
   mlp_read MLP batch 1 against that read over as many bytes, alternated in one process
            (medians of both)
 """
