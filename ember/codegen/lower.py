@@ -585,8 +585,10 @@ class Lowering:
                 raise CompileError("internal: epilogue with reductions")
             return L.VecScope(var, base, W, [self._store(ctx, grp.root, out_idx, val)], mask)
 
-        def tile(MR):
-            """The loop nest over all tiles with MR rows each."""
+        def tile(MR, tail_mr=0):
+            """The loop nest over all tiles with MR rows each; with `tail_mr`, over the whole
+            tiles of MR rows only, then the rows left (M mod MR, known at run time) in tiles of
+            tail_mr rows (a dynamic batch of 64 in 12-row tiles wasted 1/9 of the FMAs)."""
             ctx.memo.clear()
             nblk_m = sz(S.floordiv(M + MR - 1, MR))
             nblk_n = sz(S.floordiv(N + NB - 1, NB))
@@ -609,7 +611,32 @@ class Lowering:
                     rows_fastest = False
             else:
                 rows_fastest = pack_b
-            i0 = ctx.mul(ib, ctx.iconst(MR))
+            if tail_mr:
+                nfull = ctx.div(sz(M), ctx.iconst(MR))
+                it = L.Var("it")
+                ntail = ctx.div(ctx.add(ctx.sub(sz(M), ctx.mul(nfull, ctx.iconst(MR))), ctx.iconst(tail_mr - 1)),
+                                ctx.iconst(tail_mr))
+                row_loops = [(ib, nfull, tile_rows(MR, ib, ctx.mul(ib, ctx.iconst(MR)), False, rows_fastest)),
+                             (it, ntail, tile_rows(tail_mr, ctx.add(nfull, it),
+                                                   ctx.add(ctx.mul(nfull, ctx.iconst(MR)), ctx.mul(it, ctx.iconst(tail_mr))),
+                                                   True, rows_fastest))]
+            else:
+                guard = not (isinstance(M, int) and M % MR == 0)
+                row_loops = [(ib, nblk_m, tile_rows(MR, ib, ctx.mul(ib, ctx.iconst(MR)), guard, rows_fastest))]
+            if rows_fastest:
+                loops = [L.For(jb, ctx.iconst(0), nblk_n, [L.For(v, ctx.iconst(0), n, body) for v, n, body in row_loops])]
+            else:
+                loops = [L.For(v, ctx.iconst(0), n, [L.For(jb, ctx.iconst(0), nblk_n, body)]) for v, n, body in row_loops]
+            for v, d in reversed(list(zip(bvars, batch))):
+                loops = [L.For(v, ctx.iconst(0), sz(d), loops)]
+            # the outermost loops run on the pool; the perfectly nested loops inside one
+            # collapse into one flat range of tiles
+            return [L.For(f.var, f.start, f.stop, f.body, parallel=True) for f in loops]
+
+        def tile_rows(MR, ib, i0, guard, rows_fastest):
+            """One tile's body: MR rows from row i0 (the ib-th tile on its column panel) by the
+            NB columns from jb*NB; `guard`: rows past M exist (their stores are skipped)."""
+            ctx.memo.clear()
             j0 = ctx.mul(jb, ctx.iconst(NB))
             cols = [ctx.add(j0, ctx.iconst(c * W)) for c in range(NR)]
             masks = [L.LaneMask(c, sz(N), W) for c in cols]
@@ -676,7 +703,7 @@ class Lowering:
                 for r in range(MR):
                     row = ctx.add(i0, ctx.iconst(r))
                     stores = [epilogue(acc[r][c], row, jv, jv, cols[c], masks[c]) for c in range(NR)]
-                    if isinstance(M, int) and M % MR == 0:
+                    if not guard:
                         body.extend(stores)
                     else:
                         body.append(L.If(L.Bin("lt", row, sz(M), "bool"), stores))
@@ -691,17 +718,7 @@ class Lowering:
                              tile_body([None] * NR), tile_body(masks))]
             else:
                 body = tile_body(masks)
-            if rows_fastest:
-                loops = [L.For(jb, ctx.iconst(0), nblk_n, [L.For(ib, ctx.iconst(0), nblk_m, body)])]
-            else:
-                loops = [L.For(ib, ctx.iconst(0), nblk_m, [L.For(jb, ctx.iconst(0), nblk_n, body)])]
-            for v, d in reversed(list(zip(bvars, batch))):
-                loops = [L.For(v, ctx.iconst(0), sz(d), loops)]
-            # the outermost loop runs on the pool; the perfectly nested loops inside it
-            # collapse into one flat range of tiles
-            f = loops[0]
-            loops[0] = L.For(f.var, f.start, f.stop, f.body, parallel=True)
-            return loops
+            return body
 
         def tile_cols(NC):
             """The transposed tile, for a constant A and few columns (a convolution over a 7x7
@@ -811,7 +828,7 @@ class Lowering:
         if isinstance(M, int) or pack_a:
             return tile(_choose_mr(M, self.mr) if isinstance(M, int) else self.mr)
         # symbolic rows (a dynamic batch): a one-row tile for GEMV-like calls, else the full tile
-        return [L.If(L.Bin("lt", sz(M), ctx.iconst(4), "bool"), tile(1), tile(self.mr))]
+        return [L.If(L.Bin("lt", sz(M), ctx.iconst(4), "bool"), tile(1), tile(self.mr, 4))]
 
     def _tile_stream_prefetches(self, ctx, grp, out, a, b, bvars, fold_batch, i0, cols, kv, MR, NR, W,
                                 b_off, bbuf, N, NB, next_b_panel):

@@ -147,7 +147,8 @@ def test_batchnorm_inference(dtype, data):
 @pytest.mark.parametrize("k,n", [(1, 1), (7, 17), (64, 32), (33, 100), (130, 65)])
 def test_dense_packed_weights_dynamic_batch(k, n):
     """Constant B is repacked into column panels at compile time; a symbolic row count picks
-    the one-row or the 12-row tile at run time. Every batch size must match numpy."""
+    the one-row tile or, at run time, whole 12-row tiles then 4-row tiles for the rest. Every
+    batch size must match numpy."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -162,10 +163,34 @@ def test_dense_packed_weights_dynamic_batch(k, n):
         [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", n])],
         [numpy_helper.from_array(w, "w"), numpy_helper.from_array(bias, "bias")])
     sess = ember.InferenceSession(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]))
-    for m in (1, 2, 3, 12, 13, 25, 64):
+    for m in (1, 2, 3, 4, 5, 8, 11, 12, 13, 16, 23, 25, 28, 64):
         x = rng.standard_normal((m, k)).astype(np.float32)
         want = x.astype(np.float64) @ w + bias
         got = sess.run(None, {"x": x})[0]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * math.sqrt(k) * 4)
+
+
+@pytest.mark.parametrize("batch", [(3,), ()])
+@pytest.mark.parametrize("k,n", [(5, 16), (40, 70)])
+def test_matmul_dynamic_rows_both_operands_computed(batch, k, n):
+    """Neither operand constant and a symbolic row count: the row tiles run outermost, whole
+    12-row tiles then 4-row tiles for the rest (without batch dims, two parallel loops)."""
+    from onnx import TensorProto, helper
+
+    import ember
+
+    rng = np.random.default_rng(k + n)
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "y"], ["p"]), helper.make_node("Relu", ["p"], ["z"])],
+        "bmm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [*batch, "m", k]),
+                helper.make_tensor_value_info("y", TensorProto.FLOAT, [*batch, k, n])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [*batch, "m", n])])
+    sess = ember.InferenceSession(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]))
+    for m in (1, 3, 4, 7, 12, 17, 30):
+        x = rng.standard_normal((*batch, m, k)).astype(np.float32)
+        y = rng.standard_normal((*batch, k, n)).astype(np.float32)
+        want = np.maximum(x.astype(np.float64) @ y, 0)
+        got = sess.run(None, {"x": x, "y": y})[0]
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * math.sqrt(k) * 4)
 
 
