@@ -55,6 +55,8 @@ def _attention_model(b, s, t, h, d, mask, scale):
     (2, 33, 17, 2, 128, "padding", None),
     (1, 40, 40, 4, 64, "causal", "mul"),
     (3, 6, 11, 2, 48, "padding", "after_mask"),
+    (1, 70, 150, 2, 64, "causal", "mul"),               # several 64-key blocks, the last partial
+    (2, 9, 100, 2, 128, "padding", "div"),
 ])
 def test_attention_fuses_and_matches_reference(b, s, t, h, d, mask, scale):
     from ember.runtime.compiler import compile_model
@@ -84,4 +86,11 @@ def test_attention_kernel_on_its_own():
     out = np.empty_like(q)
     attention_bshd(q, kt, v, bias, out, scale=0.2, D=32, R=4)
     want = OPS["attention"].ref([q, kt, v, bias], {"scale": 0.2})[0]
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+    # 3 rows and blocks of 64 keys (the library's choice at head_dim 64) over 150 keys
+    q, kt, v = (rng.standard_normal(s).astype(np.float32) for s in ((1, 10, 2, 64), (1, 2, 64, 150), (1, 150, 2, 64)))
+    bias = rng.standard_normal((1, 1, 1, 150)).astype(np.float32)
+    out = np.empty_like(q)
+    attention_bshd(q, kt, v, bias, out, scale=0.125, D=64, R=3, KB=4)
+    want = OPS["attention"].ref([q, kt, v, bias], {"scale": 0.125})[0]
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
