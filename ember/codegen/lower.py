@@ -827,7 +827,8 @@ class Lowering:
                 return tile_cols(nc)
         if isinstance(M, int) or pack_a:
             return tile(_choose_mr(M, self.mr) if isinstance(M, int) else self.mr)
-        # symbolic rows (a dynamic batch): a one-row tile for GEMV-like calls, else the full tile
+        # symbolic rows (a dynamic batch): a one-row tile for GEMV-like calls, else full tiles
+        # and 4-row tiles for the rest
         return [L.If(L.Bin("lt", sz(M), ctx.iconst(4), "bool"), tile(1), tile(self.mr, 4))]
 
     def _tile_stream_prefetches(self, ctx, grp, out, a, b, bvars, fold_batch, i0, cols, kv, MR, NR, W,
