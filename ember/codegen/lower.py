@@ -590,7 +590,6 @@ class Lowering:
             tiles of MR rows only, then the rows left (M mod MR, known at run time) in tiles of
             tail_mr rows (a dynamic batch of 64 in 12-row tiles wasted 1/9 of the FMAs)."""
             ctx.memo.clear()
-            nblk_m = sz(S.floordiv(M + MR - 1, MR))
             nblk_n = sz(S.floordiv(N + NB - 1, NB))
             # loop order: the operand read once is the one whose blocks stay in cache while
             # the other streams past; pick the order that streams fewer bytes (row blocks
@@ -622,6 +621,7 @@ class Lowering:
                                                    True, rows_fastest))]
             else:
                 guard = not (isinstance(M, int) and M % MR == 0)
+                nblk_m = sz(S.floordiv(M + MR - 1, MR))
                 row_loops = [(ib, nblk_m, tile_rows(MR, ib, ctx.mul(ib, ctx.iconst(MR)), guard, rows_fastest))]
             if rows_fastest:
                 loops = [L.For(jb, ctx.iconst(0), nblk_n, [L.For(v, ctx.iconst(0), n, body) for v, n, body in row_loops])]
