@@ -18,12 +18,13 @@ from ..codegen.threadpool import ensure_pool
 from ..codegen.llvm import ModuleBuilder
 from ..codegen.lower import Program, lower
 from ..frontends.onnx.loader import load_onnx, read_model
+from ..ir import guards as G
 from ..ir import symbolic as S
 from ..ir.ops import custom_fingerprint, options_fingerprint
 from ..passes import optimize
 from ..schedule.fusion import schedule
 
-FORMAT = 2
+FORMAT = 3
 _PROFILED = {"ember_run_profiled": native.PROFILED_PROTO}
 
 
@@ -39,6 +40,9 @@ class Compiled:
     stats: dict = field(default_factory=dict)
     profiled_fn: object = None   # ember_run that also records per-kernel time stamps
     kernel_info: list = field(default_factory=list)   # [(name, kind, ONNX node names)]
+    guards: tuple = ()      # shape assumptions checked once per input-shape signature (ir.guards)
+    checks: list = field(default_factory=list)   # run-time data error messages, by status code - 1
+    status_slot: int | None = None               # size-table slot of the status word's offset
     # present only after a fresh compile (for inspect)
     graph: object = None
     program: Program | None = None
@@ -50,16 +54,20 @@ def _debug(stage):
     return d == "all" or stage in d.split(",")
 
 
-def compile_model(model, use_cache: bool = True, progress=None) -> Compiled:
+def compile_model(model, use_cache: bool = True, progress=None, specialize: dict | None = None) -> Compiled:
+    """Compile `model`; `specialize` {symbol: size} fixes input dims named by those symbols
+    (a variant for a size-1 broadcast the shape-generic build cannot compute: ir.guards)."""
     t0 = time.perf_counter()
-    key = _stat_lookup(model) if use_cache else None
+    key = _stat_lookup(model) if use_cache and not specialize else None
     raw = None
     if key is None:
         raw = _model_bytes(model)
         if use_cache and raw is not None:
             key = _model_key(raw)
-            if b"location" not in raw:    # external data files are not covered by the stat key
+            if b"location" not in raw and not specialize:  # external data: not covered by the stat key
                 _stat_remember(model, key)
+    if key is not None and specialize:
+        key = hashlib.sha256(f"{key}|{sorted(specialize.items())}".encode()).hexdigest()
     if key is not None:
         hit = _load_cached(key)
         if hit is not None:
@@ -77,9 +85,10 @@ def compile_model(model, use_cache: bool = True, progress=None) -> Compiled:
 
     proto = read_model(model)
     n_onnx = len(proto.graph.node)
-    graph = load_onnx(proto)
+    imported = load_onnx(proto, fixed_dims=specialize)
     stage("import")
-    graph = optimize(graph)
+    graph = optimize(imported)
+    guards = G.collect(imported, graph)
     stage("optimize")
     sched = schedule(graph)
     stage("schedule")
@@ -107,7 +116,8 @@ def compile_model(model, use_cache: bool = True, progress=None) -> Compiled:
         size_exprs=list(prog.sizes.exprs), arena=list(prog.arena), weights=prog.weights,
         stats=stats, graph=graph, program=prog, onnx_nodes=n_onnx,
         fn=fns["ember_run"], profiled_fn=fns.get("ember_run_profiled"),
-        kernel_info=[(k.name, k.kind, list(k.origin)) for k in prog.kernels])
+        kernel_info=[(k.name, k.kind, list(k.origin)) for k in prog.kernels], guards=guards,
+        checks=list(prog.checks), status_slot=prog.status_slot)
     c.stats["kernels"] = len(prog.kernels)
     c.stats["unique_kernels"] = len(mb.functions)
     c.stats["cache"] = "miss"
@@ -189,6 +199,8 @@ def _store_cached(key, c: Compiled, obj_key: str):
         "arena": [[slot, S.encode(nb), f, l] for slot, nb, f, l in c.arena],
         "kernels": c.stats.get("kernels", 0),
         "kernel_info": c.kernel_info,
+        "guards": [g.encode() for g in c.guards],
+        "checks": c.checks, "status_slot": c.status_slot,
     }
     wpath = d / f"{key}.weights.npy"
     tmp = d / f"{key}.weights.tmp{os.getpid()}.npy"
@@ -224,4 +236,6 @@ def _load_cached(key):
         size_exprs=[None if x is None else S.decode(x) for x in meta["sizes"]],
         arena=[(slot, S.decode(nb), f, l) for slot, nb, f, l in meta["arena"]],
         weights=weights, fn=fns["ember_run"], profiled_fn=fns.get("ember_run_profiled"),
-        kernel_info=[tuple(x) for x in meta.get("kernel_info", [])], stats={"kernels": meta.get("kernels", 0)})
+        kernel_info=[tuple(x) for x in meta.get("kernel_info", [])], stats={"kernels": meta.get("kernels", 0)},
+        guards=tuple(G.Guard.decode(g) for g in meta["guards"]), checks=meta["checks"],
+        status_slot=meta["status_slot"])

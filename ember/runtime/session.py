@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from ..errors import InvalidInputError
+from ..ir import guards
 from ..ir import symbolic as S
 from ..ir.dtypes import onnx_type_str, to_numpy
 from ..schedule.memory import plan_arena
@@ -46,10 +47,22 @@ class SessionOptions:
         self.profile_file_prefix = "ember_profile"
 
 
-class _Plan:
-    __slots__ = ("sizes", "sizes_ptr", "arena_bytes", "out_shapes", "_arenas")
+# the most working memory one run may plan: larger sizes come from absurd input dims
+MAX_ARENA_BYTES = 1 << 40
 
-    def __init__(self, sizes, arena_bytes, out_shapes):
+
+class _Plan:
+    """One input-shape signature: the build that runs it (the model, or a variant specialised
+    for a size-1 broadcast), its sizes and arena offsets."""
+    __slots__ = ("compiled", "fn", "wptr", "sizes", "sizes_ptr", "arena_bytes", "out_shapes", "status_off",
+                 "_arenas")
+
+    def __init__(self, compiled, sizes, arena_bytes, out_shapes):
+        self.compiled = compiled
+        # byte offset of the run's status word in the arena (-1: the model checks no data)
+        self.status_off = -1 if compiled.status_slot is None else int(sizes[compiled.status_slot])
+        self.fn = compiled.fn
+        self.wptr = compiled.weights.ctypes.data
         self.sizes = sizes
         self.sizes_ptr = sizes.ctypes.data
         self.arena_bytes = arena_bytes
@@ -60,7 +73,11 @@ class _Plan:
         try:
             return self._arenas.pop()
         except IndexError:
-            return np.empty(max(self.arena_bytes, 64) + 64, dtype=np.uint8)
+            try:
+                return np.empty(max(self.arena_bytes, 64) + 64, dtype=np.uint8)
+            except MemoryError:
+                raise InvalidInputError(f"these input shapes need {self.arena_bytes / 2**30:.1f} GiB of working "
+                                        f"memory, more than can be allocated") from None
 
     def give_arena(self, a):
         self._arenas.append(a)
@@ -70,8 +87,10 @@ class InferenceSession:
     def __init__(self, model, sess_options: SessionOptions | None = None, providers=None, **kwargs):
         opts = sess_options or SessionOptions()
         self._options = opts
+        self._model = model
         self._c = compile_model(model, use_cache=getattr(opts, "enable_cache", True))
         c = self._c
+        self._variants = {(): c}    # specialised builds, by their fixed symbols (ir.guards)
         self._inputs = [NodeArg(n, t, s) for n, t, s in c.inputs]
         self._outputs = [NodeArg(n, t, s) for n, t, s in c.outputs]
         self._in_names = [n for n, _, _ in c.inputs]
@@ -79,12 +98,9 @@ class InferenceSession:
         self._out_index = {n: i for i, (n, _, _) in enumerate(c.outputs)}
         self._in_np = [to_numpy(t) for _, t, _ in c.inputs]
         self._out_np = [to_numpy(t) for _, t, _ in c.outputs]
-        self._weights = c.weights
-        self._wptr = self._weights.ctypes.data
         self._plans: dict = {}
         self._plan_lock = threading.Lock()
         self._nbases = 2 + len(c.inputs) + len(c.outputs)
-        self._fn = c.fn
         self._nthreads = int(getattr(opts, "intra_op_num_threads", 0) or 0) or default_threads()
         self._profiling = bool(getattr(opts, "enable_profiling", False)) and c.profiled_fn is not None
         self._events: list = []          # (start perf_counter s, [kernel seconds])
@@ -109,7 +125,7 @@ class InferenceSession:
         arrays = self._check_feeds(input_feed)
         plan = self._plan_for(arrays)
         picked = None if output_names is None else [self._output_index(n) for n in output_names]
-        outs = [np.empty(s, dtype=d) for s, d in zip(plan.out_shapes, self._out_np)]
+        outs = self._new_outputs(plan)
         self._execute(arrays, outs, plan)
         return outs if picked is None else [outs[k] for k in picked]
 
@@ -129,7 +145,7 @@ class InferenceSession:
             if arr is None:
                 arr = kept.get(name)
                 if arr is None or arr.shape != shape:
-                    arr = kept[name] = np.empty(shape, dtype=dt)
+                    arr = kept[name] = _alloc(name, shape, dt)
             elif arr.dtype != dt or arr.shape != shape:
                 raise InvalidInputError(f"output '{name}' is bound to {arr.dtype}{list(arr.shape)}, but this run "
                                         f"gives {dt}{list(shape)}; bind a buffer of that type and shape")
@@ -164,24 +180,37 @@ class InferenceSession:
         plan = self._plans.get(sig)
         return plan if plan is not None else self._make_plan(arrays, sig)
 
+    def _new_outputs(self, plan):
+        return [_alloc(name, s, d) for (name, _, _), s, d in zip(self._c.outputs, plan.out_shapes, self._out_np)]
+
     def _execute(self, arrays, outs, plan):
         arena = plan.take_arena()
+        base = (arena.ctypes.data + 63) // 64 * 64
         bases = (ctypes.c_void_p * self._nbases)(
-            (arena.ctypes.data + 63) // 64 * 64, self._wptr,
-            *[a.ctypes.data for a in arrays], *[o.ctypes.data for o in outs])
+            base, plan.wptr, *[a.ctypes.data for a in arrays], *[o.ctypes.data for o in outs])
+        status = None
+        if plan.status_off >= 0:
+            status = ctypes.c_int64.from_address(base + plan.status_off)
+            status.value = 0
         try:
             if self._profiling:
                 self._run_profiled(bases, plan)
             else:
-                self._fn(bases, plan.sizes_ptr, self._nthreads)
+                plan.fn(bases, plan.sizes_ptr, self._nthreads)
+            code = status.value if status is not None else 0
         finally:
             plan.give_arena(arena)
+        if code:
+            raise InvalidInputError(plan.compiled.checks[code - 1])
 
     # ------------------------------------------------------------------------- profiling
     def _run_profiled(self, bases, plan):
         n = len(self._c.kernel_info)
         ticks = np.zeros(n + 1, dtype=np.int64)
         t0 = time.perf_counter()
+        if plan.compiled is not self._c:   # a specialised variant has kernels of its own
+            plan.fn(bases, plan.sizes_ptr, self._nthreads)
+            return
         self._c.profiled_fn(bases, plan.sizes_ptr, self._nthreads, ticks.ctypes.data)
         wall = time.perf_counter() - t0
         d = np.diff(ticks).astype(np.float64)
@@ -277,21 +306,57 @@ class InferenceSession:
                                 f"'{other[0]}' dimension {other[1]} gave '{s}' = {env[s]}; they must match")
                         env[s] = got
                         where[s] = (name, i)
-        sizes = np.zeros(max(len(self._c.size_exprs), 1), dtype=np.int64)
+
+        def describe(s):
+            return f"input '{where[s][0]}' dimension {where[s][1]}" if s in where else "a model dimension"
+        # the guards of the build at hand; a legal size-1 broadcast it cannot compute picks a
+        # variant with those symbols fixed, whose own guards are checked in turn
+        fixed: dict = {}
+        c = self._c
+        while True:
+            more = guards.check(c.guards, env, describe)
+            if not more:
+                break
+            fixed.update(more)
+            c = self._variant(fixed)
         try:
-            for k, e in enumerate(self._c.size_exprs):
+            sizes = np.zeros(max(len(c.size_exprs), 1), dtype=np.int64)
+            for k, e in enumerate(c.size_exprs):
                 if e is not None:
                     sizes[k] = S.evaluate(e, env)
-            buffers = [(slot, S.evaluate(nb, env), f, l) for slot, nb, f, l in self._c.arena]
-            out_shapes = [tuple(S.evaluate(d, env) for d in shape) for _, _, shape in self._c.outputs]
+            buffers = [(slot, S.evaluate(nb, env), f, l) for slot, nb, f, l in c.arena]
+            out_shapes = [tuple(S.evaluate(d, env) for d in shape) for _, _, shape in c.outputs]
         except ZeroDivisionError:
             raise InvalidInputError(f"input shapes {[list(s) for s in sig]} are inconsistent with the model") from None
+        except OverflowError:
+            raise InvalidInputError(f"input shapes {[list(s) for s in sig]} give sizes beyond 64 bits") from None
         if any(x < 0 for s in out_shapes for x in s):
             raise InvalidInputError(f"input shapes {[list(s) for s in sig]} give negative output sizes")
         offsets, total = plan_arena(buffers)
+        if total > MAX_ARENA_BYTES:
+            raise InvalidInputError(f"input shapes {[list(s) for s in sig]} need {total / 2**30:.0f} GiB of "
+                                    f"working memory")
         for slot, off in offsets.items():
             sizes[slot] = off
-        plan = _Plan(sizes, total, out_shapes)
+        plan = _Plan(c, sizes, total, out_shapes)
         with self._plan_lock:
             self._plans.setdefault(sig, plan)
             return self._plans[sig]
+
+    def _variant(self, fixed: dict):
+        key = tuple(sorted(fixed.items()))
+        with self._plan_lock:
+            c = self._variants.get(key)
+        if c is None:
+            c = compile_model(self._model, use_cache=getattr(self._options, "enable_cache", True),
+                              specialize=dict(fixed))
+            with self._plan_lock:
+                c = self._variants.setdefault(key, c)
+        return c
+
+
+def _alloc(name, shape, dtype):
+    try:
+        return np.empty(shape, dtype=dtype)
+    except (MemoryError, ValueError):
+        raise InvalidInputError(f"output '{name}' of shape {list(shape)} cannot be allocated") from None

@@ -73,7 +73,7 @@ def _check_supported(g, opset, custom_ops):
         raise UnsupportedOpError(bad)
 
 
-def _input_type(vi, used_names: set) -> TensorType:
+def _input_type(vi, used_names: set, fixed_dims: dict) -> TensorType:
     t = vi.type
     if not t.HasField("tensor_type"):
         raise UnsupportedOpError([(vi.name, "graph input", "only tensor inputs are supported")])
@@ -86,13 +86,14 @@ def _input_type(vi, used_names: set) -> TensorType:
         else:
             name = d.dim_param or f"{vi.name}_dim{i}"
             name = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name)
-            dims.append(S.sym(name))
+            dims.append(fixed_dims[name] if name in fixed_dims else S.sym(name))
             used_names.add(name)
     return TensorType(dtype, tuple(dims))
 
 
-def load_onnx(model, custom_ops=None) -> Graph:
-    """Import an ONNX model into Ember's graph IR (constants folded while building)."""
+def load_onnx(model, custom_ops=None, fixed_dims=None) -> Graph:
+    """Import an ONNX model into Ember's graph IR (constants folded while building);
+    `fixed_dims` {symbol: size} makes those symbolic input dims static."""
     from onnx import numpy_helper
 
     m = read_model(model)
@@ -117,7 +118,7 @@ def load_onnx(model, custom_ops=None) -> Graph:
     for vi in g.input:
         if vi.name in env:  # an initializer that is also listed as an input: a constant
             continue
-        env[vi.name] = b.input(vi.name, _input_type(vi, syms))
+        env[vi.name] = b.input(vi.name, _input_type(vi, syms, fixed_dims or {}))
     if not b.inputs and not g.input:
         pass
 
