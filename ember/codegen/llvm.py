@@ -763,6 +763,8 @@ class FunctionEmitter:
             p = self.elem_ptr(s.buf, self.expr(s.index).v)
             f = self.mb.intrinsic("llvm.prefetch.p0", ir.VoidType(), [PTR, I32, I32, I32])
             self.b.call(f, [p, ir.Constant(I32, 0), ir.Constant(I32, s.level), ir.Constant(I32, 1)])
+        elif isinstance(s, L.Flag):
+            self.flag(s)
         elif isinstance(s, L.Decl):
             self.decl(s)
         elif isinstance(s, L.Assign):
@@ -802,6 +804,21 @@ class FunctionEmitter:
             f = self.mb.intrinsic(f"llvm.masked.store.{mangle(vt)}.p0", ir.VoidType(),
                                   [vt, PTR, I32, ir.VectorType(I1, vt.count)])
             self.b.call(f, [v, p, ir.Constant(I32, _bytes(t)), self.expr(s.mask).v])
+
+    def flag(self, s: L.Flag):
+        c = self.expr(s.cond)
+        hit = c.v
+        if c.kind != "s":           # any active lane: masked-off tail lanes hold no data
+            if self.vctx is not None and self.vctx[1] is not None:
+                hit = self.b.and_(hit, self.vctx[1])
+            vt = hit.type
+            hit = self.b.call(self.mb.intrinsic(f"llvm.vector.reduce.or.{mangle(vt)}", I1, [vt]), [hit])
+        then_bb, end_bb = self.fn.append_basic_block(), self.fn.append_basic_block()
+        self.b.cbranch(hit, then_bb, end_bb)
+        self.b.position_at_end(then_bb)
+        self.b.store(ir.Constant(I64, s.code), self.elem_ptr(s.buf, ir.Constant(I64, 0)), align=8)
+        self.b.branch(end_bb)
+        self.b.position_at_end(end_bb)
 
     def decl(self, s: L.Decl):
         init = self.expr(s.init)

@@ -240,6 +240,16 @@ class Prefetch(Stmt):
 
 
 @dataclass(eq=False)
+class Flag(Stmt):
+    """A run-time data error that ONNX defines (an index out of range): where `cond` holds, in
+    any active lane, store `code` to element 0 of `buf`, the run's int64 status word. The
+    kernel goes on with its indices kept in bounds; the session raises after the call."""
+    cond: Expr
+    code: int
+    buf: int
+
+
+@dataclass(eq=False)
 class Decl(Stmt):
     name: str
     init: Expr
@@ -355,6 +365,8 @@ def stmts_str(body, indent=1) -> str:
             out.append(f"{pad}vstore buf{s.buf}[{expr_str(s.index)}] = {expr_str(s.value)}{m}")
         elif isinstance(s, Prefetch):
             out.append(f"{pad}prefetch buf{s.buf}[{expr_str(s.index)}] level={s.level}")
+        elif isinstance(s, Flag):
+            out.append(f"{pad}flag buf{s.buf}[0] = {s.code} if {expr_str(s.cond)}")
         elif isinstance(s, Decl):
             out.append(f"{pad}var {s.name} = {expr_str(s.init)}" + (f" <{s.lanes}>" if s.lanes else ""))
         elif isinstance(s, Assign):

@@ -61,6 +61,8 @@ class Program:
     outputs: list                       # final output Values
     arena: list                         # [(slot, size Dim in bytes, first, last)] per arena buffer
     groups: list = field(default_factory=list)
+    checks: list = field(default_factory=list)   # run-time data check messages (KernelCtx.check)
+    status_slot: int | None = None               # size-table slot of the status word's arena offset
 
 
 _IDENT = {"sum": 0.0, "max": -math.inf, "min": math.inf}
@@ -307,6 +309,14 @@ class KernelCtx:
         self.memo[key] = (r, idx)      # hold idx: ids of dead objects get reused
         return r
 
+    def check(self, cond, message: str):
+        """Report `message` after the run wherever `cond` holds (a data error that ONNX
+        defines): a flag set inside the kernel's loop at the level `cond` depends on."""
+        if not self.levels:
+            raise CompileError(f"internal: a checked index outside a loop nest ({message})")
+        target = self.levels[max(self._level_of(cond), 0)]
+        target["stmts"].append(L.Flag(cond, self.lw.check_code(message), self.lw.status_buf()))
+
     def guarded(self, v: Value, idx, cond, fill, safe_idx):
         """`cond ? v[idx] : fill` where idx may be out of bounds when cond is false. A stored
         value becomes one guarded load (a masked vector load along a contiguous row, so
@@ -357,6 +367,8 @@ class Lowering:
         self.kernels: list = []
         self._scratch: list = []        # [(slot, nbytes, kernel, kernel)]: arena space for one kernel
         self._ki = 0
+        self.checks: list = []          # messages of run-time data checks, code k + 1 -> checks[k]
+        self._status = None             # (buf, slot) of the run's status word, once a check needs it
 
     def lanes(self, dtype):
         bits = 8 * max(itemsize(compute_dtype(dtype)), 4) if dtype != "bool" else 32
@@ -373,6 +385,18 @@ class Lowering:
         slot = self.sizes.reserve()
         self._scratch.append((slot, nbytes, self._ki, self._ki))
         return self._new_buf("float32", 0, offset_slot=slot)
+
+    def status_buf(self) -> int:
+        """The run's int64 status word (0: no data error), in the arena for the whole run."""
+        if self._status is None:
+            slot = self.sizes.reserve()
+            self._status = (self._new_buf("int64", 0, offset_slot=slot), slot)
+        return self._status[0]
+
+    def check_code(self, message: str) -> int:
+        if message not in self.checks:
+            self.checks.append(message)
+        return self.checks.index(message) + 1
 
     def weight_buf(self, v: Value):
         b = self.buf_of.get(v.id)
@@ -446,6 +470,8 @@ class Lowering:
             self._ki = ki
             self.kernels.append(self.lower_group(ki, grp))
         arena = list(self._scratch)
+        if self._status is not None:
+            arena.append((self._status[1], 8, 0, len(self.kernels)))
         for vid, ki in first.items():
             v = s.stored[vid]
             nbytes = S.prod(v.shape) * itemsize(v.dtype)
@@ -454,7 +480,7 @@ class Lowering:
         for off, arr in self._weights:
             blob[off:off + arr.nbytes] = np.frombuffer(arr.tobytes(), dtype=np.uint8)
         return Program(self.kernels, self.buffers, self.sizes, blob, list(g.inputs), list(g.outputs),
-                       arena, list(s.kernels))
+                       arena, list(s.kernels), self.checks, self._status[1] if self._status else None)
 
     def lower_group(self, ki, grp: KernelGroup) -> L.Kernel:
         name = f"k{ki}_" + (grp.anchor.op if grp.anchor is not None else

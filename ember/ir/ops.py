@@ -444,8 +444,13 @@ def _gather_emit(o, node, ins, idx):
     qr = node.inputs[1].type.rank
     n = node.inputs[0].shape[ax]
     j = o.cast(ins[1](idx[ax:ax + qr]), "int64")
-    j = o.where(o.lt(j, o.iconst(0)), o.add(j, o.size(n)), j)
-    j = o.min(o.max(j, o.iconst(0)), o.size(n - 1))   # never read out of bounds
+    j = o.where(o.lt(j, o.iconst(0)), o.add(j, o.size(n)), j)      # negative indices count from the end
+    # ONNX makes an index outside [-n, n) an error: report it after the run, and clamp so the
+    # kernel never reads out of bounds meanwhile
+    o.check(o.or_(o.lt(j, o.iconst(0)), o.le(o.size(n), j)),
+            f"node '{', '.join(node.origin) or node.name}' (Gather): an index along axis {ax} is outside "
+            f"[-{n}, {n}), the size of the data there")
+    j = o.min(o.max(j, o.iconst(0)), o.size(n - 1))
     return ins[0](idx[:ax] + [j] + idx[ax + qr:])
 
 
