@@ -65,15 +65,17 @@ def test_matches_onnxruntime_across_shapes(model):
 
 
 def test_run_makes_constant_python_calls(model):
-    from tests.test_runtime import _python_calls
+    from tests.test_runtime import run_calls
     name, sess, _ = model
     if name == "minilm":
         feeds = {k: v for k, v in _minilm_feeds(1, 0).items() if k in {i.name for i in sess.get_inputs()}}
     else:
         feeds = bench_models.example_inputs(name, batch=1, seq=16)
     sess.run(None, feeds)
-    n = _python_calls(lambda: sess.run(None, feeds))
-    assert n < 40 + 2 * len(sess.get_inputs()), f"{name}: {n} Python calls in one run"
+    py, c, native = run_calls(sess, lambda: sess.run(None, feeds))
+    assert native == 1, f"{name}: {native} native calls in one run"
+    assert py < 40 + 2 * len(sess.get_inputs()), f"{name}: {py} Python calls in one run"
+    assert c < 40 + 2 * len(sess.get_inputs()), f"{name}: {c} C-function calls in one run"
 
 
 def test_inspect_bert_fuses(capsys):
