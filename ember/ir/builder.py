@@ -88,7 +88,10 @@ class Builder:
             arr = np.asarray(arr)
             if tuple(arr.shape) != tuple(t.shape):
                 raise ShapeError(f"internal: folding {d.name} gave shape {arr.shape}, expected {t.shape}")
-            outs.append(const_value(_normalize_const(arr, t.dtype)))
+            v = const_value(_normalize_const(arr, t.dtype))
+            if v.dtype != t.dtype:      # symbolic values (object arrays) keep the type rule's dtype
+                v = Value(t, const=v.const)
+            outs.append(v)
         return outs
 
     def graph(self, outputs, name="graph", output_names=None) -> Graph:

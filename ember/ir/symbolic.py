@@ -101,10 +101,21 @@ class Sym:
         return self._hash
 
     def lower_bound(self) -> int | None:
-        """A lower bound assuming every symbol >= 1, when all coefficients are >= 0."""
-        if all(c >= 0 for c in self.terms.values()):
-            return sum(self.terms.values())
-        return None
+        """A lower bound assuming every symbol >= 1, when all coefficients are >= 0 and every
+        opaque term has a known non-negative bound (a floordiv, mod, max or min may be 0 or
+        less: `max(n // 3 - 1, 0)` must not be taken for `n // 3 - 1`)."""
+        total = 0
+        for m, c in self.terms.items():
+            if c < 0:
+                return None
+            v = c
+            for a in m:
+                lb = _atom_lower_bound(a)
+                if lb is None or lb < 0:
+                    return None
+                v *= lb
+            total += v
+        return total
 
     def __lt__(self, o):
         return _compare(self, o, "lt")
@@ -175,6 +186,27 @@ def _terms(o):
             return {(): int(o)}
     except ImportError:  # pragma: no cover
         pass
+    return None
+
+
+def _lower_bound(d) -> int | None:
+    return d if isinstance(d, int) else d.lower_bound()
+
+
+def _atom_lower_bound(a) -> int | None:
+    if isinstance(a, str):
+        return 1
+    op, x, y = a
+    lx, ly = _lower_bound(x), _lower_bound(y)
+    if op == "max":
+        known = [v for v in (lx, ly) if v is not None]
+        return max(known) if known else None
+    if op == "min":
+        return min(lx, ly) if lx is not None and ly is not None else None
+    if op == "floordiv" and lx is not None and lx >= 0 and isinstance(y, int) and y > 0:
+        return lx // y
+    if op == "mod" and isinstance(y, int) and y > 0:
+        return 0
     return None
 
 

@@ -332,4 +332,61 @@ def check(
     if errors:
         raise AssertionError("\n".join(errors) + f"\n[engine={ENGINE}]\n" + _describe(model, feeds)
                              + _dump(model, feeds))
+    if SYMBOLIC and session is None and not IS_ORT:
+        _check_symbolic(model, feeds, actual)
     return actual
+
+
+# Every op test runs a second time with each input dim declared as a symbol of its own
+# (x_0, x_1, y_0 ...): shape-generic code must then decide at run time what static shapes
+# decide at compile time (a dim of 1 that broadcasts, two symbols that must agree, a
+# symbolic K). EMBER_TEST_SYMBOLIC=0 turns it off.
+SYMBOLIC = os.environ.get("EMBER_TEST_SYMBOLIC", "1") != "0"
+
+
+def symbolic_model(model: onnx.ModelProto) -> onnx.ModelProto | None:
+    """`model` with every graph input dim a distinct symbol and output shapes unknown (None
+    when it has no input dims to make symbolic)."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    init = {i.name for i in m.graph.initializer}
+    changed = False
+    for vi in m.graph.input:
+        if vi.name in init:
+            continue
+        for i, d in enumerate(vi.type.tensor_type.shape.dim):
+            d.Clear()
+            d.dim_param = f"{vi.name}_{i}"
+            changed = True
+    for vo in m.graph.output:
+        vo.type.tensor_type.ClearField("shape")
+    return m if changed else None
+
+
+def _check_symbolic(model, feeds, static_outs):
+    import ember
+    m = symbolic_model(model)
+    if m is None:
+        return
+    try:
+        sess = ember.InferenceSession(m.SerializeToString())
+    except ember.errors.UnsupportedOpError:
+        return      # a form Ember compiles only for static shapes: refused, never wrong
+    try:
+        outs = sess.run(None, dict(feeds))
+    except Exception as exc:
+        raise AssertionError(f"symbolic-shape run failed: {type(exc).__name__}: {exc}\n"
+                             f"{_describe(m, feeds)}" + _dump(m, feeds)) from exc
+    for i, (a, e) in enumerate(zip(outs, static_outs)):
+        a, e = np.asarray(a), np.asarray(e)
+        msg = None
+        if a.dtype != e.dtype or a.shape != e.shape:
+            msg = f"{a.dtype}{list(a.shape)}, the static-shape build gave {e.dtype}{list(e.shape)}"
+        elif e.dtype.kind == "f":
+            r, t = tolerance(e.dtype, "transcendental")
+            scale = max(float(np.nanmax(np.abs(e), initial=0.0, where=np.isfinite(e))), 1.0)
+            msg = compare(a, e, rtol=r, atol=t * scale, what="output")
+        else:
+            msg = compare(a, e, rtol=0, atol=0, what="output")
+        if msg:
+            raise AssertionError(f"symbolic-shape build, output {i}: {msg}\n{_describe(m, feeds)}" + _dump(m, feeds))

@@ -59,7 +59,9 @@ _BIN = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Pow": "pow", "E
         "And": "and", "Or": "or", "Xor": "xor"}
 _UN = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Erf": "erf", "Exp": "exp", "Log": "log",
        "Sqrt": "sqrt", "Neg": "neg", "Reciprocal": "reciprocal", "Abs": "abs", "Floor": "floor",
-       "Ceil": "ceil", "Not": "not"}
+       "Ceil": "ceil", "Not": "not", "HardSwish": "hard_swish", "Softplus": "softplus",
+       "Sin": "sin", "Cos": "cos", "Tan": "tan", "Asin": "asin", "Acos": "acos", "Atan": "atan",
+       "Sinh": "sinh", "Cosh": "cosh", "Asinh": "asinh", "Acosh": "acosh", "Atanh": "atanh"}
 
 
 @converter(*_BIN)
@@ -195,6 +197,9 @@ def _gemm(b, n, ins, opset):
 def _spatial(x_shape, w_kernel, at, what):
     nd = len(x_shape) - 2
     kernel = list(at.get("kernel_shape") or w_kernel)
+    if not all(isinstance(k, int) for k in kernel):
+        raise ConvertError(f"{what} kernel size {tuple(str(k) for k in kernel)} must be known when compiling "
+                           f"(give kernel_shape, or the weights as an initializer)")
     strides = list(at.get("strides") or [1] * nd)
     dil = list(at.get("dilations") or [1] * nd)
     pads = list(at.get("pads") or [0] * (2 * nd))
@@ -407,6 +412,10 @@ def _squeeze(b, n, ins, opset):
     axes = ints_of(ins[1], "Squeeze axes") if opset >= 13 and len(ins) > 1 else attrs_of(n).get("axes")
     r = x.type.rank
     if axes is None:
+        if any(isinstance(d, S.Sym) for d in x.shape):
+            # which dims are 1 decides the output's rank: known only at run time
+            raise ConvertError(f"Squeeze without axes of symbolic shape {tuple(str(d) for d in x.shape)}; "
+                               f"give the axes")
         axes = [i for i, d in enumerate(x.shape) if d == 1]
     axes = {norm_axis(a, r, n.name) for a in axes}
     for a in axes:
