@@ -662,8 +662,8 @@ class FunctionEmitter:
         elif op == "rsqrt":
             one = ir.Constant(t, [1.0] * t.count) if isinstance(t, ir.VectorType) else ir.Constant(t, 1.0)
             r = self._fast(b.fdiv(one, self._call_intr("llvm.sqrt", t, [v])))
-        elif op == "erf":
-            r = self._libm_lanes("erff" if e.dtype == "float32" else "erf", v)
+        elif op in _LIBM:
+            r = self._libm_lanes(op + "f" if e.dtype == "float32" else op, v)
         elif op == "not":
             r = b.not_(v)
         else:
@@ -1084,6 +1084,10 @@ def _add_soft_half(module: ir.Module):
     out = b.select(b.icmp_unsigned(">=", a, const((127 + 16) << 23)), big,
                    b.select(b.icmp_unsigned("<", a, const(113 << 23)), tiny, normal))
     b.ret(b.bitcast(b.trunc(b.or_(out, sign), ir.IntType(16)), H))
+
+
+# unary ops that LLVM has no intrinsic for: a libm call per lane (float32: the "f" variant)
+_LIBM = frozenset({"erf", "tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh"})
 
 
 def _buffer_pointer(b: ir.IRBuilder, info: BufferInfo, bases, sizes):

@@ -162,6 +162,10 @@ class KernelCtx:
     def tanh(self, a): return L.Un("tanh", a, a.dtype)
     def erf(self, a): return L.Un("erf", a, a.dtype)
 
+    def math(self, op, a):
+        """A float function that codegen computes by name (an LLVM intrinsic or libm)."""
+        return L.Un(op, a, a.dtype)
+
     def floor(self, a):
         return a if a.dtype not in FLOATS else L.Un("floor", a, a.dtype)
 

@@ -163,6 +163,17 @@ _unary("relu", lambda x, at: np.maximum(x, 0).astype(x.dtype), lambda o, x: o.ma
 _unary("floor", lambda x, at: np.floor(x), lambda o, x: o.floor(x))
 _unary("ceil", lambda x, at: np.ceil(x), lambda o, x: o.ceil(x))
 _unary("not", lambda x, at: np.logical_not(x), lambda o, x: o.not_(x))
+_unary("hard_swish", lambda x, at: _keep(x * np.clip(x / 6 + 0.5, 0, 1), x),
+       lambda o, x: o.mul(x, o.min(o.max(o.add(o.mul(x, o.const(1 / 6, x)), o.const(0.5, x)), o.const(0, x)),
+                                   o.const(1, x))), cost=3)
+# log(1 + e^x) as max(x, 0) + log(1 + e^-|x|): no overflow for large x
+_unary("softplus", lambda x, at: _keep(np.logaddexp(0, x.astype(np.float32)), x),
+       lambda o, x: o.add(o.max(x, o.const(0, x)), o.log(o.add(o.const(1, x), o.exp(o.neg(o.abs(x)))))),
+       cost=16)
+for _name, _fn in (("sin", np.sin), ("cos", np.cos), ("tan", np.tan), ("asin", np.arcsin), ("acos", np.arccos),
+                   ("atan", np.arctan), ("sinh", np.sinh), ("cosh", np.cosh), ("asinh", np.arcsinh),
+                   ("acosh", np.arccosh), ("atanh", np.arctanh)):
+    _unary(_name, lambda x, at, _fn=_fn: _fn(x), lambda o, x, _name=_name: o.math(_name, x), cost=20)
 
 
 def _int_div(a, b):

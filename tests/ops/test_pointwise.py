@@ -47,6 +47,19 @@ UNARY = [
     Unary("Reciprocal", FLOATS, Domain(low=-10.0, high=10.0, min_mag=0.1)),
     Unary("Not", ("bool",)),
     Unary("Identity", ALL),
+    Unary("HardSwish", FLOATS, Domain(low=-5.0, high=5.0)),
+    Unary("Softplus", FLOATS, SATURATING, "transcendental"),
+    Unary("Sin", FLOATS, Domain(low=-10.0, high=10.0), "transcendental"),
+    Unary("Cos", FLOATS, Domain(low=-10.0, high=10.0), "transcendental"),
+    Unary("Tan", FLOATS, Domain(low=-1.4, high=1.4), "transcendental"),
+    Unary("Asin", FLOATS, Domain(low=-1.0, high=1.0), "transcendental"),
+    Unary("Acos", FLOATS, Domain(low=-1.0, high=1.0), "transcendental"),
+    Unary("Atan", FLOATS, Domain(low=-10.0, high=10.0), "transcendental"),
+    Unary("Sinh", FLOATS, Domain(low=-5.0, high=5.0), "transcendental"),
+    Unary("Cosh", FLOATS, Domain(low=-5.0, high=5.0), "transcendental"),
+    Unary("Asinh", FLOATS, Domain(low=-10.0, high=10.0), "transcendental"),
+    Unary("Acosh", FLOATS, Domain(low=1.0, high=10.0), "transcendental"),
+    Unary("Atanh", FLOATS, Domain(low=-0.9, high=0.9), "transcendental"),
 ]
 
 
