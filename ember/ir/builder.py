@@ -6,12 +6,13 @@ import numpy as np
 
 from . import symbolic as S
 from .graph import Graph, Node, TensorType, Value, const_value
-from .dtypes import to_numpy
+from .dtypes import itemsize, to_numpy
 from .ops import OPS
 from ..errors import EmberError, ShapeError
 
 FOLD_LIMIT = 1 << 26          # elements; bigger results stay runtime ops
 GROW_LIMIT = 1 << 12          # ops that only replicate data are folded only when small
+MAX_TENSOR_BYTES = 1 << 40    # a static size beyond this comes from a malformed model
 
 
 def _normalize_const(arr: np.ndarray, dtype: str) -> np.ndarray:
@@ -57,6 +58,13 @@ class Builder:
         except Exception as e:  # a type rule tripping on bad input is a shape error of that node
             raise ShapeError(f"node '{who}' ({op}): cannot infer output shape from inputs "
                              f"{[str(t) for t in types]}: {e}") from None
+        for t in out_types:
+            if any(isinstance(x, int) and x < 0 for x in t.shape):
+                raise ShapeError(f"node '{who}' ({op}): output shape {t.shape} has a negative dimension")
+            if all(isinstance(x, int) for x in t.shape) and \
+                    int(np.prod(t.shape, dtype=object)) * itemsize(t.dtype) > MAX_TENSOR_BYTES:
+                raise ShapeError(f"node '{who}' ({op}): output shape {t.shape} ({t.dtype}) would take more than "
+                                 f"{MAX_TENSOR_BYTES >> 30} GiB")
         if self.fold and d.ref is not None and all(v is None or v.is_const for v in inputs):
             folded = self._try_fold(d, inputs, attrs, out_types)
             if folded is not None:

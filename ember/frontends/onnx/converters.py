@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+from ...errors import ShapeError
 from ...ir import symbolic as S
 from ...ir.dtypes import from_onnx
 from ...ir.graph import const_value
@@ -239,6 +240,13 @@ def _conv(b, n, ins, opset):
     x, w = ins[0], ins[1]
     if x.type.rank < 3:
         raise ConvertError(f"Conv input must have rank >= 3, got {x.shape}")
+    if w.type.rank != x.type.rank:
+        raise ShapeError(f"Conv weights have rank {w.type.rank}, the input {x.type.rank}: they must match")
+    g, c, m, cw = int(at.get("group", 1)), x.shape[1], w.shape[0], w.shape[1]
+    if g < 1 or (isinstance(m, int) and m % g):
+        raise ShapeError(f"Conv group {g} must be >= 1 and divide the {m} output channels")
+    if isinstance(c, int) and isinstance(cw, int) and cw * g != c:
+        raise ShapeError(f"Conv input has {c} channels, but the weights take {cw} per group x {g} groups = {cw * g}")
     kernel, strides, dil, pads, out = _spatial(x.shape, w.shape[2:], at, "Conv")
     return b.op("conv", [v for v in ins if v is not None], group=int(at.get("group", 1)),
                 kernel=tuple(kernel), strides=tuple(strides), dilations=tuple(dil), pads=tuple(pads),
@@ -440,6 +448,8 @@ def _unsqueeze(b, n, ins, opset):
 def _transpose(b, n, ins, opset):
     x = ins[0]
     perm = attrs_of(n).get("perm") or list(reversed(range(x.type.rank)))
+    if sorted(perm) != list(range(x.type.rank)):
+        raise ShapeError(f"Transpose perm {list(perm)} is not a permutation of the input's {x.type.rank} axes")
     if list(perm) == list(range(x.type.rank)):
         return x
     return b.op("transpose", [x], perm=tuple(perm), _name=n.name)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import EmberError, ModelLoadError, UnsupportedOpError
+from ...errors import EmberError, ModelLoadError, ShapeError, UnsupportedOpError
 from ...ir import symbolic as S
 from ...ir.builder import Builder
 from ...ir.dtypes import from_onnx
@@ -71,6 +71,30 @@ def _check_supported(g, opset, custom_ops):
             bad.append((name, n.op_type, "operator not implemented"))
     if bad:
         raise UnsupportedOpError(bad)
+
+
+def _check_arity(n, name, opset):
+    """Input and output counts against the op's schema at the model's opset."""
+    import onnx.defs
+    try:
+        schema = onnx.defs.get_schema(n.op_type, opset, "")
+    except onnx.defs.SchemaError:
+        return                     # no schema (an op newer than the model's opset): the converter decides
+    given = len(n.input)
+    while given and n.input[given - 1] == "":
+        given -= 1
+    lo, hi = schema.min_input, schema.max_input
+    if not lo <= given <= hi:
+        want = f"{lo}" if lo == hi else f"{lo} to {hi}" if hi < 1 << 30 else f"at least {lo}"
+        raise ModelLoadError(f"node '{name}' ({n.op_type}) has {given} inputs; opset {opset} {n.op_type} takes {want}")
+    if not schema.min_output <= len(n.output) <= schema.max_output:
+        raise ModelLoadError(f"node '{name}' ({n.op_type}) has {len(n.output)} outputs; opset {opset} {n.op_type} "
+                             f"gives {schema.min_output} to {schema.max_output}")
+    required = [i for i, f in enumerate(schema.inputs) if f.option == onnx.defs.OpSchema.FormalParameterOption.Single
+                and i < given]
+    missing = [schema.inputs[i].name for i in required if n.input[i] == ""]
+    if missing:
+        raise ModelLoadError(f"node '{name}' ({n.op_type}) leaves its required input(s) {missing} empty")
 
 
 def _input_type(vi, used_names: set, fixed_dims: dict) -> TensorType:
@@ -136,15 +160,21 @@ def load_onnx(model, custom_ops=None, fixed_dims=None) -> Graph:
         b.origin = (name,)
         conv = custom_ops.get((n.domain, n.op_type)) or custom_ops.get(n.op_type) \
             if n.domain not in ("", "ai.onnx") else CONVERTERS[n.op_type]
+        if n.domain in ("", "ai.onnx"):
+            _check_arity(n, name, opset)
         try:
             outs = conv(b, n, ins, opset)
         except ConvertError as e:
             raise UnsupportedOpError([(name, n.op_type, str(e))]) from None
         except EmberError as e:
             msg = str(e)
-            if name not in msg:
+            if f"'{name}'" not in msg:
                 msg = f"node '{name}' ({n.op_type}): {msg}"
             raise type(e)(msg) if type(e) is not UnsupportedOpError else e from None
+        except Exception as e:    # a converter tripping on a malformed node: name the node
+            kinds = [str(v.type) if v is not None else "-" for v in ins]
+            raise ShapeError(f"node '{name}' ({n.op_type}) is malformed for its inputs {kinds} and attributes "
+                             f"{[a.name for a in n.attribute]}: {type(e).__name__}: {e}") from None
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
         for k, x in enumerate(n.output):
             if x == "":
