@@ -50,3 +50,8 @@ class KernelError(EmberError):
                 loc += f"\n    {stripped.strip()}\n    {' ' * max((col or 0) - indent, 0)}^"
             message = loc
         super().__init__(message)
+
+
+class CacheWarning(UserWarning):
+    """A disk-cache entry failed verification (truncated, overwritten, or from another
+    build): it is ignored and rebuilt, never loaded."""

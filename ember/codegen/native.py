@@ -16,7 +16,7 @@ from pathlib import Path
 import llvmlite
 import llvmlite.binding as llvm
 
-from ..errors import CompileError
+from ..errors import CacheWarning, CompileError
 
 _lock = threading.Lock()
 _engines = []          # keep engines alive for the process lifetime of their functions
@@ -131,6 +131,46 @@ def cache_limit() -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2)])
 
 
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write a cache file so no reader, in this process or another, sees half of it: a
+    private temporary file in the same folder, then a rename over the name."""
+    import tempfile
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def reject_cached(path, why: str) -> None:
+    warnings.warn(f"Ember's disk cache entry {path} is {why}; ignoring it and compiling anew",
+                  CacheWarning, stacklevel=3)
+
+
+# an object file is stored with the SHA-256 of its bytes after them, and loaded only when
+# they match: a truncated or overwritten object would be executed as machine code
+_DIGEST = 32
+
+
+def read_object(path: Path) -> bytes | None:
+    """The object file cached at `path` if it is intact (None, with a warning, if not)."""
+    try:
+        data = path.read_bytes()
+    except OSError:         # absent, or evicted by another process meanwhile
+        return None
+    obj, digest = data[:-_DIGEST], data[-_DIGEST:]
+    if len(data) <= _DIGEST or hashlib.sha256(obj).digest() != digest:
+        reject_cached(path, "truncated or corrupt (its content hash does not match)")
+        return None
+    return obj
+
+
 def touch_cached(*paths) -> None:
     """Mark cache files as just used, so `trim_cache` evicts least recently used first."""
     for p in paths:
@@ -214,17 +254,13 @@ def get_object(ir_text: str, use_cache: bool = True) -> tuple[bytes, str]:
     key = object_key(ir_text)
     path = cache_dir() / f"{key}.o"
     if use_cache and path.exists():
-        try:
-            obj = path.read_bytes()
+        obj = read_object(path)
+        if obj is not None:
             touch_cached(path)
             return obj, key
-        except OSError:     # evicted by another process between the check and the read
-            pass
     obj = compile_ir(ir_text, debug="llvm-opt" in os.environ.get("EMBER_DEBUG", ""))
     if use_cache:
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_bytes(obj)
-        os.replace(tmp, path)
+        write_atomic(path, obj + hashlib.sha256(obj).digest())
     return obj, key
 
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -24,7 +25,7 @@ from ..ir.ops import custom_fingerprint, options_fingerprint
 from ..passes import optimize
 from ..schedule.fusion import schedule
 
-FORMAT = 3
+FORMAT = 4
 _PROFILED = {"ember_run_profiled": native.PROFILED_PROTO}
 
 
@@ -155,8 +156,9 @@ def _stat_ref(model):
     if not isinstance(model, (str, os.PathLike)) or not os.path.isfile(model):
         return None
     st = os.stat(model)
-    ident = (f"{os.path.realpath(model)}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|"
-             f"{native.compiler_fingerprint()}|{custom_fingerprint()}|{options_fingerprint()}")
+    # keyed like the model key: by target (EMBER_TARGET included) and Ember's own fingerprint
+    ident = (f"{os.path.realpath(model)}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|{native.target_info()}|"
+             f"{native.compiler_fingerprint()}|{custom_fingerprint()}|{options_fingerprint()}|{FORMAT}")
     return native.cache_dir() / (hashlib.sha256(ident.encode()).hexdigest() + ".ref")
 
 
@@ -171,9 +173,7 @@ def _stat_lookup(model):
 def _stat_remember(model, key):
     ref = _stat_ref(model)
     if ref is not None:
-        tmp = ref.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(key)
-        os.replace(tmp, ref)
+        native.write_atomic(ref, key.encode())
 
 
 def _model_key(raw: bytes) -> str:
@@ -189,10 +189,31 @@ def _enc(d):
     return None if d is None else S.encode(d)
 
 
+def _weights_digest(path) -> str:
+    """SHA-256 of the weight file's size and of 16 blocks of 64 KB spread over it. Hashing
+    all of BERT-base's 440 MB takes 0.8 s here, more than the warm load's budget; weights are
+    only read (a bad byte cannot make a kernel leave its buffers), and the blocks catch a
+    truncated, zeroed or overwritten file. The object file, which runs, is hashed whole."""
+    size = os.path.getsize(path)
+    h = hashlib.sha256(str(size).encode())
+    block = 1 << 16
+    with open(path, "rb") as f:
+        for k in range(16):
+            f.seek(max(0, (size - block) * k // 15))
+            h.update(f.read(block))
+    return h.hexdigest()
+
+
 def _store_cached(key, c: Compiled, obj_key: str):
     d = native.cache_dir()
+    wpath = d / f"{key}.weights.npy"
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=wpath.name + ".", suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        np.save(f, c.weights)
+    digest = _weights_digest(tmp)
+    os.replace(tmp, wpath)
     meta = {
-        "format": FORMAT, "object": obj_key,
+        "format": FORMAT, "object": obj_key, "weights": digest,
         "inputs": [[n, t, [S.encode(x) for x in s]] for n, t, s in c.inputs],
         "outputs": [[n, t, [S.encode(x) for x in s]] for n, t, s in c.outputs],
         "sizes": [_enc(x) for x in c.size_exprs],
@@ -202,40 +223,50 @@ def _store_cached(key, c: Compiled, obj_key: str):
         "guards": [g.encode() for g in c.guards],
         "checks": c.checks, "status_slot": c.status_slot,
     }
-    wpath = d / f"{key}.weights.npy"
-    tmp = d / f"{key}.weights.tmp{os.getpid()}.npy"
-    np.save(tmp, c.weights)
-    os.replace(tmp, wpath)
-    mpath = d / f"{key}.json"
-    tmpm = d / f"{key}.json.tmp{os.getpid()}"
-    tmpm.write_text(json.dumps(meta))
-    os.replace(tmpm, mpath)
+    body = json.dumps(meta, sort_keys=True)
+    native.write_atomic(d / f"{key}.json", json.dumps({"sha256": hashlib.sha256(body.encode()).hexdigest(),
+                                                        "meta": body}).encode())
     native.trim_cache()
 
 
 def _load_cached(key):
+    """The cached model `key`, each of its files verified first; None (with a warning for a
+    damaged entry) when it must be compiled."""
     d = native.cache_dir()
     mpath = d / f"{key}.json"
     if not mpath.exists():
         return None
+    opath = wpath = mpath
     try:
-        meta = json.loads(mpath.read_text())
+        outer = json.loads(mpath.read_bytes())
+        body = outer["meta"]
+        if hashlib.sha256(body.encode()).hexdigest() != outer["sha256"]:
+            raise ValueError("its content hash does not match")
+        meta = json.loads(body)
         if meta.get("format") != FORMAT:
             return None
         opath = d / f"{meta['object']}.o"
         wpath = d / f"{key}.weights.npy"
+        if _weights_digest(wpath) != meta["weights"]:
+            raise ValueError(f"its weights file {wpath.name} does not match its content hash")
         weights = np.load(wpath, mmap_mode="r")
+        obj = native.read_object(opath)
+        if obj is None:
+            return None
         native.touch_cached(mpath, wpath, opath)
         ensure_pool()
-        fns = native.load_object(opath.read_bytes(), optional=_PROFILED)
-    except (OSError, ValueError, KeyError):
+        fns = native.load_object(obj, optional=_PROFILED)
+        return Compiled(
+            inputs=[(n, t, tuple(S.decode(x) for x in s)) for n, t, s in meta["inputs"]],
+            outputs=[(n, t, tuple(S.decode(x) for x in s)) for n, t, s in meta["outputs"]],
+            size_exprs=[None if x is None else S.decode(x) for x in meta["sizes"]],
+            arena=[(slot, S.decode(nb), f, l) for slot, nb, f, l in meta["arena"]],
+            weights=weights, fn=fns["ember_run"], profiled_fn=fns.get("ember_run_profiled"),
+            kernel_info=[tuple(x) for x in meta.get("kernel_info", [])], stats={"kernels": meta.get("kernels", 0)},
+            guards=tuple(G.Guard.decode(g) for g in meta["guards"]), checks=meta["checks"],
+            status_slot=meta["status_slot"])
+    except FileNotFoundError:     # evicted by another process meanwhile
         return None
-    return Compiled(
-        inputs=[(n, t, tuple(S.decode(x) for x in s)) for n, t, s in meta["inputs"]],
-        outputs=[(n, t, tuple(S.decode(x) for x in s)) for n, t, s in meta["outputs"]],
-        size_exprs=[None if x is None else S.decode(x) for x in meta["sizes"]],
-        arena=[(slot, S.decode(nb), f, l) for slot, nb, f, l in meta["arena"]],
-        weights=weights, fn=fns["ember_run"], profiled_fn=fns.get("ember_run_profiled"),
-        kernel_info=[tuple(x) for x in meta.get("kernel_info", [])], stats={"kernels": meta.get("kernels", 0)},
-        guards=tuple(G.Guard.decode(g) for g in meta["guards"]), checks=meta["checks"],
-        status_slot=meta["status_slot"])
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+        native.reject_cached(mpath, f"unreadable ({type(e).__name__}: {e})")
+        return None
