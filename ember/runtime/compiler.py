@@ -19,6 +19,7 @@ from ..codegen.threadpool import ensure_pool
 from ..codegen.llvm import ModuleBuilder
 from ..codegen.lower import Program, lower
 from ..frontends.onnx.loader import load_onnx, read_model
+from ..errors import CompileError, EmberError
 from ..ir import guards as G
 from ..ir import symbolic as S
 from ..ir.ops import custom_fingerprint, options_fingerprint
@@ -58,6 +59,16 @@ def _debug(stage):
 def compile_model(model, use_cache: bool = True, progress=None, specialize: dict | None = None) -> Compiled:
     """Compile `model`; `specialize` {symbol: size} fixes input dims named by those symbols
     (a variant for a size-1 broadcast the shape-generic build cannot compute: ir.guards)."""
+    try:
+        return _compile(model, use_cache, progress, specialize)
+    except EmberError:
+        raise
+    except Exception as e:     # past the importer's checks, anything else is Ember's own bug
+        raise CompileError(f"internal error while compiling the model (an Ember bug: please report it with "
+                           f"the model): {type(e).__name__}: {e}") from e
+
+
+def _compile(model, use_cache, progress, specialize) -> Compiled:
     t0 = time.perf_counter()
     key = _stat_lookup(model) if use_cache and not specialize else None
     raw = None

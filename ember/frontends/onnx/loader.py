@@ -157,6 +157,8 @@ def load_onnx(model, custom_ops=None, fixed_dims=None) -> Graph:
                                      f"input or initializer defines (graph not topologically sorted?)")
             else:
                 ins.append(env[x])
+        while ins and ins[-1] is None:      # trailing empty names are absent optional inputs
+            ins.pop()
         b.origin = (name,)
         conv = custom_ops.get((n.domain, n.op_type)) or custom_ops.get(n.op_type) \
             if n.domain not in ("", "ai.onnx") else CONVERTERS[n.op_type]
