@@ -67,13 +67,14 @@ def _damage(cache: Path, suffix: str, how: str):
             f.write_bytes(data[:mid] + bytes(min(4096, len(data) - mid)) + data[mid + 4096:])
 
 
-@pytest.mark.parametrize("suffix", [".o", ".weights.npy", ".json"])
+@pytest.mark.parametrize("suffix", [".o", ".weights.npy", ".json", ".ref"])
 @pytest.mark.parametrize("how", ["truncate", "random", "zeroed"])
 def test_damaged_entry_is_rebuilt_with_a_warning(cached, suffix, how):
     path, cache = cached
     _damage(cache, suffix, how)
     state, warned = _run(path, cache)
-    assert state == "miss" and warned >= 1
+    # a damaged stat index only costs rehashing the model file: the entry itself is intact
+    assert state == ("hit" if suffix == ".ref" else "miss") and warned >= 1
     assert _run(path, cache) == ("hit", 0)      # rebuilt whole
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -176,9 +177,14 @@ def _stat_ref(model):
 def _stat_lookup(model):
     ref = _stat_ref(model)
     try:
-        return ref.read_text().strip() if ref is not None and ref.exists() else None
-    except OSError:
+        key = ref.read_bytes().decode("ascii").strip() if ref is not None and ref.exists() else None
+    except (OSError, UnicodeDecodeError):
+        key = ""
+    if key is not None and not re.fullmatch(r"[0-9a-f]{64}", key):     # damaged: rehash the model
+        if ref.exists():
+            native.reject_cached(ref, "not a model key")
         return None
+    return key
 
 
 def _stat_remember(model, key):
