@@ -6,7 +6,7 @@ from .errors import (CompileError, EmberError, InvalidInputError, ModelLoadError
 from .runtime.iobinding import IOBinding
 from .runtime.session import InferenceSession, NodeArg, SessionOptions
 from .lang import kernel
-from .lang.custom_op import custom_op
+from .lang.custom_op import custom_op, unregister_op
 
-__all__ = ["kernel", "custom_op", "InferenceSession", "SessionOptions", "NodeArg", "IOBinding", "EmberError", "ModelLoadError",
+__all__ = ["kernel", "custom_op", "unregister_op", "InferenceSession", "SessionOptions", "NodeArg", "IOBinding", "EmberError", "ModelLoadError",
            "UnsupportedOpError", "ShapeError", "InvalidInputError", "CompileError", "__version__"]

@@ -248,3 +248,45 @@ def test_float16_custom_op_takes_a_fused_epilogue():
     y = ember.InferenceSession(model).run(None, {"x": x})[0]
     assert y.dtype == np.float16
     np.testing.assert_allclose(y.astype(np.float32), np.maximum(x.astype(np.float32), 0), rtol=1e-3, atol=1e-3)
+
+
+def test_no_table_is_patched_on_import():
+    """Op definitions name their library kernels and vector math; importing ember.kernels
+    changes no table, so passes and fusion answer the same before and after it is imported
+    (a fresh process: nothing else has imported the kernels yet)."""
+    import subprocess
+    import sys
+    code = """
+import sys
+import ember
+from ember.ir import ops
+from ember.lang import frontend
+before = {n: (d.emit, d.library, d.vector_f32) for n, d in ops.OPS.items()}
+math_before = dict(vars(frontend))
+assert "ember.kernels" not in sys.modules, "imported by ember itself"
+assert ops.OPS["softmax"].library is not None and ops.OPS["exp"].vector_f32 == "exp_f32"
+import ember.kernels
+after = {n: (d.emit, d.library, d.vector_f32) for n, d in ops.OPS.items()}
+assert before == after
+assert all(vars(frontend).get(k) is v for k, v in math_before.items())
+print("ok")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip() == "ok", r.stderr[-2000:]
+
+
+def test_custom_op_can_be_unregistered():
+    ember.custom_op("SquarePlusTmp", squareplus, domain="test.tmp")
+    model = _model([helper.make_node("SquarePlusTmp", ["x"], ["y"], domain="test.tmp", name="sq")],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])], domains=["test.tmp"])
+    x = np.array([-1.0, 0.5, 2.0], np.float32)
+    np.testing.assert_allclose(ember.InferenceSession(model).run(None, {"x": x})[0],
+                               0.5 * (x + np.sqrt(x * x + 4.0)), rtol=1e-6)
+    ember.unregister_op("SquarePlusTmp", domain="test.tmp")
+    from ember.ir.ops import OPS
+    assert "test.tmp.SquarePlusTmp" not in OPS
+    with pytest.raises(ember.UnsupportedOpError, match="sq.*no registered kernel"):
+        ember.InferenceSession(model, ember.SessionOptions())
+    with pytest.raises(ember.EmberError, match="no such custom op"):
+        ember.unregister_op("SquarePlusTmp", domain="test.tmp")

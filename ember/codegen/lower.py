@@ -162,6 +162,12 @@ class KernelCtx:
     def tanh(self, a): return L.Un("tanh", a, a.dtype)
     def erf(self, a): return L.Un("erf", a, a.dtype)
 
+    def kernel_math(self, name, a):
+        """`ember.kernels.math.<name>` (a kernel-language function) inlined at `a`."""
+        from ..kernels import math as kernel_math
+        from ..lang.elementwise import inline_elementwise
+        return inline_elementwise(getattr(kernel_math, name), [a])
+
     def math(self, op, a):
         """A float function that codegen computes by name (an LLVM intrinsic or libm)."""
         return L.Un(op, a, a.dtype)
@@ -1006,7 +1012,7 @@ class Lowering:
     def lower_library(self, grp: KernelGroup):
         """A node computed by a kernel-language kernel over its (C-contiguous) tensors."""
         node = grp.anchor
-        kern, params = library_impl(node).lower(node)
+        kern, params = library_impl(node).kernel_for(node)
         ctx = KernelCtx(self, grp, self.lanes(grp.root.dtype))
         out = node.outputs[0]
         fused = grp.root is not out          # an epilogue was fused after the kernel

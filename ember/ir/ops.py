@@ -48,19 +48,31 @@ class OpDef:
     # a kernel-language implementation used instead of `decompose` where it applies
     # (registered by ember.kernels / ember.custom_op; see `LibraryImpl`)
     library: "LibraryImpl | None" = None
+    # a kernel-language function of ember.kernels.math that computes the op on float32
+    # vectors (branch-free polynomials), used in place of `emit`'s libm call there
+    vector_f32: str = ""
     fingerprint: str = ""      # for ops registered at run time: a digest of their source
 
 
 @dataclass
 class LibraryImpl:
     """A node computed by one kernel-language kernel over whole tensors.
-    `applies(node)` says when; `lower(node)` returns (kernel, compile-time params); the
-    kernel's tensor parameters are the node's inputs followed by its outputs.
+    `applies(node)` says when (a pure function of the node: passes and fusion ask it);
+    `lower(node)` returns (kernel, compile-time params) — or names such a function of
+    `ember.kernels` ("lower_softmax"), imported only when a model lowers the node, since the
+    kernels are written in the kernel language, a layer above this one. The kernel's tensor
+    parameters are the node's inputs followed by its outputs.
     `epilogue`: the kernel writes each output element once, with vector stores along the last
     axis, and never reads its output back, so a pointwise consumer may fuse into its stores."""
     applies: Callable
-    lower: Callable
+    lower: Callable | str
     epilogue: bool = False
+
+    def kernel_for(self, node):
+        if isinstance(self.lower, str):
+            import importlib
+            return getattr(importlib.import_module("ember.kernels"), self.lower)(node)
+        return self.lower(node)
 
 
 def library_impl(node):
@@ -129,10 +141,16 @@ def _bcast(out_dtype=None):
 
 
 # ------------------------------------------------------------------------ pointwise family
-def _unary(name, ref, emit, cost=1, out_dtype=None):
+def _unary(name, ref, emit, cost=1, out_dtype=None, vector_f32=""):
     def infer(types, attrs):
         return [TensorType(out_dtype or types[0].dtype, types[0].shape)]
-    register(OpDef(name, "pointwise", infer, lambda a, at: [np.asarray(ref(a[0], at))], emit, cost=cost))
+    if vector_f32:
+        scalar = emit
+
+        def emit(o, x):
+            return o.kernel_math(vector_f32, x) if x.dtype == "float32" else scalar(o, x)
+    register(OpDef(name, "pointwise", infer, lambda a, at: [np.asarray(ref(a[0], at))], emit, cost=cost,
+                   vector_f32=vector_f32))
 
 
 def _binary(name, ref, emit, cost=1, out_dtype=None):
@@ -151,11 +169,11 @@ def _erf(x):
 
 _unary("neg", lambda x, at: -x, lambda o, x: o.neg(x))
 _unary("abs", lambda x, at: np.abs(x), lambda o, x: o.abs(x))
-_unary("exp", lambda x, at: np.exp(x), lambda o, x: o.exp(x), cost=8)
+_unary("exp", lambda x, at: np.exp(x), lambda o, x: o.exp(x), cost=8, vector_f32="exp_f32")
 _unary("log", lambda x, at: np.log(x), lambda o, x: o.log(x), cost=8)
 _unary("sqrt", lambda x, at: np.sqrt(x), lambda o, x: o.sqrt(x), cost=4)
-_unary("tanh", lambda x, at: np.tanh(x), lambda o, x: o.tanh(x), cost=10)
-_unary("erf", lambda x, at: _erf(x), lambda o, x: o.erf(x), cost=10)
+_unary("tanh", lambda x, at: np.tanh(x), lambda o, x: o.tanh(x), cost=10, vector_f32="tanh_f32")
+_unary("erf", lambda x, at: _erf(x), lambda o, x: o.erf(x), cost=10, vector_f32="erf_f32")
 _unary("sigmoid", lambda x, at: _keep(1 / (1 + np.exp(-x)), x),
        lambda o, x: o.div(o.const(1, x), o.add(o.const(1, x), o.exp(o.neg(x)))), cost=10)
 _unary("reciprocal", lambda x, at: _keep(1 / x, x), lambda o, x: o.div(o.const(1, x), x), cost=2)
@@ -538,7 +556,37 @@ def _window(o, at, x_shape, lead, ps, ks):
     return src, safe, inside
 
 
-register(OpDef("im2col", "index", _im2col_infer, None, index_emit=_im2col_emit))
+def window_3x3_s2(node):
+    """A float32 2-d window op of 3x3, stride 2, begin pads 1, whose output (oh, ow) has its
+    window centre at (2oh, 2ow), inside the image (what the stride-2 library kernels assume)."""
+    at = node.attrs
+    x = node.inputs[0]
+    if not (x.dtype == "float32" and x.type.rank == 4 and tuple(at["kernel"]) == (3, 3)
+            and tuple(at["strides"]) == (2, 2) and tuple(at["dilations"]) == (1, 1)
+            and tuple(at["pads"][:2]) == (1, 1)):
+        return False
+    h, w = x.shape[2:]
+    return (isinstance(h, int) and isinstance(w, int)
+            and tuple(at["out"]) == ((h - 1) // 2 + 1, (w - 1) // 2 + 1))
+
+
+def window_3x3_s1(node):
+    """A float32 2-d 3x3 window op of stride 1 and pads 1 whose output is the image's size,
+    on rows wider than half a vector (narrower ones run over flat pixels: `_conv_decompose`)."""
+    at = node.attrs
+    x = node.inputs[0]
+    if not (x.dtype == "float32" and x.type.rank == 4 and tuple(at["kernel"]) == (3, 3)
+            and tuple(at["strides"]) == (1, 1) and tuple(at["dilations"]) == (1, 1)
+            and tuple(at["pads"]) == (1, 1, 1, 1) and not at.get("flat")):
+        return False
+    h, w = x.shape[2:]
+    return isinstance(h, int) and isinstance(w, int) and w > 8 and tuple(at["out"]) == (h, w)
+
+
+# 3x3 stride-2 columns: a kernel that loads each input row once (ember/kernels/im2col.py)
+register(OpDef("im2col", "index", _im2col_infer, None, index_emit=_im2col_emit,
+               library=LibraryImpl(lambda node: not node.attrs.get("flat") and len(node.attrs["kernel"]) == 2
+                                   and window_3x3_s2(node), "lower_im2col")))
 
 
 def _dwconv_infer(types, attrs):
@@ -602,7 +650,11 @@ def _dwconv_ref(a, at):
     return [out.astype(x.dtype)]
 
 
-register(OpDef("dwconv", "index", _dwconv_infer, _dwconv_ref, index_emit=_dwconv_emit, cost=4))
+# 3x3 depthwise, stride 1 or 2: kernels that load each input row once (ember/kernels/depthwise.py)
+register(OpDef("dwconv", "index", _dwconv_infer, _dwconv_ref, index_emit=_dwconv_emit, cost=4,
+               library=LibraryImpl(lambda node: node.inputs[1].dtype == "float32"
+                                   and (window_3x3_s2(node) or window_3x3_s1(node)),
+                                   "lower_depthwise", epilogue=True)))
 
 
 def _pool_infer(types, attrs):
@@ -646,7 +698,10 @@ def _pool_emit(o, node, ins, idx):
     return o.div(acc, o.cast(o.max(cnt, o.iconst(1)), dt))
 
 
-register(OpDef("pool", "index", _pool_infer, None, index_emit=_pool_emit, reduction=True, cost=4))
+# 3x3 stride-2 max pooling, separable (ember/kernels/pool.py); other pools lower generically
+register(OpDef("pool", "index", _pool_infer, None, index_emit=_pool_emit, reduction=True, cost=4,
+               library=LibraryImpl(lambda node: node.attrs["mode"] == "max" and window_3x3_s2(node),
+                                   "lower_max_pool", epilogue=True)))
 
 
 # ------------------------------------------------------------------------------ composites
@@ -688,7 +743,14 @@ def _softmax_decompose(b, ins, at):
     return [b.op("div", [e, s])]
 
 
-register(OpDef("softmax", "composite", _same, decompose=_softmax_decompose))
+def _last_axis(node):
+    x = node.inputs[0]
+    return x.dtype == "float32" and x.type.rank >= 1 and node.attrs.get("axis", -1) % x.type.rank == x.type.rank - 1
+
+
+# over the last axis: a row kernel, exp once per element (ember/kernels/nn.py)
+register(OpDef("softmax", "composite", _same, decompose=_softmax_decompose,
+               library=LibraryImpl(lambda node: _last_axis(node) and not node.attrs.get("log"), "lower_softmax")))
 
 
 def _attention_infer(types, at):
@@ -716,7 +778,16 @@ def _attention_ref(a, at):
 
 # scaled-dot-product attention, formed by passes.fuse_attention from the pattern BERT/GPT-2
 # export; computed by the fused library kernel (ember/kernels/attention.py)
-register(OpDef("attention", "composite", _attention_infer, ref=_attention_ref, decompose=_attention_decompose))
+def _attention_applies(node):
+    q, kt, v, bias = node.inputs
+    d = v.shape[-1]
+    return (all(x.dtype == "float32" and x.type.rank == 4 for x in node.inputs)
+            and isinstance(d, int) and d % 16 == 0 and d <= 128 and q.shape[-1] == d
+            and bias.shape[-1] == kt.shape[-1])
+
+
+register(OpDef("attention", "composite", _attention_infer, ref=_attention_ref, decompose=_attention_decompose,
+               library=LibraryImpl(_attention_applies, "lower_attention", epilogue=True)))
 
 
 def _mean(b, x, axes):
@@ -744,7 +815,16 @@ def _layer_norm_decompose(b, ins, at):
     return [y]
 
 
-register(OpDef("layer_norm", "composite", _same, decompose=_layer_norm_decompose))
+def _layer_norm_applies(node):
+    if not _last_axis(node) or len(node.inputs) < 3 or node.inputs[2] is None:
+        return False
+    n = node.inputs[0].shape[-1]
+    return all(v.dtype == "float32" and tuple(v.shape) == (n,) for v in node.inputs[1:3])
+
+
+# over the last axis with a scale and bias: a row kernel (ember/kernels/nn.py)
+register(OpDef("layer_norm", "composite", _same, decompose=_layer_norm_decompose,
+               library=LibraryImpl(_layer_norm_applies, "lower_layer_norm", epilogue=True)))
 
 
 def _batch_norm_decompose(b, ins, at):
@@ -872,8 +952,14 @@ def _winograd_output_ref(a, at):
     return [np.ascontiguousarray(y.reshape(n, k, 2 * th, 2 * tw)[:, :, :h, :w]).astype(a[0].dtype)]
 
 
-register(OpDef("winograd_input", "composite", _winograd_input_infer, _winograd_input_ref))
-register(OpDef("winograd_output", "composite", _winograd_output_infer, _winograd_output_ref))
+def _f32(node):
+    return node.inputs[0].dtype == "float32"
+
+
+register(OpDef("winograd_input", "composite", _winograd_input_infer, _winograd_input_ref,
+               library=LibraryImpl(_f32, "lower_winograd_input")))
+register(OpDef("winograd_output", "composite", _winograd_output_infer, _winograd_output_ref,
+               library=LibraryImpl(_f32, "lower_winograd_output", epilogue=True)))
 
 # EMBER_WINOGRAD=0 (or ember.ir.ops.WINOGRAD = False) compiles 3x3 convolutions as im2col
 # GEMMs: results closer to the direct sum, 16/9 less weight memory for those layers

@@ -63,6 +63,16 @@ def custom_op(name: str, kern: Kernel, *, domain: str = "ember.custom", infer=No
     return op_name
 
 
+def unregister_op(name: str, *, domain: str = "ember.custom") -> None:
+    """Remove custom op `name` of `domain` (registered by `custom_op`): models using it are
+    refused again, and it no longer counts in compiled-model cache keys."""
+    op_name = f"{domain}.{name}"
+    if (domain, name) not in CUSTOM_OPS:
+        raise EmberError(f"unregister_op('{name}', domain='{domain}'): no such custom op is registered")
+    del CUSTOM_OPS[(domain, name)]
+    OPS.pop(op_name, None)
+
+
 def _register_elementwise(op_name, kern, params, runtime):
     out_dtype = kern._ret.name
 

@@ -1566,7 +1566,7 @@ class Translator(ast.NodeVisitor):
         if x.dtype.name == "float16":
             # computed in float32 (libm has no half functions), rounded back once
             return self.cast(self.math1(op, [self.cast(x, float32)], node), x.dtype)
-        impl = MATH_IMPLS.get((op, x.dtype.name))
+        impl = _vector_impl(op, x.dtype.name)
         if impl is not None and impl not in self._active_impls:
             self._active_impls.add(impl)
             try:
@@ -1830,6 +1830,12 @@ def _count_assignments(fdef):
     return counts
 
 
-# fast implementations of math functions, written in the kernel language (ember.kernels.math
-# registers them): (op, dtype) -> python function
-MATH_IMPLS: dict = {}
+def _vector_impl(op: str, dtype: str):
+    """The kernel-language implementation of math function `op` that the op table names for
+    float32 (`OpDef.vector_f32`, in ember.kernels.math), or None: the libm call."""
+    from ..ir.ops import OPS
+    d = OPS.get(op)
+    if dtype != "float32" or d is None or not d.vector_f32:
+        return None
+    from ..kernels import math as kernel_math
+    return getattr(kernel_math, d.vector_f32)

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import kernels as _library_kernels  # noqa: F401  (registers the library kernels)
 from ..codegen import loop_ir
 from ..codegen import native
 from ..codegen.threadpool import ensure_pool
