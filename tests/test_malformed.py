@@ -27,19 +27,21 @@ def _model(nodes, ins=(X,), inits=()):
 
 CASES = [
     ("add_three_inputs", _model([h.make_node("Add", ["x", "x", "x"], ["y"], name="add3")]), ModelLoadError,
-     r"'add3' \(Add\) has 3 inputs; opset 17 Add takes 2"),
+     r"'add3' \(Add\) has 3 inputs, expected 2"),
     ("conv_without_weights", _model([h.make_node("Conv", ["x"], ["y"], name="c")]), ModelLoadError,
-     r"'c' \(Conv\) has 1 inputs.*2 to 3"),
-    ("relu_without_input", _model([h.make_node("Relu", [], ["y"], name="r")]), ModelLoadError, "'r'"),
+     r"'c' \(Conv\) has 1 input, expected 2 to 3"),
+    ("relu_without_input", _model([h.make_node("Relu", [], ["y"], name="r")]), ModelLoadError, "'r' \\(Relu\\) has 0 inputs"),
     ("transpose_repeated_axis", _model([h.make_node("Transpose", ["x"], ["y"], perm=[0, 0, 1, 2], name="t")]),
-     ShapeError, r"'t'.*not a permutation"),
+     ShapeError, r"'t'.*expected a permutation"),
     ("conv_channels_disagree",
      _model([h.make_node("Conv", ["x", "w"], ["y"], name="c")], inits=[nh.from_array(np.ones((4, 5, 3, 3), np.float32), "w")]),
-     ShapeError, r"'c'.*3 channels.*5 per group"),
+     ShapeError, r"'c'.*5 channels per group.*expected the 3 input channels"),
     ("conv_group_does_not_divide",
      _model([h.make_node("Conv", ["x", "w"], ["y"], group=3, name="c")],
             inits=[nh.from_array(np.ones((4, 1, 3, 3), np.float32), "w")]),
-     ShapeError, r"'c'.*group 3"),
+     ShapeError, r"'c'.*group = 3 does not divide"),
+    ("reduce_keepdims_not_a_flag", _model([h.make_node("ReduceSum", ["x"], ["y"], keepdims=-2, name="r")]),
+     ShapeError, r"'r'.*keepdims = -2, expected 0 or 1"),
     ("softmax_axis_out_of_range", _model([h.make_node("Softmax", ["x"], ["y"], axis=7, name="s")]), ShapeError,
      r"'s'.*axis 7"),
 ]
@@ -71,7 +73,7 @@ def test_huge_declared_sizes_in_child(case, tmp_path):
             "except ember.EmberError as e:\n    print(type(e).__name__, e)\n")
     r = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.startswith("ShapeError") and "GiB" in r.stdout, r.stdout
+    assert r.stdout.startswith("ShapeError") and "2**40" in r.stdout, r.stdout
 
 
 # random mutations of small valid models: each load either succeeds or raises an EmberError

@@ -64,7 +64,7 @@ class Builder:
             if all(isinstance(x, int) for x in t.shape) and \
                     int(np.prod(t.shape, dtype=object)) * itemsize(t.dtype) > MAX_TENSOR_BYTES:
                 raise ShapeError(f"node '{who}' ({op}): output shape {t.shape} ({t.dtype}) would take more than "
-                                 f"{MAX_TENSOR_BYTES >> 30} GiB")
+                                 f"2**40 bytes ({MAX_TENSOR_BYTES >> 30} GiB)")
         if self.fold and d.ref is not None and all(v is None or v.is_const for v in inputs):
             folded = self._try_fold(d, inputs, attrs, out_types)
             if folded is not None:

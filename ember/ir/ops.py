@@ -123,9 +123,10 @@ def broadcast_shapes(*shapes, who="") -> tuple:
     return tuple(out)
 
 
-def norm_axis(axis: int, rank: int, who="") -> int:
+def norm_axis(axis: int, rank: int) -> int:
+    """Axis in [0, rank); callers name the node (the ONNX loader prefixes it)."""
     if not -rank <= axis < max(rank, 1):
-        raise ShapeError(f"{who}: axis {axis} is out of range for rank {rank}")
+        raise ShapeError(f"axis {axis} is out of range for rank {rank}; expected {-rank} to {max(rank, 1) - 1}")
     return axis % rank if rank else 0
 
 

@@ -240,13 +240,6 @@ def _conv(b, n, ins, opset):
     x, w = ins[0], ins[1]
     if x.type.rank < 3:
         raise ConvertError(f"Conv input must have rank >= 3, got {x.shape}")
-    if w.type.rank != x.type.rank:
-        raise ShapeError(f"Conv weights have rank {w.type.rank}, the input {x.type.rank}: they must match")
-    g, c, m, cw = int(at.get("group", 1)), x.shape[1], w.shape[0], w.shape[1]
-    if g < 1 or (isinstance(m, int) and m % g):
-        raise ShapeError(f"Conv group {g} must be >= 1 and divide the {m} output channels")
-    if isinstance(c, int) and isinstance(cw, int) and cw * g != c:
-        raise ShapeError(f"Conv input has {c} channels, but the weights take {cw} per group x {g} groups = {cw * g}")
     kernel, strides, dil, pads, out = _spatial(x.shape, w.shape[2:], at, "Conv")
     return b.op("conv", [v for v in ins if v is not None], group=int(at.get("group", 1)),
                 kernel=tuple(kernel), strides=tuple(strides), dilations=tuple(dil), pads=tuple(pads),
@@ -287,7 +280,7 @@ def _ln(b, n, ins, opset):
     at = attrs_of(n)
     if len(n.output) > 1 and any(n.output[1:]):
         raise ConvertError("LayerNormalization's Mean/InvStdDev outputs are not supported")
-    axis = norm_axis(at.get("axis", -1), ins[0].type.rank, n.name)
+    axis = norm_axis(at.get("axis", -1), ins[0].type.rank)
     return b.op("layer_norm", [v for v in ins if v is not None], axis=axis,
                 epsilon=float(at.get("epsilon", 1e-5)), _name=n.name)
 
@@ -299,9 +292,9 @@ def _softmax(b, n, ins, opset):
     rank = x.type.rank
     log = n.op_type == "LogSoftmax"
     if opset >= 13:
-        axis = norm_axis(at.get("axis", -1), rank, n.name)
+        axis = norm_axis(at.get("axis", -1), rank)
         return b.op("softmax", [x], axis=axis, log=log, _name=n.name)
-    axis = norm_axis(at.get("axis", 1), rank, n.name)
+    axis = norm_axis(at.get("axis", 1), rank)
     if axis == rank - 1:
         return b.op("softmax", [x], axis=axis, log=log, _name=n.name)
     # old semantics: flatten to 2-D at `axis`, softmax over the second dim
@@ -319,11 +312,13 @@ def _reduce(b, n, ins, opset):
     axes_from_input = opset >= 18 or (n.op_type == "ReduceSum" and opset >= 13)
     axes = ints_of(ins[1], "Reduce axes") if axes_from_input and len(ins) > 1 else at.get("axes")
     keep = int(at.get("keepdims", 1))
+    if keep not in (0, 1):
+        raise ShapeError(f"keepdims = {keep}, expected 0 or 1")
     if not axes:
         if at.get("noop_with_empty_axes", 0):
             return x
         axes = list(range(rank))
-    axes = tuple(sorted(norm_axis(a, rank, n.name) for a in axes))
+    axes = tuple(sorted(norm_axis(a, rank) for a in axes))
     op = {"ReduceMean": "reduce_mean", "ReduceSum": "reduce_sum", "ReduceMax": "reduce_max",
           "ReduceMin": "reduce_min"}[n.op_type]
     return b.op(op, [x], axes=axes, keepdims=keep, _name=n.name)
@@ -398,7 +393,7 @@ def _reshape(b, n, ins, opset):
         out[minus[0]] = S.floordiv(S.prod(x.shape), known_p)
     total_in, total_out = S.prod(x.shape), S.prod(out)
     if isinstance(total_in, int) and isinstance(total_out, int) and total_in != total_out:
-        raise ConvertError(f"Reshape from {tuple(x.shape)} to {tuple(out)} changes the element count")
+        raise ShapeError(f"Reshape from {tuple(x.shape)} to {tuple(out)} changes the element count")
     if tuple(out) == tuple(x.shape):
         return x
     return b.op("reshape", [x], shape=tuple(out), _name=n.name)
@@ -425,7 +420,7 @@ def _squeeze(b, n, ins, opset):
             raise ConvertError(f"Squeeze without axes of symbolic shape {tuple(str(d) for d in x.shape)}; "
                                f"give the axes")
         axes = [i for i, d in enumerate(x.shape) if d == 1]
-    axes = {norm_axis(a, r, n.name) for a in axes}
+    axes = {norm_axis(a, r) for a in axes}
     for a in axes:
         if isinstance(x.shape[a], int) and x.shape[a] != 1:
             raise ConvertError(f"Squeeze axis {a} has size {x.shape[a]}, not 1")
@@ -437,7 +432,7 @@ def _unsqueeze(b, n, ins, opset):
     x = ins[0]
     axes = ints_of(ins[1], "Unsqueeze axes") if opset >= 13 else attrs_of(n)["axes"]
     r = x.type.rank + len(axes)
-    axes = sorted(norm_axis(a, r, n.name) for a in axes)
+    axes = sorted(norm_axis(a, r) for a in axes)
     shape = list(x.shape)
     for a in axes:
         shape.insert(a, 1)
@@ -448,8 +443,6 @@ def _unsqueeze(b, n, ins, opset):
 def _transpose(b, n, ins, opset):
     x = ins[0]
     perm = attrs_of(n).get("perm") or list(reversed(range(x.type.rank)))
-    if sorted(perm) != list(range(x.type.rank)):
-        raise ShapeError(f"Transpose perm {list(perm)} is not a permutation of the input's {x.type.rank} axes")
     if list(perm) == list(range(x.type.rank)):
         return x
     return b.op("transpose", [x], perm=tuple(perm), _name=n.name)
@@ -458,7 +451,7 @@ def _transpose(b, n, ins, opset):
 @converter("Concat")
 def _concat(b, n, ins, opset):
     ins = [v for v in ins if v is not None]
-    axis = norm_axis(attrs_of(n)["axis"], ins[0].type.rank, n.name)
+    axis = norm_axis(attrs_of(n)["axis"], ins[0].type.rank)
     if len(ins) == 1:
         return ins[0]
     return b.op("concat", ins, axis=axis, _name=n.name)
@@ -504,7 +497,7 @@ def _slice(b, n, ins, opset):
         steps = ints_of(ins[4], "Slice steps") if len(ins) > 4 and ins[4] is not None else [1] * len(starts)
     st_all, step_all, size_all = [0] * r, [1] * r, list(x.shape)
     for s, e, a, p in zip(starts, ends, axes, steps):
-        a = norm_axis(a, r, n.name)
+        a = norm_axis(a, r)
         if not isinstance(p, int) or p == 0:
             raise ConvertError("Slice steps must be non-zero constants")
         st_all[a], size_all[a] = _slice_axis(x.shape[a], s, e, p)
@@ -519,7 +512,7 @@ def _slice(b, n, ins, opset):
 def _split(b, n, ins, opset):
     x = ins[0]
     at = attrs_of(n)
-    axis = norm_axis(at.get("axis", 0), x.type.rank, n.name)
+    axis = norm_axis(at.get("axis", 0), x.type.rank)
     k = len(n.output)
     if opset >= 13 and len(ins) > 1 and ins[1] is not None:
         split = ints_of(ins[1], "Split sizes")
@@ -543,7 +536,7 @@ def _split(b, n, ins, opset):
 
 @converter("Gather")
 def _gather(b, n, ins, opset):
-    axis = norm_axis(attrs_of(n).get("axis", 0), ins[0].type.rank, n.name)
+    axis = norm_axis(attrs_of(n).get("axis", 0), ins[0].type.rank)
     return b.op("gather", ins, axis=axis, _name=n.name)
 
 

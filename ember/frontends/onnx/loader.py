@@ -11,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import EmberError, ModelLoadError, ShapeError, UnsupportedOpError
+from ...errors import EmberError, ModelLoadError, UnsupportedOpError
 from ...ir import symbolic as S
 from ...ir.builder import Builder
 from ...ir.dtypes import from_onnx
 from ...ir.graph import Graph, TensorType
-from .converters import CONVERTERS, ConvertError
+from .converters import CONVERTERS, ConvertError, attrs_of
+from .validate import check_dims, check_graph, check_node
 
 MIN_OPSET, MAX_OPSET = 7, 23
 
@@ -73,30 +74,6 @@ def _check_supported(g, opset, custom_ops):
         raise UnsupportedOpError(bad)
 
 
-def _check_arity(n, name, opset):
-    """Input and output counts against the op's schema at the model's opset."""
-    import onnx.defs
-    try:
-        schema = onnx.defs.get_schema(n.op_type, opset, "")
-    except onnx.defs.SchemaError:
-        return                     # no schema (an op newer than the model's opset): the converter decides
-    given = len(n.input)
-    while given and n.input[given - 1] == "":
-        given -= 1
-    lo, hi = schema.min_input, schema.max_input
-    if not lo <= given <= hi:
-        want = f"{lo}" if lo == hi else f"{lo} to {hi}" if hi < 1 << 30 else f"at least {lo}"
-        raise ModelLoadError(f"node '{name}' ({n.op_type}) has {given} inputs; opset {opset} {n.op_type} takes {want}")
-    if not schema.min_output <= len(n.output) <= schema.max_output:
-        raise ModelLoadError(f"node '{name}' ({n.op_type}) has {len(n.output)} outputs; opset {opset} {n.op_type} "
-                             f"gives {schema.min_output} to {schema.max_output}")
-    required = [i for i, f in enumerate(schema.inputs) if f.option == onnx.defs.OpSchema.FormalParameterOption.Single
-                and i < given]
-    missing = [schema.inputs[i].name for i in required if n.input[i] == ""]
-    if missing:
-        raise ModelLoadError(f"node '{name}' ({n.op_type}) leaves its required input(s) {missing} empty")
-
-
 def _input_type(vi, used_names: set, fixed_dims: dict) -> TensorType:
     t = vi.type
     if not t.HasField("tensor_type"):
@@ -129,9 +106,11 @@ def load_onnx(model, custom_ops=None, fixed_dims=None) -> Graph:
     custom_ops = {**CUSTOM_OPS, **(custom_ops or {})}
     _check_supported(g, opset, custom_ops)
 
+    check_graph(g)
     b = Builder(fold=True)
     env: dict = {}
     for init in g.initializer:
+        check_dims([int(d) for d in init.dims], from_onnx(init.data_type), f"initializer '{init.name}'")
         try:
             arr = numpy_helper.to_array(init)
         except Exception as e:
@@ -142,7 +121,9 @@ def load_onnx(model, custom_ops=None, fixed_dims=None) -> Graph:
     for vi in g.input:
         if vi.name in env:  # an initializer that is also listed as an input: a constant
             continue
-        env[vi.name] = b.input(vi.name, _input_type(vi, syms, fixed_dims or {}))
+        t = _input_type(vi, syms, fixed_dims or {})
+        check_dims(t.shape, t.dtype, f"graph input '{vi.name}'")
+        env[vi.name] = b.input(vi.name, t)
     if not b.inputs and not g.input:
         pass
 
@@ -157,14 +138,14 @@ def load_onnx(model, custom_ops=None, fixed_dims=None) -> Graph:
                                      f"input or initializer defines (graph not topologically sorted?)")
             else:
                 ins.append(env[x])
-        while ins and ins[-1] is None:      # trailing empty names are absent optional inputs
-            ins.pop()
         b.origin = (name,)
         conv = custom_ops.get((n.domain, n.op_type)) or custom_ops.get(n.op_type) \
             if n.domain not in ("", "ai.onnx") else CONVERTERS[n.op_type]
-        if n.domain in ("", "ai.onnx"):
-            _check_arity(n, name, opset)
         try:
+            if n.domain in ("", "ai.onnx"):
+                check_node(name, n, ins, opset, attrs_of(n))
+            while ins and ins[-1] is None:      # trailing empty names are absent optional inputs
+                ins.pop()
             outs = conv(b, n, ins, opset)
         except ConvertError as e:
             raise UnsupportedOpError([(name, n.op_type, str(e))]) from None
@@ -173,10 +154,10 @@ def load_onnx(model, custom_ops=None, fixed_dims=None) -> Graph:
             if f"'{name}'" not in msg:
                 msg = f"node '{name}' ({n.op_type}): {msg}"
             raise type(e)(msg) if type(e) is not UnsupportedOpError else e from None
-        except Exception as e:    # a converter tripping on a malformed node: name the node
+        except Exception as e:    # a malformed node the checks missed: still name it
             kinds = [str(v.type) if v is not None else "-" for v in ins]
-            raise ShapeError(f"node '{name}' ({n.op_type}) is malformed for its inputs {kinds} and attributes "
-                             f"{[a.name for a in n.attribute]}: {type(e).__name__}: {e}") from None
+            raise ModelLoadError(f"node '{name}' ({n.op_type}) cannot be imported (malformed node?) with inputs "
+                                 f"{kinds}: {type(e).__name__}: {e}") from None
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
         for k, x in enumerate(n.output):
             if x == "":
