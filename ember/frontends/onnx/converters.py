@@ -51,6 +51,8 @@ def ints_of(v, what):
     c = known(v, what)
     if c is None:
         return None
+    if np.ndim(c) > 1:
+        raise ShapeError(f"{what} must be a 1-D tensor, got shape {list(np.shape(c))}")
     return [x if isinstance(x, S.Sym) else int(x) for x in np.asarray(c).reshape(-1).tolist()]
 
 
