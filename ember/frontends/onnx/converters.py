@@ -47,11 +47,13 @@ def known(v, what: str):
     return v.const
 
 
-def ints_of(v, what):
+def ints_of(v, what, scalar_ok=False):
+    """A 1-D constant input's values (`scalar_ok`: a 0-D one too, as onnxruntime reads
+    Squeeze/Unsqueeze axes)."""
     c = known(v, what)
     if c is None:
         return None
-    if np.ndim(c) > 1:
+    if np.ndim(c) != 1 and not (scalar_ok and np.ndim(c) == 0):
         raise ShapeError(f"{what} must be a 1-D tensor, got shape {list(np.shape(c))}")
     return [x if isinstance(x, S.Sym) else int(x) for x in np.asarray(c).reshape(-1).tolist()]
 
@@ -414,7 +416,7 @@ def _flatten(b, n, ins, opset):
 @converter("Squeeze")
 def _squeeze(b, n, ins, opset):
     x = ins[0]
-    axes = ints_of(ins[1], "Squeeze axes") if opset >= 13 and len(ins) > 1 else attrs_of(n).get("axes")
+    axes = ints_of(ins[1], "Squeeze axes", scalar_ok=True) if opset >= 13 and len(ins) > 1 else attrs_of(n).get("axes")
     r = x.type.rank
     if axes is None:
         if any(isinstance(d, S.Sym) for d in x.shape):
@@ -432,7 +434,7 @@ def _squeeze(b, n, ins, opset):
 @converter("Unsqueeze")
 def _unsqueeze(b, n, ins, opset):
     x = ins[0]
-    axes = ints_of(ins[1], "Unsqueeze axes") if opset >= 13 else attrs_of(n)["axes"]
+    axes = ints_of(ins[1], "Unsqueeze axes", scalar_ok=True) if opset >= 13 else attrs_of(n)["axes"]
     r = x.type.rank + len(axes)
     axes = sorted(norm_axis(a, r) for a in axes)
     shape = list(x.shape)
