@@ -195,3 +195,11 @@ def test_binary_broadcast_with_symbolic_dims(data):
     a = rng.standard_normal(sa).astype(np.float32)
     b = rng.standard_normal(sb).astype(np.float32)
     np.testing.assert_allclose(s.run(None, {"a": a, "b": b})[0], fn(a, b), rtol=1e-6)
+
+
+def test_reshape_minus_one_beside_a_zero_size_dim():
+    s = ember.InferenceSession(_model([h.make_node("Reshape", ["x", "s"], ["y"])], [("x", T.FLOAT, ["b", 6])],
+                                      [("s", np.array([0, -1, 3], np.int64))]))
+    assert s.run(None, {"x": np.ones((2, 6), np.float32)})[0].shape == (2, 2, 3)
+    with pytest.raises(InvalidInputError, match=r"Reshape_0.*-1"):
+        s.run(None, {"x": np.ones((0, 6), np.float32)})

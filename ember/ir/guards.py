@@ -97,6 +97,9 @@ def _node_guards(node, add):
     elif op == "reshape":
         add("eq", (S.prod(ins[0].shape), S.prod(node.outputs[0].shape)),
             f"the element count of the input and of the target shape {tuple(str(d) for d in at['shape'])}")
+        if "infer_from" in at:
+            add("le", (1, S.prod(at["infer_from"])), "the product of the dims beside the target's -1 (nothing "
+                                                     "to infer it from when they multiply to 0)")
     elif op == "concat":
         axis, out = at["axis"], node.outputs[0].shape
         for k, v in enumerate(ins):

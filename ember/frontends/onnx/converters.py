@@ -394,12 +394,18 @@ def _reshape(b, n, ins, opset):
         raise ConvertError(f"Reshape target {target} has more than one -1")
     if minus:
         known_p = S.prod(d for i, d in enumerate(out) if i != minus[0])
+        if isinstance(known_p, int) and known_p == 0:
+            raise ShapeError(f"Reshape target {target} has a -1 beside dims that multiply to 0")
         out[minus[0]] = S.floordiv(S.prod(x.shape), known_p)
     total_in, total_out = S.prod(x.shape), S.prod(out)
     if isinstance(total_in, int) and isinstance(total_out, int) and total_in != total_out:
         raise ShapeError(f"Reshape from {tuple(x.shape)} to {tuple(out)} changes the element count")
     if tuple(out) == tuple(x.shape):
         return x
+    if minus and not isinstance(known_p, int):
+        # a -1 is undefined where the other dims multiply to 0 at run time: a shape guard
+        return b.op("reshape", [x], shape=tuple(out), infer_from=tuple(d for i, d in enumerate(out) if i != minus[0]),
+                    _name=n.name)
     return b.op("reshape", [x], shape=tuple(out), _name=n.name)
 
 
