@@ -208,9 +208,11 @@ def _check_conv(who, n, ins, attrs):
         raise ShapeError(f"{who}: W {_fmt(w.shape)} has {w.shape[1]} channels per group x group {group} "
                          f"= {w.shape[1] * group}, expected the {c} input channels of X {_fmt(x.shape)}")
     kernel = attrs.get("kernel_shape")
-    if kernel is not None and list(kernel) != list(w.shape[2:]):
+    if kernel is not None and any(isinstance(d, int) and d != k for k, d in zip(kernel, w.shape[2:])):
         raise ShapeError(f"{who}: kernel_shape = {list(kernel)}, expected W's spatial dims {list(w.shape[2:])}")
-    if len(ins) > 2 and ins[2] is not None and tuple(ins[2].shape) != (m,):
+    b = ins[2] if len(ins) > 2 else None
+    if b is not None and (b.type.rank != 1 or (isinstance(b.shape[0], int) and isinstance(m, int)
+                                                  and b.shape[0] != m)):
         raise ShapeError(f"{who}: bias B has shape {_fmt(ins[2].shape)}, expected [{m}] (W's output channels)")
 
 
