@@ -35,6 +35,11 @@ class CompileError(EmberError):
     """Native code generation failed (a bug in Ember: please report it)."""
 
 
+class LoopIRError(CompileError):
+    """A lowering produced malformed loop IR (`ember.codegen.loop_ir.verify`): an Ember bug,
+    or a kernel-language kernel that uses a name outside its scope."""
+
+
 class KernelError(EmberError):
     """A kernel-language function could not be compiled: the message gives file:line:column,
     the source line with a caret under the offending construct, and what to write instead."""

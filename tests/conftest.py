@@ -8,3 +8,6 @@ import tempfile
 if "EMBER_CACHE_DIR" not in os.environ:
     os.environ["EMBER_CACHE_DIR"] = tempfile.mkdtemp(prefix="ember-test-cache-")
     atexit.register(shutil.rmtree, os.environ["EMBER_CACHE_DIR"], ignore_errors=True)
+
+# every kernel's loop IR is verified before it is translated (ember.codegen.loop_ir.verify)
+os.environ.setdefault("EMBER_VERIFY", "1")

@@ -14,6 +14,7 @@ that stays symbolic so contiguous accesses become plain vector loads and stores.
 """
 from __future__ import annotations
 
+import os
 import dataclasses
 import itertools
 
@@ -71,6 +72,9 @@ class BufferInfo:
         self.dtype, self.base, self.offset, self.offset_slot = dtype, base, offset, offset_slot
 
 
+# EMBER_VERIFY=1 (the test suite sets it) checks every kernel's loop IR before translating it
+VERIFY = os.environ.get("EMBER_VERIFY", "") not in ("", "0")
+
 KERNEL_T = ir.FunctionType(ir.VoidType(), [PTR, PTR, I32])
 PROFILED_T = ir.FunctionType(ir.VoidType(), [PTR, PTR, I32, PTR])
 BODY_T = ir.FunctionType(ir.VoidType(), [PTR, I64, I64])
@@ -104,6 +108,8 @@ class ModuleBuilder:
         return f
 
     def add_kernel(self, k: L.Kernel, linkage: str = "internal") -> ir.Function:
+        if VERIFY:
+            L.verify(k, self.buffers)
         local = None
         if self.indirect:
             bufs: dict = {}

@@ -386,3 +386,184 @@ def stmts_str(body, indent=1) -> str:
 
 def kernel_str(k: Kernel) -> str:
     return f"kernel {k.name}:  # {k.kind}, from {', '.join(k.origin) or '-'}\n" + stmts_str(k.body)
+
+
+# ------------------------------------------------------------------------------ verifying
+def verify(k: Kernel, buffers=None) -> None:
+    """Check that `k` is well formed before it is translated: every loop variable is used
+    inside its loop, every local is declared before it is read or assigned (locals live for
+    the whole kernel, as Python's do in the kernel language, from their first declaration),
+    buffers exist (`buffers`: the ids a module knows), explicit vectors agree on their lanes,
+    float arithmetic on its dtype, parallel loops do not nest, and Break/Continue sit inside
+    the loop they name. Raises `LoopIRError` naming the kernel and the statement; the tests
+    run it after every lowering (EMBER_VERIFY=1)."""
+    _Verifier(k, buffers).block(k.body, ())
+
+
+class _Verifier:
+    def __init__(self, k, buffers):
+        self.k, self.buffers = k, buffers
+        self.vars: list = []            # loop/lane variables in scope
+        self.locals: dict = {}          # name -> lanes (None: scalar or the context's)
+        self.loops: list = []           # labels (None for unlabelled) of enclosing loops
+        self.parallel = 0
+
+    def fail(self, what, where):
+        from ..errors import LoopIRError
+        if isinstance(where, Stmt):
+            where = stmts_str([where]).split("\n")[0].strip()
+        raise LoopIRError(f"loop IR of kernel '{self.k.name}': {what}\n  at: {where}")
+
+    def local(self, name):
+        return self.locals.get(name, KeyError)
+
+    def buf(self, b, where):
+        if self.buffers is not None and b not in self.buffers:
+            self.fail(f"buffer buf{b} is not one of the module's", where)
+
+    def block(self, body, where):
+        for s in body:
+            self.stmt(s)
+
+    def stmt(self, s):
+        w = s          # rendered only when something fails
+        if isinstance(s, For):
+            self.expr(s.start, w)
+            self.expr(s.stop, w)
+            if s.step == 0:
+                self.fail("a loop with step 0", w)
+            if s.parallel and self.parallel:
+                self.fail("a parallel loop inside a parallel loop", w)
+            self.parallel += bool(s.parallel)
+            self.vars.append(s.var.name)
+            self.loops.append(s.label)
+            self.block(s.body, w)
+            self.loops.pop()
+            self.vars.pop()
+            self.parallel -= bool(s.parallel)
+        elif isinstance(s, Loop):
+            self.loops.append(s.label)
+            self.block(s.body, w)
+            self.loops.pop()
+        elif isinstance(s, (Break, Continue)):
+            if not self.loops or (s.label is not None and s.label not in self.loops):
+                self.fail("break/continue outside the loop it names", w)
+        elif isinstance(s, Return):
+            if s.value is not None:
+                self.expr(s.value, w)
+                self.buf(s.buf, w)
+        elif isinstance(s, Store):
+            self.buf(s.buf, w)
+            self.expr(s.index, w)
+            self.expr(s.value, w)
+        elif isinstance(s, VStore):
+            self.buf(s.buf, w)
+            self.expr(s.index, w)
+            self.same_lanes([self.expr(s.value, w)] + ([self.expr(s.mask, w)] if s.mask is not None else []), w)
+        elif isinstance(s, Prefetch):
+            self.buf(s.buf, w)
+            self.expr(s.index, w)
+        elif isinstance(s, Flag):
+            self.buf(s.buf, w)
+            self.expr(s.cond, w)
+        elif isinstance(s, Decl):
+            n = self.expr(s.init, w)
+            if s.lanes is not None and n is not None and n != s.lanes:
+                self.fail(f"local '{s.name}' declared with {s.lanes} lanes from a {n}-lane value", w)
+            self.locals[s.name] = s.lanes if s.lanes is not None else n
+        elif isinstance(s, Assign):
+            lanes = self.local(s.name)
+            if lanes is KeyError:
+                self.fail(f"assignment to '{s.name}', which is not declared before it", w)
+            n = self.expr(s.value, w)
+            if lanes is not None and n is not None and n != lanes:
+                self.fail(f"{n}-lane value assigned to '{s.name}' of {lanes} lanes", w)
+        elif isinstance(s, If):
+            self.expr(s.cond, w)
+            self.block(s.then, w)
+            self.block(s.orelse, w)
+        elif isinstance(s, VecScope):
+            self.expr(s.base, w)
+            if s.mask is not None and self.expr(s.mask, w) not in (None, s.lanes):
+                self.fail("a lane scope whose mask has other lanes", w)
+            self.vars.append(s.var.name)
+            self.block(s.body, w)
+            self.vars.pop()
+        else:
+            self.fail(f"unknown statement {type(s).__name__}", w)
+
+    def same_lanes(self, ns, where):
+        known = {n for n in ns if n is not None}
+        if len(known) > 1:
+            self.fail(f"operands of {sorted(known)} lanes", where)
+        return known.pop() if known else None
+
+    def expr(self, e, where):
+        """Checks `e`; returns its explicit lane count (None: scalar, or the context's)."""
+        if isinstance(e, (Const, SizeRef, ScalarArg)):
+            return None
+        if isinstance(e, Var):
+            if e.name not in self.vars:
+                self.fail(f"variable '{e.name}' used outside its loop", where)
+            return None
+        if isinstance(e, Local):
+            lanes = self.local(e.name)
+            if lanes is KeyError:
+                self.fail(f"local '{e.name}' read before it is declared", where)
+            return lanes
+        if isinstance(e, Load):
+            self.buf(e.buf, where)
+            self.expr(e.index, where)
+            if e.cond is not None:
+                self.expr(e.cond, where)
+            return None
+        if isinstance(e, VLoad):
+            self.buf(e.buf, where)
+            self.expr(e.index, where)
+            if e.mask is not None and self.expr(e.mask, where) not in (None, e.lanes):
+                self.fail(f"a {e.lanes}-lane load with a mask of other lanes", where)
+            return e.lanes
+        if isinstance(e, Bin):
+            n = self.same_lanes([self.expr(e.a, where), self.expr(e.b, where)], where)
+            if e.op in ("add", "sub", "mul", "div") and e.dtype.startswith(("float", "bfloat")):
+                for x in (e.a, e.b):
+                    if getattr(x, "dtype", e.dtype) != e.dtype:
+                        self.fail(f"{e.op} of {x.dtype} into {e.dtype}", where)
+            return n
+        if isinstance(e, Fma):
+            for x in (e.a, e.b, e.c):
+                if getattr(x, "dtype", e.dtype) != e.dtype:
+                    self.fail(f"fma of {x.dtype} into {e.dtype}", where)
+            return self.same_lanes([self.expr(x, where) for x in (e.a, e.b, e.c)], where)
+        if isinstance(e, Select):
+            return self.same_lanes([self.expr(x, where) for x in (e.cond, e.a, e.b)], where)
+        if isinstance(e, (Un, Cast, Bitcast)):
+            return self.expr(e.a, where)
+        if isinstance(e, Broadcast):
+            if self.expr(e.a, where) not in (None, 1):
+                self.fail("a broadcast of a vector", where)
+            return e.lanes
+        if isinstance(e, LaneMask):
+            self.expr(e.base, where)
+            self.expr(e.limit, where)
+            return e.lanes
+        if isinstance(e, Iota):
+            return e.lanes
+        if isinstance(e, HReduce):
+            self.expr(e.a, where)
+            return None
+        if isinstance(e, Extract):
+            self.expr(e.vec, where)
+            self.expr(e.index, where)
+            return None
+        if isinstance(e, Insert):
+            n = self.expr(e.vec, where)
+            self.expr(e.index, where)
+            self.expr(e.value, where)
+            return n
+        if isinstance(e, Shuffle):
+            self.expr(e.a, where)
+            if e.b is not None:
+                self.expr(e.b, where)
+            return len(e.indices)
+        self.fail(f"unknown expression {type(e).__name__}", where)

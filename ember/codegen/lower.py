@@ -15,14 +15,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import loop_ir as L
-from . import native
 from .llvm import BufferInfo
 from ..errors import CompileError
 from ..ir import symbolic as S
 from ..ir.dtypes import FLOATS, itemsize, to_numpy
 from ..ir.graph import Value
 from ..ir.ops import OPS, broadcast_shapes, library_impl
+from ..ir.target import DEFAULT as DEFAULT_TARGET
 from ..schedule.fusion import KernelGroup, Schedule
+from ..schedule.gemm import ColTiles, plan_gemm
 
 
 def compute_dtype(dtype: str) -> str:
@@ -361,12 +362,11 @@ class KernelCtx:
 
 
 class Lowering:
-    def __init__(self, sched: Schedule, vector_bits: int = 512, nr: int = 2):
+    def __init__(self, sched: Schedule, target=None, nr: int = 2):
         self.s = sched
-        self.vector_bits = vector_bits
-        # rows per GEMM register tile: MR x NR accumulators plus NR B vectors and a broadcast
-        # must fit the register file (32 zmm with AVX-512, 16 ymm with AVX2)
-        self.mr, self.nr = (12 if vector_bits >= 512 else 6), nr
+        self.target = target if target is not None else DEFAULT_TARGET
+        self.vector_bits = self.target.vector_bits
+        self.nr = nr                     # vectors per GEMM tile row (the plan's NR)
         self.sizes = SizeTable()
         self.buffers: dict = {}
         self.buf_of: dict = {}          # value id -> buf id
@@ -567,10 +567,7 @@ class Lowering:
         a, b = mm.inputs
         out = mm.outputs[0]
         dt = compute_dtype(out.dtype)
-        W = self.lanes(out.dtype)
-        NR = self.nr
-        NB = NR * W
-        ctx = KernelCtx(self, grp, W)
+        ctx = KernelCtx(self, grp, self.lanes(out.dtype))
         a2 = tuple(a.shape) if a.type.rank > 1 else (1,) + tuple(a.shape)
         b2 = tuple(b.shape) if b.type.rank > 1 else tuple(b.shape) + (1,)
         if any(isinstance(d, int) and d == 0 for d in out.shape):
@@ -592,6 +589,11 @@ class Lowering:
                   and self._const_array(b, b2) is not None)
         pack_a = (not pack_b and static and isinstance(M, int) and dt == "float32"
                   and a.dtype == "float32" and self._const_array(a, a2) is not None)
+        implicit = self._implicit_im2col(b) if pack_a and len(batch) == 2 else None
+        plan = plan_gemm(M, N, K, self.target, itemsize=itemsize(dt), f32=dt == "float32", pack_a=pack_a,
+                         pack_b=pack_b, implicit=implicit is not None, nr=self.nr)
+        W, NR, NB = plan.W, plan.NR, plan.NB
+        assert W == ctx.W
 
         def bat_off(shape_b, mat_elems):
             off = ctx.iconst(0)
@@ -599,7 +601,6 @@ class Lowering:
                 off = ctx.add(ctx.mul(off, sz(d)), ctx.iconst(0) if (isinstance(d, int) and d == 1) else v)
             return ctx.mul(off, sz(mat_elems))
         b_off = bat_off(b_bat, S.prod(b2[-2:])) if not fold_batch else ctx.iconst(0)
-        implicit = self._implicit_im2col(b) if pack_a and len(batch) == 2 else None
         if pack_b:
             bbuf = self.packed_weight_buf(b, b2, "b", NB)
         elif implicit is not None:
@@ -621,44 +622,25 @@ class Lowering:
                 raise CompileError("internal: epilogue with reductions")
             return L.VecScope(var, base, W, [self._store(ctx, grp.root, out_idx, val)], mask)
 
-        def tile(MR, tail_mr=0):
-            """The loop nest over all tiles with MR rows each; with `tail_mr`, over the whole
+        def tile(rt):
+            """The loop nest over all tiles of `rt.MR` rows; with `rt.tail_mr`, over the whole
             tiles of MR rows only, then the rows left (M mod MR, known at run time) in tiles of
-            tail_mr rows (a dynamic batch of 64 in 12-row tiles wasted 1/9 of the FMAs)."""
+            tail_mr rows."""
             ctx.memo.clear()
+            MR, tail_mr, rows_fastest = rt.MR, rt.tail_mr, rt.rows_fastest
             nblk_n = sz(S.floordiv(N + NB - 1, NB))
-            # loop order: the operand read once is the one whose blocks stay in cache while
-            # the other streams past; pick the order that streams fewer bytes (row blocks
-            # fastest: B read once, A once per column panel; columns fastest: the reverse)
-            if isinstance(M, int) and static:
-                rows_fastest = M * K * -(-N // NB) <= K * N * -(-M // MR)
-                # ... except that packed weights come from DRAM once a model outgrows the
-                # caches: read them once, each panel prefetched, while B stays in (half of)
-                # L2 (ResNet-50's 1024x256 1x1 convs at 14x14: 75% -> 85% of peak in the model).
-                # Weights that fit L2 keep the columns (pixels) outermost, so each thread takes
-                # its share of the pixels, as the depthwise kernels around it do, and reads only
-                # its columns of B, where a split by rows had it read all of B, half written by
-                # the other core (MobileNetV2 at 2 threads: 5% faster when the cores sit far
-                # apart). Not where a channel's row of C ends inside a cache line (N % 16): two
-                # threads would write that line, once per channel.
-                l2 = native.l2_bytes()
-                if pack_a and K * N * 4 <= l2 // 2 and (M * K * 4 > l2 // 2 or N % 16):
-                    rows_fastest = False
-            else:
-                rows_fastest = pack_b
             if tail_mr:
                 nfull = ctx.div(sz(M), ctx.iconst(MR))
                 it = L.Var("it")
                 ntail = ctx.div(ctx.add(ctx.sub(sz(M), ctx.mul(nfull, ctx.iconst(MR))), ctx.iconst(tail_mr - 1)),
                                 ctx.iconst(tail_mr))
-                row_loops = [(ib, nfull, tile_rows(MR, ib, ctx.mul(ib, ctx.iconst(MR)), False, rows_fastest)),
-                             (it, ntail, tile_rows(tail_mr, ctx.add(nfull, it),
+                row_loops = [(ib, nfull, tile_rows(rt, MR, ib, ctx.mul(ib, ctx.iconst(MR)), False)),
+                             (it, ntail, tile_rows(rt, tail_mr, ctx.add(nfull, it),
                                                    ctx.add(ctx.mul(nfull, ctx.iconst(MR)), ctx.mul(it, ctx.iconst(tail_mr))),
-                                                   True, rows_fastest))]
+                                                   True))]
             else:
-                guard = not (isinstance(M, int) and M % MR == 0)
                 nblk_m = sz(S.floordiv(M + MR - 1, MR))
-                row_loops = [(ib, nblk_m, tile_rows(MR, ib, ctx.mul(ib, ctx.iconst(MR)), guard, rows_fastest))]
+                row_loops = [(ib, nblk_m, tile_rows(rt, MR, ib, ctx.mul(ib, ctx.iconst(MR)), rt.guard_rows))]
             if rows_fastest:
                 loops = [L.For(jb, ctx.iconst(0), nblk_n, [L.For(v, ctx.iconst(0), n, body) for v, n, body in row_loops])]
             else:
@@ -669,7 +651,7 @@ class Lowering:
             # collapse into one flat range of tiles
             return [L.For(f.var, f.start, f.stop, f.body, parallel=True) for f in loops]
 
-        def tile_rows(MR, ib, i0, guard, rows_fastest):
+        def tile_rows(rt, MR, ib, i0, guard):
             """One tile's body: MR rows from row i0 (the ib-th tile on its column panel) by the
             NB columns from jb*NB; `guard`: rows past M exist (their stores are skipped)."""
             ctx.memo.clear()
@@ -722,16 +704,14 @@ class Lowering:
                             x = L.VLoad(bbuf, ctx.add(b_off, ctx.add(ctx.mul(kv, sz(N)), cols[c])), W, b.dtype, masks[c])
                         bv.append(L.Cast(x, dt) if b.dtype != dt else x)
                     kbody = kstep(kv, bv)
-                    if MR >= 4 and isinstance(N, int) and N * itemsize(dt) >= 2048:
+                    # (the tail tiles of a dynamic M have fewer rows than the plan's MR)
+                    if rt.stream_prefetch and MR >= 4:
                         kbody += self._tile_stream_prefetches(ctx, grp, out, a, b, bvars, fold_batch, i0, cols,
-                                                              kv, MR, NR, W, b_off, bbuf, N, NB,
-                                                              not pack_b and rows_fastest)
-                    # (a GEMV-like tile of 1-3 rows already streams its panel at memory bandwidth,
-                    # where a second, prefetching stream only competes: MLP batch 1 2.26 -> 2.6 ms)
-                    if pack_b and rows_fastest and MR >= 4:
+                                                              kv, MR, NR, W, b_off, bbuf, N, NB, rt.next_b_rows)
+                    if rt.panel_prefetch == "b" and MR >= 4:
                         kbody.append(_prefetch_next_panel(ctx, bbuf, ctx.mul(ctx.add(jb, ctx.iconst(1)), sz(K * NB)),
                                                           ib, kv, K, NB))
-                    elif pack_a and not rows_fastest:
+                    elif rt.panel_prefetch == "a":
                         kbody.append(_prefetch_next_panel(ctx, abuf, ctx.add(a_row0, sz(K * MR)), jb, kv, K, MR))
                     body.append(L.For(kv, ctx.iconst(0), sz(K), kbody))
                 # epilogue: the fused pointwise kernel, reading the accumulator for the matmul value
@@ -745,23 +725,21 @@ class Lowering:
                         body.append(L.If(L.Bin("lt", row, sz(M), "bool"), stores))
                 return body
 
-            # AVX2 and narrower have no mask registers: a masked load is a slower instruction
-            # whose mask takes a vector register (12 accumulators + 2 masks + B + A spill on
-            # AVX2's 16). Whole column tiles, all but the last, run without masks.
-            if (implicit is None and not pack_b and self.vector_bits < 512
-                    and not (isinstance(N, int) and N % NB == 0)):
+            # without mask registers, whole column tiles, all but the last, run without masks
+            if rt.unmasked_full_tiles:
                 body = [L.If(L.Bin("le", ctx.add(j0, ctx.iconst(NB)), sz(N), "bool"),
                              tile_body([None] * NR), tile_body(masks))]
             else:
                 body = tile_body(masks)
             return body
 
-        def tile_cols(NC):
+        def tile_cols(ct):
             """The transposed tile, for a constant A and few columns (a convolution over a 7x7
             or 14x14 image: N=49 would pad to 64 lanes): vectors run down NB rows of A (packed
             [M/NB][K][NB]), NC columns of B are broadcast, and the epilogue stores each
             accumulator as a column (a strided scatter, cheap next to the K-long dot products)."""
             ctx.memo.clear()
+            NC = ct.NC
             abuf = self.packed_weight_buf(a, a2, "a", NB)
             a_off = bat_off(a_bat, (M + NB - 1) // NB * K)      # in k steps of NB-row panels
             i0 = ctx.mul(ib, ctx.iconst(NB))
@@ -772,24 +750,7 @@ class Lowering:
             body = [L.Decl(acc[r][c], L.Broadcast(L.Const(0, dt), W, dt), lanes=W)
                     for r in range(NC) for c in range(NR)]
             nblk_m, nblk_n = -(-M // NB), -(-N // NC)
-            # as in tile(): keep resident whichever operand streams fewer bytes
-            cols_fastest = K * N * nblk_m <= M * K * nblk_n
-            # K blocks, where A would fall out of L2 (ResNet-50's 7x7 layers: a 32-row panel
-            # of 4608 is 590 KB, evicted by the next panel and B) or streams from DRAM anyway:
-            # each slice of half of L1 is reused by the column tiles from L1, which keep their
-            # partial sums in kernel scratch between slices (a load and a store per accumulator)
-            kc = K
-            l1, l2 = native.l1_bytes(), native.l2_bytes()
-            if (cols_fastest and nblk_n > 1 and NB * K * 4 > l1 // 2
-                    and (2 * NB * K * 4 + K * N * 4 > l2 * 3 // 4 or M * K * 4 > l2)):
-                kc_max = max(l1 // 2 // (NB * 4), 16)
-                kc = -(-K // -(-K // kc_max))
-            nk = -(-K // kc)
-            # the slices of a panel run in order on one thread, so with few panels the
-            # column tiles go in groups, at least 16 tasks for the pool to balance
-            ngroups = min(nblk_n, -(-16 // nblk_m)) if nk > 1 else 1
-            gsize = -(-nblk_n // ngroups)
-            ngroups = -(-nblk_n // gsize)
+            cols_fastest, kc, nk, ngroups, gsize = ct.cols_fastest, ct.kc, ct.nk, ct.ngroups, ct.gsize
             jg = L.Var("jg")
             jstart = ctx.mul(jg, ctx.iconst(gsize)) if ngroups > 1 else ctx.iconst(0)
             kb = L.Var("kb")
@@ -851,21 +812,11 @@ class Lowering:
             loops[0] = L.For(f.var, f.start, f.stop, f.body, parallel=True)
             return loops
 
-        if pack_a and implicit is None and isinstance(N, int) and dt == "float32":
-            # (an implicit im2col is read only by the row tile's masked windows)
-            # useful lanes times the share of time in FMAs: an accumulator costs K/2 cycles
-            # of FMAs plus its epilogue, ~4 cycles stored as a row, ~40 as a column (scatter,
-            # and gathers of a residual); measured on ResNet/MobileNet 1x1 layers, K=64..2048
-            nc = _choose_mr(N, self.mr, exact=True)
-            rows_eff = _pad_eff(N, NB) * _pad_eff(M, _choose_mr(M, self.mr)) * K / (K + 8)
-            cols_eff = _pad_eff(M, NB) * _pad_eff(N, nc) * K / (K + 80)
-            if cols_eff > 1.02 * rows_eff:
-                return tile_cols(nc)
-        if isinstance(M, int) or pack_a:
-            return tile(_choose_mr(M, self.mr) if isinstance(M, int) else self.mr)
-        # symbolic rows (a dynamic batch): a one-row tile for GEMV-like calls, else full tiles
-        # and 4-row tiles for the rest
-        return [L.If(L.Bin("lt", sz(M), ctx.iconst(4), "bool"), tile(1), tile(self.mr, 4))]
+        if isinstance(plan.tiles[0], ColTiles):
+            return tile_cols(plan.tiles[0])
+        if not plan.small_m:
+            return tile(plan.tiles[0])
+        return [L.If(L.Bin("lt", sz(M), ctx.iconst(plan.small_m), "bool"), tile(plan.tiles[0]), tile(plan.tiles[1]))]
 
     def _tile_stream_prefetches(self, ctx, grp, out, a, b, bvars, fold_batch, i0, cols, kv, MR, NR, W,
                                 b_off, bbuf, N, NB, next_b_panel):
@@ -1012,7 +963,7 @@ class Lowering:
     def lower_library(self, grp: KernelGroup):
         """A node computed by a kernel-language kernel over its (C-contiguous) tensors."""
         node = grp.anchor
-        kern, params = library_impl(node).kernel_for(node)
+        kern, params = library_impl(node).kernel_for(node, self.target)
         ctx = KernelCtx(self, grp, self.lanes(grp.root.dtype))
         out = node.outputs[0]
         fused = grp.root is not out          # an epilogue was fused after the kernel
@@ -1110,23 +1061,6 @@ def _same_size(a, b):
         isinstance(a, L.SizeRef) and isinstance(b, L.SizeRef) and a.slot == b.slot)
 
 
-def _pad_eff(n: int, t: int) -> float:
-    """The share of useful lanes when n is covered by tiles of t."""
-    return n / (-(-n // t) * t)
-
-
-def _choose_mr(m: int, max_mr: int, exact: bool = False) -> int:
-    """Rows per register tile: all of them for small M (no wasted FMAs on a GEMV), else the
-    largest of 12/8/6/4 rows whose padding wastes little (12x2 zmm tiles = 24 accumulators);
-    `exact` also tries every size from max_mr down to 6 (49 columns = 7 tiles of 7)."""
-    if m <= max_mr:
-        return max(m, 1)
-    sizes = [r for r in ((range(max_mr, 5, -1)) if exact else (12, 8, 6, 4)) if r <= max_mr]
-    for r in sizes:
-        if ((m + r - 1) // r * r) / m <= 1.0625:
-            return r
-    return min(sizes, key=lambda r: ((m + r - 1) // r * r, -r))
-
-
-def lower(sched: Schedule, vector_bits: int = 512) -> Program:
-    return Lowering(sched, vector_bits).run()
+def lower(sched: Schedule, target=None) -> Program:
+    """Loop IR for `sched` on `target` (an `ember.ir.target.Target`; None: the default)."""
+    return Lowering(sched, target).run()

@@ -90,12 +90,37 @@ def l2_bytes() -> int:
 
 
 def vector_bits() -> int:
-    _, _, f = target_info()
-    if "+avx512f" in f:
-        return 512
-    if "+avx2" in f or "+avx" in f:
-        return 256
-    return 128
+    return host_target().vector_bits
+
+
+def _l3_bytes() -> int:
+    return _data_cache_bytes(3, 0)
+
+
+@lru_cache(maxsize=None)
+def host_target():
+    """The `ember.ir.target.Target` code is generated for: the host's (less what EMBER_TARGET
+    drops), without measured figures (`runtime.probe.measured_target` adds them)."""
+    from ..ir.target import Target
+    triple, cpu, f = target_info()
+    feats = set(f.split(","))
+    if "+avx512f" in feats:
+        isa, bits, regs, masked = "avx512", 512, 32, True
+    elif "+avx2" in feats or "+avx" in feats:
+        isa, bits, regs, masked = "avx2", 256, 16, False
+    elif triple.startswith(("aarch64", "arm64")):
+        isa, bits, regs, masked = "neon", 128, 32, False
+    elif triple.startswith(("x86_64", "i386", "i686")):
+        isa, bits, regs, masked = "sse4.2", 128, 16, False
+    else:
+        isa, bits, regs, masked = "generic", 128, 16, False
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return Target(isa=isa, vector_bits=bits, vector_registers=regs, masked_vectors=masked,
+                  l1_bytes=l1_bytes(), l2_bytes=l2_bytes(), l3_bytes=_l3_bytes(), cores=cores,
+                  triple=triple, cpu=cpu, features=f)
 
 
 @lru_cache(maxsize=None)

@@ -8,6 +8,7 @@ from . import symbolic as S
 from .graph import Graph, Node, TensorType, Value, const_value
 from .dtypes import itemsize, to_numpy
 from .ops import OPS
+from .target import DEFAULT
 from ..errors import EmberError, ShapeError
 
 FOLD_LIMIT = 1 << 26          # elements; bigger results stay runtime ops
@@ -24,7 +25,8 @@ def _normalize_const(arr: np.ndarray, dtype: str) -> np.ndarray:
 
 
 class Builder:
-    def __init__(self, fold: bool = True):
+    def __init__(self, fold: bool = True, target=None):
+        self.target = target if target is not None else DEFAULT   # what decompositions choose for
         self.nodes: list = []
         self.inputs: list = []
         self.fold = fold

@@ -68,11 +68,18 @@ class LibraryImpl:
     lower: Callable | str
     epilogue: bool = False
 
-    def kernel_for(self, node):
-        if isinstance(self.lower, str):
+    def kernel_for(self, node, target=None):
+        """(kernel, compile-time params) for `node` on `target`. A lowering function takes
+        (node, target), or (node) where it does not depend on the machine."""
+        fn = self.lower
+        if isinstance(fn, str):
             import importlib
-            return getattr(importlib.import_module("ember.kernels"), self.lower)(node)
-        return self.lower(node)
+            fn = getattr(importlib.import_module("ember.kernels"), fn)
+        import inspect
+        if len(inspect.signature(fn).parameters) >= 2:
+            from .target import DEFAULT
+            return fn(node, target if target is not None else DEFAULT)
+        return fn(node)
 
 
 def library_impl(node):
@@ -573,7 +580,7 @@ def window_3x3_s2(node):
 
 def window_3x3_s1(node):
     """A float32 2-d 3x3 window op of stride 1 and pads 1 whose output is the image's size,
-    on rows wider than half a vector (narrower ones run over flat pixels: `_conv_decompose`)."""
+    on rows (`_conv_decompose` chose flat pixels for rows of at most half a vector)."""
     at = node.attrs
     x = node.inputs[0]
     if not (x.dtype == "float32" and x.type.rank == 4 and tuple(at["kernel"]) == (3, 3)
@@ -581,7 +588,7 @@ def window_3x3_s1(node):
             and tuple(at["pads"]) == (1, 1, 1, 1) and not at.get("flat")):
         return False
     h, w = x.shape[2:]
-    return isinstance(h, int) and isinstance(w, int) and w > 8 and tuple(at["out"]) == (h, w)
+    return isinstance(h, int) and isinstance(w, int) and tuple(at["out"]) == (h, w)
 
 
 # 3x3 stride-2 columns: a kernel that loads each input row once (ember/kernels/im2col.py)
@@ -987,12 +994,13 @@ def _use_winograd(x, w, at) -> bool:
     return th * tw >= 49
 
 
-def _strided_row_windows(x, w, at) -> bool:
-    """A float32 2-d convolution with stride 2..4, whole vectors of output columns per row
-    (OW % 16 == 0), static image and constant weights: its GEMM reads B from the (padded)
-    image directly (schedule.fusion._implicit_im2col_user)."""
+def _strided_row_windows(x, w, at, target) -> bool:
+    """A float32 2-d convolution with stride 2..4, whole vectors of output columns per row,
+    static image and constant weights: its GEMM reads B from the (padded) image directly
+    (schedule.fusion._implicit_im2col_user)."""
     return (len(at["kernel"]) == 2 and at["strides"][0] == at["strides"][1] and 2 <= at["strides"][0] <= 4
-            and tuple(at["dilations"]) == (1, 1) and at["out"][1] % 16 == 0 and x.dtype == "float32"
+            and tuple(at["dilations"]) == (1, 1) and isinstance(at["out"][1], int)
+            and target.whole_vectors(at["out"][1]) and x.dtype == "float32"
             and w.is_const and not w.is_symbolic_const and all(isinstance(d, int) for d in x.shape[1:]))
 
 
@@ -1017,6 +1025,7 @@ def _conv_infer(types, at):
 
 def _conv_decompose(b, ins, at):
     x, w = ins[0], ins[1]
+    target = b.target
     bias = ins[2] if len(ins) > 2 else None
     g, nd = at["group"], len(at["kernel"])
     n, c = x.shape[:2]
@@ -1034,7 +1043,7 @@ def _conv_decompose(b, ins, at):
         # depthwise: no GEMM at all; a windowed multiply-add per output element
         if (nd == 2 and all(isinstance(d, int) for d in x.shape[2:]) and tuple(at["strides"]) == (1, 1)
                 and tuple(at["dilations"]) == (1, 1) and tuple(at["out"]) == tuple(x.shape[2:])
-                and x.shape[3] <= 8):
+                and target.row_is_narrow(x.shape[3])):
             # rows of at most half a vector (MobileNet's 7x7 layers): over flat pixels
             hw = x.shape[2] * x.shape[3]
             y = b.op("dwconv", [b.op("reshape", [x], shape=(n, c, hw)), w], kernel=at["kernel"],
@@ -1051,14 +1060,14 @@ def _conv_decompose(b, ins, at):
         col = b.op("reshape", [x], shape=(n, g, kk, npix))
     elif (nd == 2 and all(isinstance(d, int) for d in tuple(x.shape[2:]) + tuple(at["out"]))
           and tuple(at["strides"]) == (1, 1) and tuple(at["dilations"]) == (1, 1)
-          and at["out"][1] == x.shape[3] <= 16):
+          and at["out"][1] == x.shape[3] and target.row_is_short(x.shape[3])):
         # a same-width stride-1 convolution on rows shorter than a vector (ResNet's 14x14
         # and 7x7 3x3 layers): im2col over flat pixels, full vectors instead of half-empty rows
         xf = b.op("reshape", [x], shape=(n, c, x.shape[2] * x.shape[3]))
         col = b.op("im2col", [xf], group=g, kernel=at["kernel"], strides=at["strides"], pads=at["pads"],
                    dilations=at["dilations"], out=at["out"], flat=1, **{"in": tuple(x.shape[2:])})
         col = b.op("reshape", [col], shape=(n, g, kk, npix))
-    elif _strided_row_windows(x, w, at):
+    elif _strided_row_windows(x, w, at, target):
         # a strided stem: pad once (a cheap copy of a 3-channel image), then the GEMM reads
         # its columns from the padded image with de-interleaving loads and no border masks
         xp = x

@@ -21,7 +21,6 @@ package changes no table, and it is imported only when a model lowers such a nod
 from __future__ import annotations
 
 from ..ir.ops import window_3x3_s1, window_3x3_s2
-from ..lang import vector_width
 from . import attention as _attention
 from . import depthwise as _depthwise
 from . import im2col as _im2col
@@ -38,50 +37,53 @@ def lower_layer_norm(node):
     return _nn.layer_norm_rows, {"epsilon": float(node.attrs["epsilon"])}
 
 
-def lower_attention(node):
+def lower_attention(node, target):
     d = node.inputs[2].shape[-1]
-    # R query rows x (d/16 accumulators + KB score vectors) in 24 of the 32 registers. Blocks
-    # of 64 keys halve the softmax's per-block reductions and rescaling against 32 keys
-    # (head_dim 64: 3 rows x 64 keys 5-7% faster than 4 x 32 at 128-384 keys; 128: 2 x 64
-    # 19% faster than 2 x 32)
+    # R query rows x (d/W accumulators + KB score vectors) in the accumulator registers (24
+    # of AVX-512's 32; a vector of W=16 is two of AVX2's). Blocks of 64 keys halve the
+    # softmax's per-block reductions and rescaling against 32 keys (head_dim 64: 3 rows x 64
+    # keys 5-7% faster than 4 x 32 at 128-384 keys; 128: 2 x 64 19% faster than 2 x 32)
     kb = 4
+    regs_per_vector = max(_attention.W // target.f32_lanes, 1)
+    per_row = (d // _attention.W + kb) * regs_per_vector
     return _attention.attention_bshd, {"scale": float(node.attrs["scale"]), "D": d, "KB": kb,
-                                       "R": max(1, min(4, 24 // (d // _attention.W + kb)))}
+                                       "R": max(1, min(4, target.accumulator_registers // per_row))}
 
 
 # (the window kernels keep arrays of vectors live: at twice the register width they spill)
-def lower_winograd_input(node):
-    return _winograd.winograd_input, {"width": vector_width()}
+def lower_winograd_input(node, target):
+    return _winograd.winograd_input, {"width": target.f32_lanes}
 
 
-def lower_winograd_output(node):
-    return _winograd.winograd_output, {"width": vector_width()}
+def lower_winograd_output(node, target):
+    return _winograd.winograd_output, {"width": target.f32_lanes}
 
 
-def lower_max_pool(node):
-    return _pool.max_pool_3x3_s2, {"width": vector_width()}
+def lower_max_pool(node, target):
+    return _pool.max_pool_3x3_s2, {"width": target.f32_lanes}
 
 
-def lower_im2col(node):
-    return _im2col.im2col_3x3_s2, {"width": vector_width()}
+def lower_im2col(node, target):
+    return _im2col.im2col_3x3_s2, {"width": target.f32_lanes}
 
 
-def _row_bands(node) -> int:
+def _row_bands(node, target) -> int:
     """Bands of output rows for the depthwise kernels' tasks (their docstring): two halves,
     as the pixel-split 1x1 convolutions around them give two threads; only where the second
     band's output starts on a cache line (a line two cores write moves between them on every
     write: false sharing once per channel), and on images of 32 rows or more (at 28x28 the
     extra input rows and shorter runs cost more than they save: 22 -> 27 us at 1 thread)."""
     oh, ow = node.attrs["out"]
-    if (oh * ow) % 16 or oh < 32:
+    line = target.line_floats
+    if target.cores < 2 or (oh * ow) % line or oh < 32:
         return 1
     rows = -(-oh // 2)
-    while (rows * ow) % 16:
+    while (rows * ow) % line:
         rows += 1
     return -(-oh // rows)
 
 
-def lower_depthwise(node):
+def lower_depthwise(node, target):
     kern = _depthwise.depthwise_3x3_s2 if window_3x3_s2(node) else _depthwise.depthwise_3x3_s1
     assert kern is _depthwise.depthwise_3x3_s2 or window_3x3_s1(node)
-    return kern, {"width": vector_width(), "bands": _row_bands(node)}
+    return kern, {"width": target.f32_lanes, "bands": _row_bands(node, target)}

@@ -6,7 +6,7 @@ import numpy as np
 from ..ir.graph import Graph
 from ..ir.ops import OPS, library_impl
 from .attention import fuse_attention
-from .driver import rewrite
+from .driver import rewrite, uses_target
 
 
 def fold_constants(graph: Graph) -> Graph:
@@ -14,9 +14,11 @@ def fold_constants(graph: Graph) -> Graph:
     return rewrite(graph, None, fold=True)
 
 
-def decompose(graph: Graph) -> Graph:
+@uses_target
+def decompose(graph: Graph, target=None) -> Graph:
     """Rewrite composite ops (gemm, softmax, layer_norm, conv, ...) into primitives, except
-    where a library kernel computes the node whole (`library_impl`)."""
+    where a library kernel computes the node whole (`library_impl`). Strategies (Winograd,
+    flat-pixel windows) are chosen for `target`."""
     def pending(node):
         return OPS[node.op].kind == "composite" and library_impl(node) is None
 
@@ -26,7 +28,7 @@ def decompose(graph: Graph) -> Graph:
         return None
     # composites can decompose into composites (e.g. reduce_mean inside layer_norm): iterate
     while any(pending(n) for n in graph.nodes):
-        graph = rewrite(graph, rule)
+        graph = rewrite(graph, rule, target=target)
     return graph
 
 
@@ -208,6 +210,6 @@ PIPELINE = [
 ]
 
 
-def optimize(graph: Graph, trace=None) -> Graph:
+def optimize(graph: Graph, trace=None, target=None) -> Graph:
     from .driver import run_pipeline
-    return run_pipeline(graph, PIPELINE, trace)
+    return run_pipeline(graph, PIPELINE, trace, target)

@@ -11,9 +11,11 @@ from ..ir.builder import Builder
 from ..ir.graph import Graph
 
 
-def rewrite(graph: Graph, rule, fold: bool = True) -> Graph:
-    """Apply `rule` to every node of `graph` (in topological order); returns a new graph."""
-    b = Builder(fold=fold)
+def rewrite(graph: Graph, rule, fold: bool = True, target=None) -> Graph:
+    """Apply `rule` to every node of `graph` (in topological order); returns a new graph.
+    `target` (an `ember.ir.target.Target`) is what rules that choose a strategy read, as
+    `b.target`."""
+    b = Builder(fold=fold, target=target)
     b.inputs = list(graph.inputs)
     subst: dict = {}
 
@@ -37,12 +39,19 @@ def rewrite(graph: Graph, rule, fold: bool = True) -> Graph:
     return Graph(b.inputs, [m(v) for v in graph.outputs], b.nodes, graph.name, graph.output_names)
 
 
-def run_pipeline(graph: Graph, pipeline, trace=None) -> Graph:
-    """Run `pipeline` (a list of (name, pass_fn)) in order."""
+def uses_target(fn):
+    """Marks a pass that takes the target: `fn(graph, target)`; the others are `fn(graph)`."""
+    fn.uses_target = True
+    return fn
+
+
+def run_pipeline(graph: Graph, pipeline, trace=None, target=None) -> Graph:
+    """Run `pipeline` (a list of (name, pass_fn)) in order, on `target` (None: the default
+    target of `ember.ir.target`)."""
     debug = os.environ.get("EMBER_DEBUG", "")
     for name, fn in pipeline:
         t0 = time.perf_counter()
-        graph = fn(graph)
+        graph = fn(graph, target) if getattr(fn, "uses_target", False) else fn(graph)
         if trace is not None:
             trace.append((name, time.perf_counter() - t0, len(graph.nodes)))
         if "graph" in debug or debug == "all":

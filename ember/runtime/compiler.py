@@ -25,8 +25,9 @@ from ..ir import symbolic as S
 from ..ir.ops import custom_fingerprint, options_fingerprint
 from ..passes import optimize
 from ..schedule.fusion import schedule
+from .probe import measured_target
 
-FORMAT = 4
+FORMAT = 5
 _PROFILED = {"ember_run_profiled": native.PROFILED_PROTO}
 
 
@@ -99,17 +100,18 @@ def _compile(model, use_cache, progress, specialize) -> Compiled:
     n_onnx = len(proto.graph.node)
     imported = load_onnx(proto, fixed_dims=specialize)
     stage("import")
-    graph = optimize(imported)
+    target = measured_target()
+    graph = optimize(imported, target=target)
     guards = G.collect(imported, graph)
     stage("optimize")
-    sched = schedule(graph)
+    sched = schedule(graph, target)
     stage("schedule")
-    prog = lower(sched, native.vector_bits())
+    prog = lower(sched, target)
     stage("lower")
     if _debug("loop"):
         for k in prog.kernels:
             print(loop_ir.kernel_str(k), file=sys.stderr)
-    mb = ModuleBuilder("ember_model", prog.buffers, native.vector_bits(), indirect=True)
+    mb = ModuleBuilder("ember_model", prog.buffers, target.vector_bits, indirect=True)
     for k in prog.kernels:
         mb.add_kernel(k)
     mb.add_entry()
@@ -169,7 +171,7 @@ def _stat_ref(model):
     st = os.stat(model)
     # keyed like the model key: by target (EMBER_TARGET included) and Ember's own fingerprint
     ident = (f"{os.path.realpath(model)}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|{native.target_info()}|"
-             f"{native.compiler_fingerprint()}|{custom_fingerprint()}|{options_fingerprint()}|{FORMAT}")
+             f"{measured_target().plan_key()}|{native.compiler_fingerprint()}|{custom_fingerprint()}|{options_fingerprint()}|{FORMAT}")
     return native.cache_dir() / (hashlib.sha256(ident.encode()).hexdigest() + ".ref")
 
 
@@ -195,7 +197,7 @@ def _stat_remember(model, key):
 def _model_key(raw: bytes) -> str:
     triple, cpu, features = native.target_info()
     h = hashlib.sha256(raw)
-    for part in (triple, cpu, features, native.compiler_fingerprint(), custom_fingerprint(),
+    for part in (triple, cpu, features, measured_target().plan_key(), native.compiler_fingerprint(), custom_fingerprint(),
                  options_fingerprint(), str(FORMAT)):
         h.update(part.encode())
     return h.hexdigest()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from ..ir import symbolic as S
 from ..ir.graph import Graph, Value
 from ..ir.ops import OPS, library_impl
+from ..ir.target import DEFAULT
 
 
 @dataclass
@@ -78,7 +79,7 @@ def score(node, consumer_kernel: KernelGroup, users) -> int:
     return 1
 
 
-def schedule(graph: Graph) -> Schedule:
+def schedule(graph: Graph, target=None) -> Schedule:
     users = graph.consumers()
     out_ids = {v.id for v in graph.outputs}
     kernel_of: dict = {}                  # node -> KernelGroup it is computed in
@@ -90,7 +91,7 @@ def schedule(graph: Graph) -> Schedule:
     for node in reversed(graph.nodes):
         d = OPS[node.op]
         out = node.outputs[0]
-        mm = _implicit_im2col_user(node, users, out_ids)
+        mm = _implicit_im2col_user(node, users, out_ids, target or DEFAULT)
         if mm is not None:
             # the GEMM reads the image through the window itself: no im2col buffer
             implicit[out.id] = node
@@ -152,7 +153,7 @@ def schedule(graph: Graph) -> Schedule:
     return Schedule(graph, groups, {k: v for k, v in views.items()}, stored, out_alias, implicit)
 
 
-def _implicit_im2col_user(node, users, out_ids):
+def _implicit_im2col_user(node, users, out_ids, target):
     """The matmul that may read this im2col's columns straight from the image, or None: a
     2-d window, used only, through one reshape view, as B of a GEMM whose A is the constant
     weights; either stride 1 keeping the width on rows of more than a vector (for shorter
@@ -167,8 +168,8 @@ def _implicit_im2col_user(node, users, out_ids):
     if (at.get("flat") or node.inputs[0].dtype != "float32" or not all(isinstance(d, int) for d in xs[1:])
             or tuple(at["dilations"]) != (1, 1)):
         return None
-    if not ((st == (1, 1) and at["out"][1] == xs[3] > 16)
-            or (st[0] == st[1] and 2 <= st[0] <= 4 and not any(at["pads"]) and at["out"][1] % 16 == 0)):
+    if not ((st == (1, 1) and at["out"][1] == xs[3] and not target.row_is_short(xs[3]))
+            or (st[0] == st[1] and 2 <= st[0] <= 4 and not any(at["pads"]) and target.whole_vectors(at["out"][1]))):
         return None
     us = users.get(node.outputs[0].id, [])
     if len(us) != 1 or us[0].op != "reshape" or us[0].outputs[0].id in out_ids:

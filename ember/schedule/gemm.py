@@ -1,0 +1,161 @@
+"""GEMM planning: tile shape, loop order, K slices and prefetches, as a pure function of the
+problem's sizes and the `Target` (`plan_gemm`). `codegen.lower.Lowering.lower_matmul` emits
+exactly what the plan says; the plan is tested on its own, for machines not at hand
+(tests/test_gemm_plan.py).
+
+Two register tilings (both MR x NR vectors of W lanes of accumulators):
+  * row tiles: MR rows of C by NR*W columns; per k, MR broadcasts of A against NR vectors of
+    B. The usual case (Linear/Gemm, attention, convolutions with many pixels).
+  * column tiles: the transpose, for a constant A (convolution weights) and few columns (a
+    7x7 or 14x14 image: N = 49 would pad to 64 lanes): vectors run down NR*W rows of A,
+    NC columns of B are broadcast, each accumulator is stored as a column.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..ir.target import Target
+
+
+@dataclass(frozen=True)
+class RowTiles:
+    MR: int                     # rows per tile
+    tail_mr: int = 0            # > 0: whole tiles of MR rows, then the rest (M mod MR, at run time) in tail_mr-row tiles
+    rows_fastest: bool = True   # loop order: row tiles inside column panels (B read once) or the reverse
+    guard_rows: bool = False    # the last tile hangs past M: its stores are guarded
+    stream_prefetch: bool = False    # prefetch the epilogue's lines of C (and a residual) from the k loop
+    next_b_rows: bool = False        # ... and row k of the next column panel of B, into L2
+    panel_prefetch: str | None = None  # "b": next packed B panel; "a": next packed A panel; None
+    unmasked_full_tiles: bool = False  # without mask registers: full column tiles run without masks
+
+
+@dataclass(frozen=True)
+class ColTiles:
+    NC: int                     # columns of B per tile (broadcast)
+    cols_fastest: bool          # column tiles inside row panels (A's panel resident) or the reverse
+    kc: int                     # K slice: each slice of A's panel is reused from L1 by the column tiles
+    nk: int                     # slices (1: no slicing)
+    ngroups: int                # column tiles in groups (with slices), so the pool has tasks to balance
+    gsize: int
+
+
+@dataclass(frozen=True)
+class GemmPlan:
+    W: int                      # lanes per vector
+    NR: int                     # vectors per tile row (NB = NR * W columns per panel)
+    tiles: tuple                # (RowTiles,) or (ColTiles,); with small_m: (below it, the rest)
+    small_m: int = 0            # M known only at run time: tiles[0] for M < small_m, tiles[1] otherwise
+
+    @property
+    def NB(self) -> int:
+        return self.NR * self.W
+
+
+def pad_eff(n: int, t: int) -> float:
+    """The share of useful lanes when n is covered by tiles of t."""
+    return n / (-(-n // t) * t)
+
+
+def choose_mr(m: int, max_mr: int, exact: bool = False) -> int:
+    """Rows per register tile: all of them for small M (no wasted FMAs on a GEMV), else the
+    largest of 12/8/6/4 rows (at most max_mr) whose padding wastes little; `exact` also tries
+    every size from max_mr down to 6 (49 columns: 5 tiles of 10)."""
+    if m <= max_mr:
+        return max(m, 1)
+    sizes = [r for r in ((range(max_mr, 5, -1)) if exact else (12, 8, 6, 4)) if r <= max_mr]
+    for r in sizes:
+        if ((m + r - 1) // r * r) / m <= 1.0625:
+            return r
+    return min(sizes, key=lambda r: ((m + r - 1) // r * r, -r))
+
+
+def plan_gemm(M, N, K, target: Target, *, itemsize: int = 4, f32: bool = True, pack_a: bool = False,
+              pack_b: bool = False, implicit: bool = False, nr: int = 2) -> GemmPlan:
+    """The plan for C[M, N] = A[M, K] B[K, N] (per batch item), where M, N, K are ints or
+    symbolic (anything else: known only at run time). `pack_a` / `pack_b`: that operand is a
+    constant packed at compile time into panels; `implicit`: B is read from an image through
+    the convolution's windows; `f32`: float32 compute (the packed and column-tile paths)."""
+    W = target.lanes(8 * max(itemsize, 4))
+    mr = target.gemm_mr(nr)
+    NB = nr * W
+    static_m, static_kn = isinstance(M, int), isinstance(N, int) and isinstance(K, int)
+    if pack_a and not implicit and isinstance(N, int) and f32 and static_m and static_kn:
+        # useful lanes times the share of time in FMAs: an accumulator costs K/2 cycles of
+        # FMAs plus its epilogue, ~4 cycles stored as a row, ~40 as a column (scatter, and
+        # gathers of a residual); measured on ResNet/MobileNet 1x1 layers, K=64..2048
+        nc = choose_mr(N, mr, exact=True)
+        rows_eff = pad_eff(N, NB) * pad_eff(M, choose_mr(M, mr)) * K / (K + 8)
+        cols_eff = pad_eff(M, NB) * pad_eff(N, nc) * K / (K + 80)
+        if cols_eff > 1.02 * rows_eff:
+            return GemmPlan(W, nr, (_col_tiles(M, N, K, nc, NB, target),))
+    rows = dict(N=N, K=K, itemsize=itemsize, pack_a=pack_a, pack_b=pack_b, implicit=implicit,
+                NB=NB, target=target)
+    if static_m or pack_a:
+        return GemmPlan(W, nr, (_row_tiles(M, choose_mr(M, mr) if static_m else mr, 0, **rows),))
+    # rows known at run time (a dynamic batch): one-row tiles for GEMV-like calls, else full
+    # tiles and 4-row tiles for the rest (a batch of 64 in 12-row tiles wasted 1/9 of the FMAs)
+    return GemmPlan(W, nr, (_row_tiles(M, 1, 0, **rows), _row_tiles(M, mr, 4, **rows)), small_m=4)
+
+
+def _row_tiles(M, MR, tail_mr, *, N, K, itemsize, pack_a, pack_b, implicit, NB, target) -> RowTiles:
+    # loop order: the operand read once is the one whose blocks stay in cache while the
+    # other streams past; pick the order that streams fewer bytes (row blocks fastest: B
+    # read once, A once per column panel; columns fastest: the reverse)
+    if isinstance(M, int) and isinstance(N, int) and isinstance(K, int):
+        rows_fastest = M * K * -(-N // NB) <= K * N * -(-M // MR)
+        # ... except that packed weights come from DRAM once a model outgrows the caches:
+        # read them once, each panel prefetched, while B stays in (half of) L2 (ResNet-50's
+        # 1024x256 1x1 convs at 14x14: 75% -> 85% of peak in the model). Weights that fit L2
+        # keep the columns (pixels) outermost, so each thread takes its share of the pixels,
+        # as the depthwise kernels around it do, and reads only its columns of B, where a
+        # split by rows had it read all of B, half written by the other core (MobileNetV2 at
+        # 2 threads: 5% faster when the cores sit far apart). Not where a channel's row of C
+        # ends inside a cache line: two threads would write that line, once per channel.
+        half_l2 = target.l2_bytes // 2
+        if pack_a and K * N * 4 <= half_l2 and (M * K * 4 > half_l2 or N % target.line_floats):
+            rows_fastest = False
+    else:
+        rows_fastest = pack_b
+    guard = not tail_mr and not (isinstance(M, int) and M % MR == 0)
+    # rows of C (and of B) a prefetcher's reach apart or more arrive in 64-byte pieces the
+    # hardware prefetchers do not follow; a GEMV-like tile of 1-3 rows already streams its
+    # panel at memory bandwidth, where a second, prefetching stream only competes (MLP
+    # batch 1 2.26 -> 2.6 ms)
+    stream = (not implicit and MR >= 4 and isinstance(N, int)
+              and N * itemsize >= target.prefetch_reach_bytes)
+    panel = None
+    if not implicit:
+        if pack_b and rows_fastest and MR >= 4:
+            panel = "b"
+        elif pack_a and not rows_fastest:
+            panel = "a"
+    # without mask registers a masked load is a slower instruction whose mask takes a vector
+    # register (12 accumulators + 2 masks + B + A spill on AVX2's 16)
+    unmasked = (not implicit and not pack_b and not target.masked_vectors
+                and not (isinstance(N, int) and N % NB == 0))
+    return RowTiles(MR, tail_mr, rows_fastest, guard, stream, stream and not pack_b and rows_fastest,
+                    panel, unmasked)
+
+
+def _col_tiles(M: int, N: int, K: int, NC: int, NB: int, target: Target) -> ColTiles:
+    nblk_m, nblk_n = -(-M // NB), -(-N // NC)
+    # as for row tiles: keep resident whichever operand streams fewer bytes
+    cols_fastest = K * N * nblk_m <= M * K * nblk_n
+    # K slices, where A would fall out of L2 (ResNet-50's 7x7 layers: a 32-row panel of 4608
+    # is 590 KB, evicted by the next panel and B) or streams from DRAM anyway: each slice of
+    # half of L1 is reused by the column tiles from L1, which keep their partial sums in
+    # kernel scratch between slices (a load and a store per accumulator)
+    kc = K
+    l1, l2 = target.l1_bytes, target.l2_bytes
+    if (cols_fastest and nblk_n > 1 and NB * K * 4 > l1 // 2
+            and (2 * NB * K * 4 + K * N * 4 > l2 * 3 // 4 or M * K * 4 > l2)):
+        kc_max = max(l1 // 2 // (NB * 4), 16)
+        kc = -(-K // -(-K // kc_max))
+    nk = -(-K // kc)
+    # the slices of a panel run in order on one thread, so with few panels the column tiles
+    # go in groups: enough tasks for the pool to balance (8 per core)
+    tasks = 8 * max(target.cores, 2)
+    ngroups = min(nblk_n, -(-tasks // nblk_m)) if nk > 1 else 1
+    gsize = -(-nblk_n // ngroups)
+    ngroups = -(-nblk_n // gsize)
+    return ColTiles(NC, cols_fastest, kc, nk, ngroups, gsize)

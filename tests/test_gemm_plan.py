@@ -1,0 +1,107 @@
+"""GEMM plans as pure functions of sizes and a Target: checked for machines not at hand
+(no compiling here), and against what the lowering emits on this one."""
+import math
+
+import pytest
+
+from ember.ir.target import DEFAULT, Target
+from ember.schedule.gemm import ColTiles, GemmPlan, RowTiles, choose_mr, plan_gemm
+
+ZEN5, ZEN4, AVX2, NEON = (Target.preset(n) for n in ("zen5", "zen4", "avx2", "neon"))
+
+
+def test_tile_shape_comes_from_the_register_file():
+    for t, w, mr in ((ZEN5, 16, 12), (AVX2, 8, 6), (NEON, 4, 12), (Target.preset("sse4.2"), 4, 6)):
+        p = plan_gemm(600, 512, 256, t, pack_b=True)
+        assert (p.W, p.NR) == (w, 2)
+        rt = p.tiles[0]
+        assert isinstance(rt, RowTiles) and rt.MR <= mr
+        # MR x NR accumulators + NR B vectors + a broadcast fit the registers
+        assert rt.MR * p.NR + p.NR + 1 <= t.vector_registers
+
+
+def test_gemv_gets_one_row_tiles_without_extra_streams():
+    p = plan_gemm(1, 4096, 4096, ZEN5, pack_b=True)
+    rt, = p.tiles
+    assert rt.MR == 1 and not rt.stream_prefetch and rt.panel_prefetch is None
+    big = plan_gemm(64, 4096, 4096, ZEN5, pack_b=True).tiles[0]
+    assert big.MR == 8 and not big.guard_rows            # 64 rows: 8 tiles of 8, no padding
+    assert big.stream_prefetch and big.panel_prefetch == "b"
+
+
+def test_rows_known_at_run_time_get_a_small_and_a_tail_plan():
+    import ember.ir.symbolic as S
+    m = S.sym("batch")
+    p = plan_gemm(m, 512, 512, ZEN5, pack_b=True)
+    assert p.small_m == 4 and [t.MR for t in p.tiles] == [1, 12] and p.tiles[1].tail_mr == 4
+
+
+def test_few_columns_use_column_tiles_and_k_slices_from_the_caches():
+    # ResNet-50's 3x3 layers on 7x7 images: 512 x 49 x 4608, constant weights
+    p = plan_gemm(512, 49, 4608, ZEN5, pack_a=True)
+    ct, = p.tiles
+    assert isinstance(ct, ColTiles) and math.ceil(49 / ct.NC) * ct.NC / 49 <= 1.0625   # 5 tiles of 10
+    assert ct.nk > 1 and p.NB * ct.kc * 4 <= ZEN5.l1_bytes // 2      # a slice of A's panel in half of L1
+    assert ct.nk * ct.kc >= 4608
+    huge_l1 = plan_gemm(512, 49, 4608, Target.preset("zen5", l1_bytes=8 << 20), pack_a=True).tiles[0]
+    assert huge_l1.nk == 1
+
+
+def test_loop_order_follows_the_l2():
+    # a 1x1 convolution (2048 x 784 x 256) whose B fits half of a 2 MB L2 but not of a 512 KB
+    # one, and whose weights do not: on the larger L2 the weights stream once, B stays
+    kw = dict(pack_a=True)
+    small, large = Target.preset("zen5", l2_bytes=512 << 10), Target.preset("zen5", l2_bytes=2 << 20)
+    a = plan_gemm(2048, 784, 256, small, **kw).tiles[0]
+    b = plan_gemm(2048, 784, 256, large, **kw).tiles[0]
+    assert isinstance(a, RowTiles) and isinstance(b, RowTiles)
+    assert (a.rows_fastest, b.rows_fastest) == (True, False)
+    assert b.panel_prefetch == "a"
+
+
+def test_without_mask_registers_whole_column_tiles_run_unmasked():
+    assert plan_gemm(64, 100, 64, AVX2).tiles[0].unmasked_full_tiles
+    assert not plan_gemm(64, 100, 64, ZEN5).tiles[0].unmasked_full_tiles
+    assert not plan_gemm(64, 96, 64, AVX2).tiles[0].unmasked_full_tiles    # N whole panels: no masks at all
+
+
+def test_plans_are_pure_and_ignore_noise_in_measured_figures():
+    a = plan_gemm(384, 768, 768, ZEN5, pack_b=True)
+    assert a == plan_gemm(384, 768, 768, ZEN5, pack_b=True) and isinstance(a, GemmPlan)
+    noisy = ZEN5.with_measured(ZEN5.fma_gflops * 1.1, ZEN5.read_gbs * 0.95)
+    assert noisy.plan_key() == ZEN5.plan_key()
+    # Zen 4 runs the same AVX-512 code at half the FMA rate: the same tiles, another balance
+    assert ZEN4.balance < ZEN5.balance and ZEN4.plan_key() != ZEN5.plan_key()
+
+
+def test_choose_mr_wastes_little():
+    for m in range(1, 200):
+        r = choose_mr(m, 12)
+        assert 1 <= r <= 12
+        if m > 12:
+            assert math.ceil(m / r) * r / m <= 1.34
+
+
+def test_target_thresholds_scale_with_the_vector():
+    assert DEFAULT.f32_lanes == 16 and AVX2.f32_lanes == 8 and NEON.f32_lanes == 4
+    assert ZEN5.row_is_short(16) and not ZEN5.row_is_short(17) and AVX2.row_is_short(8) and not AVX2.row_is_short(14)
+    assert ZEN5.row_is_narrow(8) and not AVX2.row_is_narrow(7)
+    assert ZEN5.whole_vectors(112) and AVX2.whole_vectors(56) and not ZEN5.whole_vectors(56)
+
+
+@pytest.mark.parametrize("preset", ["avx2", "zen5"])
+def test_conv_strategy_follows_the_target(preset):
+    """The decomposition picks flat-pixel windows for rows up to one vector of the target:
+    14-wide rows are short for AVX-512 (16 lanes), not for AVX2 (8)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+    from ember.frontends.onnx.loader import load_onnx
+    from ember.passes import optimize
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 8, 3, 3)).astype(np.float32), "w")
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], strides=[1, 1])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 14, 14])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    graph = optimize(load_onnx(m), target=Target.preset(preset))
+    flat = [n.attrs.get("flat") for n in graph.nodes if n.op == "im2col"]
+    assert flat == ([1] if preset == "zen5" else [None])
