@@ -394,7 +394,7 @@ def verify(k: Kernel, buffers=None) -> None:
     inside its loop, every local is declared before it is read or assigned (locals live for
     the whole kernel, as Python's do in the kernel language, from their first declaration),
     buffers exist (`buffers`: the ids a module knows), explicit vectors agree on their lanes,
-    float arithmetic on its dtype, parallel loops do not nest, and Break/Continue sit inside
+    float arithmetic on its dtype, and Break/Continue sit inside
     the loop they name. Raises `LoopIRError` naming the kernel and the statement; the tests
     run it after every lowering (EMBER_VERIFY=1)."""
     _Verifier(k, buffers).block(k.body, ())
@@ -406,7 +406,6 @@ class _Verifier:
         self.vars: list = []            # loop/lane variables in scope
         self.locals: dict = {}          # name -> lanes (None: scalar or the context's)
         self.loops: list = []           # labels (None for unlabelled) of enclosing loops
-        self.parallel = 0
 
     def fail(self, what, where):
         from ..errors import LoopIRError
@@ -432,15 +431,11 @@ class _Verifier:
             self.expr(s.stop, w)
             if s.step == 0:
                 self.fail("a loop with step 0", w)
-            if s.parallel and self.parallel:
-                self.fail("a parallel loop inside a parallel loop", w)
-            self.parallel += bool(s.parallel)
             self.vars.append(s.var.name)
             self.loops.append(s.label)
             self.block(s.body, w)
             self.loops.pop()
             self.vars.pop()
-            self.parallel -= bool(s.parallel)
         elif isinstance(s, Loop):
             self.loops.append(s.label)
             self.block(s.body, w)
