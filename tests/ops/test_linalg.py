@@ -616,7 +616,10 @@ def test_avx2_tiles_load_whole_column_tiles_without_masks(monkeypatch):
     from ember.runtime import compiler
 
     from .harness import run_engine, run_reference
-    monkeypatch.setattr(native, "vector_bits", lambda: 256)
+    import dataclasses
+    avx2 = dataclasses.replace(native.host_target(), isa="avx2", vector_bits=256, vector_registers=16,
+                               masked_vectors=False)
+    monkeypatch.setattr(compiler, "measured_target", lambda: avx2)
     rng = np.random.default_rng(7)
     g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Relu", ["c"], ["y"])],
                           "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 24, 14, 14])],
