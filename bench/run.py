@@ -259,12 +259,43 @@ def bench_stability(cases, threads_list, runs, log):
     return out
 
 
+def machine(micro=()) -> dict:
+    """The CPU (lscpu's model name), the target Ember planned for, and the measured FMA peak
+    and read bandwidth: from the micro-benchmarks where they ran, else from Ember's own probe
+    (ember.runtime.probe, in a fresh process)."""
+    import platform
+    model = platform.processor() or platform.machine()
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=30).stdout
+        model = next(l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name")) or model
+    except (OSError, StopIteration, subprocess.SubprocessError):
+        pass
+    code = ("import json; from ember.runtime.probe import measured_target as m; t = m(); "
+            "print(json.dumps({'isa': t.isa, 'l2_bytes': t.l2_bytes, 'l3_bytes': t.l3_bytes, 'cores': t.cores, "
+            "'fma_gflops': t.fma_gflops, 'read_gbs': t.read_gbs, 'plan_key': t.plan_key()}))")
+    try:
+        probe = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                          timeout=300, cwd=ROOT).stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError, subprocess.SubprocessError):
+        probe = {}
+    fma = next((m["gflops"] for m in micro if m["kind"] == "fma" and m["threads"] == 1), None)
+    read = next((m["gbps"] for m in micro if m["kind"] == "read" and m["threads"] == 1), None)
+    return {"cpu": model, "target": probe,
+            "fma_gflops_1t": fma if fma is not None else probe.get("fma_gflops"),
+            "read_gbs_1t": read if read is not None else probe.get("read_gbs")}
+
+
 def to_markdown(rows, engines, micro, compile_times, meta, stability=()):
     per = f"at least {meta['runs']} runs and {meta['min_time']:g} s" if meta.get("min_time") else f"{meta['runs']} runs"
     lines = [f"Ember benchmark, {meta['date']}, {meta['cpu']}; {per} x {meta['rounds']} rounds "
              f"per cell, each engine in its own process, alternated. Latency: median / p99 ms."
              + (f" Ember compiled for `{meta['ember_target']}` (EMBER_TARGET); its peers use the whole CPU."
                 if meta.get("ember_target", "host") != "host" else ""), ""]
+    if meta.get("fma_gflops_1t") or meta.get("read_gbs_1t"):
+        t = meta.get("target") or {}
+        lines[-1:-1] = [f"Machine: {meta['cpu']}; one core's measured float32 FMA peak "
+                        f"{meta.get('fma_gflops_1t') or 0:.0f} GFLOP/s and read bandwidth {meta.get('read_gbs_1t') or 0:.1f} GB/s; "
+                        f"Ember's target `{t.get('plan_key', '?')}` (ISA/vector bits/registers/masks/L1/L2/L3/cores/balance)."]
     head = ["model", "batch", "threads"] + [{"ember": "Ember", "ort": "onnxruntime", "openvino": "OpenVINO f32",
                                              "torch": "PyTorch eager"}[e] for e in engines]
     head += ["Ember/ORT", "Ember/PyTorch", "Ember max rel diff"]
@@ -349,8 +380,7 @@ def main(argv=None):
     comp = [] if a.skip_compile else bench_compile(models, log)
     stab = [] if not a.stability_runs else bench_stability(
         [(m, 1) for m in a.stability_models.split(",")], threads, a.stability_runs, log)
-    import platform
-    meta = {"date": time.strftime("%Y-%m-%d"), "cpu": platform.processor() or platform.machine(),
+    meta = {"date": time.strftime("%Y-%m-%d"), **machine(micro),
             "runs": a.runs, "min_time": a.min_time, "rounds": a.rounds, "cpus": os.cpu_count(),
             "ember_target": a.target}
     md = to_markdown(rows, engines, micro, comp, meta, stab)
