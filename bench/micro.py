@@ -35,32 +35,10 @@ def _best(fn, reps=10, min_time=0.2):
 
 
 def fma_peak(threads: int) -> float:
+    """Ember's own probe (ember.runtime.probe.fma_peak), run longer: the peak plans read."""
     from ember.codegen import native
-    from ember.lang import SIMD, Param, Tensor, float32, fma, int64, kernel, parallelize, set_num_threads, unroll
-
-    # 12 chains of one register each (of the width code is generated for: 12 zmm chains on
-    # AVX2 would be 24 ymm, more than its 16 registers, and spill): enough independent FMAs
-    # in flight to cover 2 pipes x 4 cycles of latency
-    @kernel
-    def fma_chains(out: Tensor[float32, 1], n: int64, W: Param = 16):
-        def worker(w):
-            acc = [SIMD[float32, W](float32(k)) for k in range(12)]
-            x = SIMD[float32, W](0.999999)
-            y = SIMD[float32, W](1e-7)
-            for i in range(n):
-                for k in unroll(12):
-                    acc[k] = fma(acc[k], x, y)
-            s = acc[0]
-            for k in unroll(1, 12):
-                s = s + acc[k]
-            out[w] = s.reduce_add()
-        parallelize(worker, out.shape[0])
-    set_num_threads(threads)
-    out = np.zeros(threads, np.float32)
-    n = 2_000_000
-    lanes = max(native.vector_bits() // 32, 4)
-    t = _best(lambda: fma_chains(out, n, W=lanes), reps=5)
-    return threads * n * 12 * lanes * 2 / t / 1e9
+    from ember.runtime.probe import fma_peak as probe_peak
+    return max(probe_peak(native.host_target(), threads, n=2_000_000) for _ in range(2))
 
 
 def _session(nodes, inputs, outputs, inits, threads):

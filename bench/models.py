@@ -4,8 +4,9 @@ weights (nothing is downloaded), exported to ONNX.
     python -m bench.models [OUT_DIR] [--verify] [--only NAME ...]
 
 Public API:
-    MODELS                       names of the models
-    build(name, out_dir, opset)  export out_dir/<name>.onnx unless it exists; return its path
+    MODELS                       names of the basket models
+    EXTRA_MODELS                 named extra cases: bert_eager, gpt2_eager (eager attention)
+    build(name, out_dir, opset)  export the model into out_dir unless it is there; return its path
     example_inputs(name, ...)    valid random feeds {input name: np.ndarray}
     torch_model(name)            the eager torch module (eval mode) the export comes from
     verify(name, path)           onnxruntime vs torch eager, returns the worst relative error
@@ -44,6 +45,19 @@ from pathlib import Path
 import numpy as np
 
 MODELS = ("mlp", "resnet50", "mobilenetv2", "bert", "gpt2")
+# Named extra cases, outside the basket: the transformers models with eager attention
+# (explicit MatMul/Softmax/MatMul in torch) instead of the default SDPA that users export with.
+EXTRA_MODELS = ("bert_eager", "gpt2_eager")
+_VARIANT = {"bert_eager": ("bert", "eager"), "gpt2_eager": ("gpt2", "eager")}
+# Export file names that changed meaning: BERT and GPT-2 were once exported with eager
+# attention as bert.onnx / gpt2.onnx; the default (SDPA) export gets a new name so a stale
+# file is never picked up.
+_FILE = {"bert": "bert-sdpa", "gpt2": "gpt2-sdpa"}
+
+
+def base_model(name: str) -> str:
+    """The basket model a named extra case is a variant of (itself for basket models)."""
+    return _VARIANT.get(name, (name, None))[0]
 
 DEFAULT_OUT = Path(__file__).resolve().parent / ".models"
 DEFAULT_SEQ = 128
@@ -52,7 +66,7 @@ BERT_VOCAB = 30522
 GPT2_VOCAB = 50257
 
 # Which torch exporter each model uses (see the module docstring).
-EXPORTER = {name: "dynamo" for name in MODELS}
+EXPORTER = {name: "dynamo" for name in MODELS + EXTRA_MODELS}
 MAX_DIM = {"batch": 4096, "seq": 512}
 
 # Per model: input names, output names, dynamic axes
@@ -303,7 +317,13 @@ def _causal_mask(input_ids):
     return mask[None, None, :, :]
 
 
-def _bert():
+def _attention(impl):
+    """Config kwargs for the attention implementation: none for the default (SDPA), which is
+    what a user's export gets."""
+    return {} if impl is None else {"attn_implementation": impl}
+
+
+def _bert(attn=None):
     import torch
     import transformers
 
@@ -314,7 +334,7 @@ def _bert():
         num_attention_heads=12,
         intermediate_size=3072,
         max_position_embeddings=512,
-        attn_implementation="eager",
+        **_attention(attn),
     )
     bert = transformers.BertModel(cfg, add_pooling_layer=True)
     _perturb_small_params(bert)
@@ -341,7 +361,7 @@ def _bert():
     return Bert()
 
 
-def _gpt2():
+def _gpt2(attn=None):
     import torch
     import transformers
 
@@ -352,7 +372,7 @@ def _gpt2():
         n_layer=12,
         n_head=12,
         use_cache=False,
-        attn_implementation="eager",
+        **_attention(attn),
     )
     gpt2 = transformers.GPT2Model(cfg)
     _perturb_small_params(gpt2)
@@ -393,7 +413,8 @@ def torch_model(name: str):
 
     _check(name)
     torch.manual_seed(0)
-    model = _BUILDERS[name]()
+    base, attn = _VARIANT.get(name, (name, None))
+    model = _BUILDERS[base](attn) if attn else _BUILDERS[base]()
     if name in ("resnet50", "mobilenetv2"):
         _calibrate_batchnorm(model)
     return model.eval()
@@ -407,6 +428,7 @@ def torch_model(name: str):
 def example_inputs(name: str, batch: int = 1, seq: int = DEFAULT_SEQ, seed: int = 0) -> dict[str, np.ndarray]:
     """Valid random feeds for model `name` (keys are the ONNX input names)."""
     _check(name)
+    name = base_model(name)
     rng = np.random.default_rng(seed)
     if name == "mlp":
         return {"x": rng.standard_normal((batch, 1024), dtype=np.float32)}
@@ -429,8 +451,8 @@ def example_inputs(name: str, batch: int = 1, seq: int = DEFAULT_SEQ, seed: int 
 
 
 def _check(name: str) -> None:
-    if name not in MODELS:
-        raise KeyError(f"unknown model {name!r}; expected one of {MODELS}")
+    if name not in MODELS + EXTRA_MODELS:
+        raise KeyError(f"unknown model {name!r}; expected one of {MODELS + EXTRA_MODELS}")
 
 
 # --------------------------------------------------------------------------- #
@@ -447,7 +469,7 @@ def build(name: str, out_dir: str | Path = DEFAULT_OUT, opset: int = 18, exporte
     alongside (their relative locations stay valid)."""
     _check(name)
     out_dir = Path(out_dir)
-    path = out_dir / f"{name}.onnx"
+    path = out_dir / f"{_FILE.get(name, name)}.onnx"
     if path.exists():
         return path
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -468,13 +490,13 @@ def build(name: str, out_dir: str | Path = DEFAULT_OUT, opset: int = 18, exporte
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # deprecation / tracer chatter
             if exporter == "dynamo":
-                _export_dynamo(model, args, tmp_path, opset, *_IO[name], keep_batchnorm=cnn)
+                _export_dynamo(model, args, tmp_path, opset, *_IO[base_model(name)], keep_batchnorm=cnn)
                 if cnn and not _has_op(tmp_path, "BatchNormalization"):
                     for f in Path(tmp).iterdir():
                         f.unlink()
                     exporter = "torchscript"
             if exporter == "torchscript":
-                _export_torchscript(model, args, tmp_path, opset, *_IO[name])
+                _export_torchscript(model, args, tmp_path, opset, *_IO[base_model(name)])
             elif exporter != "dynamo":
                 raise ValueError(f"unknown exporter {exporter!r}")
         for f in Path(tmp).iterdir():  # the .onnx plus any external data
@@ -593,7 +615,7 @@ def verify(name: str, path: str | Path, shapes=None, model=None) -> list[tuple[i
     import torch
 
     if shapes is None:
-        if name in ("bert", "gpt2"):
+        if base_model(name) in ("bert", "gpt2"):
             shapes = [(1, 128), (4, 128), (1, 64), (4, 64)]
         else:
             shapes = [(1, None), (4, None)]
@@ -619,7 +641,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out_dir", nargs="?", default=str(DEFAULT_OUT))
     p.add_argument("--opset", type=int, default=18)
-    p.add_argument("--only", nargs="*", choices=MODELS, help="build only these models")
+    p.add_argument("--only", nargs="*", choices=MODELS + EXTRA_MODELS, help="build only these models")
     p.add_argument("--exporter", choices=("torchscript", "dynamo"), help="override the per-model default")
     p.add_argument("--verify", action="store_true", help="check onnxruntime against torch eager")
     a = p.parse_args(argv)
@@ -629,10 +651,10 @@ def main(argv=None) -> int:
     ok = True
     for name in a.only or MODELS:
         t0 = time.perf_counter()
-        existed = (Path(a.out_dir) / f"{name}.onnx").exists()
+        existed = (Path(a.out_dir) / f"{_FILE.get(name, name)}.onnx").exists()
         path = build(name, a.out_dir, opset=a.opset, exporter=a.exporter)
         dt = time.perf_counter() - t0
-        size = sum(f.stat().st_size for f in path.parent.glob(f"{name}.onnx*"))
+        size = sum(f.stat().st_size for f in path.parent.glob(f"{path.name}*"))
         nodes = len(onnx.load(str(path), load_external_data=False).graph.node)
         how = "cached" if existed else f"exported in {dt:.1f} s"
         print(f"{name:12s} {path}  {size / 2**20:7.1f} MiB  {nodes:5d} nodes  ({how})", flush=True)

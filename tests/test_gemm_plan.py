@@ -105,3 +105,28 @@ def test_conv_strategy_follows_the_target(preset):
     graph = optimize(load_onnx(m), target=Target.preset(preset))
     flat = [n.attrs.get("flat") for n in graph.nodes if n.op == "im2col"]
     assert flat == ([1] if preset == "zen5" else [None])
+
+
+def test_measured_figures_are_measured_once_per_machine(tmp_path, monkeypatch):
+    """The probe writes its figures beside the compiled models and later processes read them
+    back; EMBER_MEASURE=0 and a failing probe give a target without figures (plans still work)."""
+    from ember.runtime import probe
+    monkeypatch.setenv("EMBER_CACHE_DIR", str(tmp_path))
+    calls = []
+    monkeypatch.setattr(probe, "fma_peak", lambda t: calls.append("fma") or 123.0)
+    monkeypatch.setattr(probe, "read_bandwidth", lambda t: calls.append("bw") or 9.5)
+    t = probe.measured_target.__wrapped__()
+    assert (t.fma_gflops, t.read_gbs) == (123.0, 9.5) and calls == ["fma", "bw"]
+    assert len(list(tmp_path.glob("target-*.json"))) == 1
+    again = probe.measured_target.__wrapped__()
+    assert (again.fma_gflops, again.read_gbs) == (123.0, 9.5) and calls == ["fma", "bw"]   # read back
+
+    monkeypatch.setenv("EMBER_MEASURE", "0")
+    assert probe.measured_target.__wrapped__().balance is None
+    monkeypatch.delenv("EMBER_MEASURE")
+    for f in tmp_path.glob("target-*.json"):
+        f.unlink()
+    monkeypatch.setattr(probe, "fma_peak", lambda t: 1 / 0)
+    t = probe.measured_target.__wrapped__()
+    assert t.fma_gflops is None and "/b?" in t.plan_key()
+    assert plan_gemm(64, 64, 64, t).tiles[0].MR == 8

@@ -397,7 +397,7 @@ def verify(k: Kernel, buffers=None) -> None:
     float arithmetic on its dtype, and Break/Continue sit inside
     the loop they name. Raises `LoopIRError` naming the kernel and the statement; the tests
     run it after every lowering (EMBER_VERIFY=1)."""
-    _Verifier(k, buffers).block(k.body, ())
+    _Verifier(k, buffers).block(k.body)
 
 
 class _Verifier:
@@ -420,7 +420,7 @@ class _Verifier:
         if self.buffers is not None and b not in self.buffers:
             self.fail(f"buffer buf{b} is not one of the module's", where)
 
-    def block(self, body, where):
+    def block(self, body):
         for s in body:
             self.stmt(s)
 
@@ -433,12 +433,12 @@ class _Verifier:
                 self.fail("a loop with step 0", w)
             self.vars.append(s.var.name)
             self.loops.append(s.label)
-            self.block(s.body, w)
+            self.block(s.body)
             self.loops.pop()
             self.vars.pop()
         elif isinstance(s, Loop):
             self.loops.append(s.label)
-            self.block(s.body, w)
+            self.block(s.body)
             self.loops.pop()
         elif isinstance(s, (Break, Continue)):
             if not self.loops or (s.label is not None and s.label not in self.loops):
@@ -475,14 +475,14 @@ class _Verifier:
                 self.fail(f"{n}-lane value assigned to '{s.name}' of {lanes} lanes", w)
         elif isinstance(s, If):
             self.expr(s.cond, w)
-            self.block(s.then, w)
-            self.block(s.orelse, w)
+            self.block(s.then)
+            self.block(s.orelse)
         elif isinstance(s, VecScope):
             self.expr(s.base, w)
             if s.mask is not None and self.expr(s.mask, w) not in (None, s.lanes):
                 self.fail("a lane scope whose mask has other lanes", w)
             self.vars.append(s.var.name)
-            self.block(s.body, w)
+            self.block(s.body)
             self.vars.pop()
         else:
             self.fail(f"unknown statement {type(s).__name__}", w)

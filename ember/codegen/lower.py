@@ -365,7 +365,6 @@ class Lowering:
     def __init__(self, sched: Schedule, target=None, nr: int = 2):
         self.s = sched
         self.target = target if target is not None else DEFAULT_TARGET
-        self.vector_bits = self.target.vector_bits
         self.nr = nr                     # vectors per GEMM tile row (the plan's NR)
         self.sizes = SizeTable()
         self.buffers: dict = {}
@@ -382,7 +381,7 @@ class Lowering:
 
     def lanes(self, dtype):
         bits = 8 * max(itemsize(compute_dtype(dtype)), 4) if dtype != "bool" else 32
-        return max(self.vector_bits // bits, 4)
+        return max(self.target.vector_bits // bits, 4)
 
     # -- buffers --------------------------------------------------------------------------
     def _new_buf(self, dtype, base, offset=0, offset_slot=None):

@@ -58,7 +58,8 @@ class OpDef:
 class LibraryImpl:
     """A node computed by one kernel-language kernel over whole tensors.
     `applies(node)` says when (a pure function of the node: passes and fusion ask it);
-    `lower(node)` returns (kernel, compile-time params) — or names such a function of
+    `lower(node, target)` returns (kernel, compile-time params) for the `ember.ir.target.Target`
+    code is generated for — or names such a function of
     `ember.kernels` ("lower_softmax"), imported only when a model lowers the node, since the
     kernels are written in the kernel language, a layer above this one. The kernel's tensor
     parameters are the node's inputs followed by its outputs.
@@ -69,17 +70,13 @@ class LibraryImpl:
     epilogue: bool = False
 
     def kernel_for(self, node, target=None):
-        """(kernel, compile-time params) for `node` on `target`. A lowering function takes
-        (node, target), or (node) where it does not depend on the machine."""
+        """(kernel, compile-time params) for `node` on `target`: `lower(node, target)`."""
         fn = self.lower
         if isinstance(fn, str):
             import importlib
             fn = getattr(importlib.import_module("ember.kernels"), fn)
-        import inspect
-        if len(inspect.signature(fn).parameters) >= 2:
-            from .target import DEFAULT
-            return fn(node, target if target is not None else DEFAULT)
-        return fn(node)
+        from .target import DEFAULT
+        return fn(node, target if target is not None else DEFAULT)
 
 
 def library_impl(node):

@@ -29,11 +29,11 @@ from . import pool as _pool
 from . import winograd as _winograd
 
 
-def lower_softmax(node):
+def lower_softmax(node, target):
     return _nn.softmax_rows, {}
 
 
-def lower_layer_norm(node):
+def lower_layer_norm(node, target):
     return _nn.layer_norm_rows, {"epsilon": float(node.attrs["epsilon"])}
 
 

@@ -96,7 +96,7 @@ def _register_tensor(op_name, kern, params, infer, epilogue):
     def applies(node):
         return True
 
-    def lower(node):
+    def lower(node, target):
         return kern, {k: v for k, v in node.attrs.items() if k in params}
 
     OPS[op_name] = OpDef(op_name, "composite", infer, library=LibraryImpl(applies, lower, epilogue),

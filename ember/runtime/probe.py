@@ -19,6 +19,7 @@ import numpy as np
 
 from ..codegen import native
 from ..ir.target import Target
+from ..lang import SIMD, Param, Tensor, float32, fma, int64, kernel, parallelize, set_num_threads, unroll
 
 _lock = threading.Lock()
 
@@ -55,55 +56,56 @@ def _best(fn, reps):
     return best
 
 
-def fma_peak(target: Target, threads: int = 1) -> float:
-    """GFLOP/s of one core (per thread) on independent FMA chains, one register each: 12
-    chains cover 2 pipes x 4-5 cycles of latency and fit AVX2's 16 registers."""
-    from ..lang import SIMD, Param, Tensor, float32, fma, int64, kernel, parallelize, set_num_threads, unroll
+# 12 chains of one register each (of the width code is generated for): enough independent
+# FMAs in flight to cover 2 pipes x 4-5 cycles of latency, and within AVX2's 16 registers
+@kernel
+def _fma_chains(out: Tensor[float32, 1], n: int64, W: Param = 16):
+    def worker(w):
+        acc = [SIMD[float32, W](float32(k)) for k in range(12)]
+        x = SIMD[float32, W](0.999999)
+        y = SIMD[float32, W](1e-7)
+        for i in range(n):
+            for k in unroll(12):
+                acc[k] = fma(acc[k], x, y)
+        s = acc[0]
+        for k in unroll(1, 12):
+            s = s + acc[k]
+        out[w] = s.reduce_add()
+    parallelize(worker, out.shape[0])
 
-    @kernel
-    def fma_chains(out: Tensor[float32, 1], n: int64, W: Param = 16):
-        def worker(w):
-            acc = [SIMD[float32, W](float32(k)) for k in range(12)]
-            x = SIMD[float32, W](0.999999)
-            y = SIMD[float32, W](1e-7)
-            for i in range(n):
-                for k in unroll(12):
-                    acc[k] = fma(acc[k], x, y)
-            s = acc[0]
-            for k in unroll(1, 12):
-                s = s + acc[k]
-            out[w] = s.reduce_add()
-        parallelize(worker, out.shape[0])
+
+@kernel
+def _sum_all(x: Tensor[float32, 1], out: Tensor[float32, 1]):
+    acc = [SIMD[float32, 16](0.0) for k in range(4)]
+    for i in range(0, x.shape[0], 64):
+        for k in unroll(4):
+            acc[k] = acc[k] + x.load[16](i + 16 * k)
+    out[0] = (acc[0] + acc[1] + acc[2] + acc[3]).reduce_add()
+
+
+def fma_peak(target: Target, threads: int = 1, n: int = 400_000, reps: int = 5) -> float:
+    """float32 GFLOP/s of `threads` threads, each running independent FMA chains (the peak
+    plans read, and the one bench/micro.py measures the GEMM against)."""
     set_num_threads(threads)
     try:
         out = np.zeros(threads, np.float32)
-        n = 400_000
         lanes = target.f32_lanes
-        t = _best(lambda: fma_chains(out, n, W=lanes), reps=5)
+        t = _best(lambda: _fma_chains(out, n, W=lanes), reps=reps)
     finally:
         set_num_threads(None)
-    return n * 12 * lanes * 2 / t / 1e9
+    return threads * n * 12 * lanes * 2 / t / 1e9
 
 
 def read_bandwidth(target: Target) -> float:
     """GB/s one thread reads with a SIMD sum over a buffer four times the last-level cache
     (64 to 256 MiB), so the figure is memory's, not the cache's."""
-    from ..lang import SIMD, Tensor, float32, kernel, set_num_threads, unroll
-
-    @kernel
-    def sum_all(x: Tensor[float32, 1], out: Tensor[float32, 1]):
-        acc = [SIMD[float32, 16](0.0) for k in range(4)]
-        for i in range(0, x.shape[0], 64):
-            for k in unroll(4):
-                acc[k] = acc[k] + x.load[16](i + 16 * k)
-        out[0] = (acc[0] + acc[1] + acc[2] + acc[3]).reduce_add()
     nbytes = min(max(4 * target.l3_bytes, 64 << 20), 256 << 20)
     x = np.empty(nbytes // 4 // 64 * 64, np.float32)
     x.fill(1.0)
     out = np.zeros(1, np.float32)
     set_num_threads(1)
     try:
-        t = _best(lambda: sum_all(x, out), reps=3)
+        t = _best(lambda: _sum_all(x, out), reps=3)
     finally:
         set_num_threads(None)
     return x.nbytes / t / 1e9
