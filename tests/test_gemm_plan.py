@@ -130,3 +130,43 @@ def test_measured_figures_are_measured_once_per_machine(tmp_path, monkeypatch):
     t = probe.measured_target.__wrapped__()
     assert t.fma_gflops is None and "/b?" in t.plan_key()
     assert plan_gemm(64, 64, 64, t).tiles[0].MR == 8
+
+
+def test_long_k_runs_in_slices_of_half_of_l1():
+    import ember.ir.symbolic as S
+    for t in (ZEN5, ZEN4, AVX2):
+        p = plan_gemm(64, 4096, 4096, t, pack_b=True)
+        rt, = p.tiles
+        assert rt.nk > 1 and rt.kc % 16 == 0 and p.NB * rt.kc * 4 <= t.l1_bytes // 2
+        assert (rt.nk - 1) * rt.kc < 4096 <= rt.nk * rt.kc
+        assert plan_gemm(64, 4096, 128, t, pack_b=True).tiles[0].nk == 1     # the panel fits already
+    small, tiles = plan_gemm(S.sym("batch"), 4096, 4096, ZEN5, pack_b=True).tiles
+    assert small.nk == 1 and tiles.nk > 1             # a GEMV streams B once: nothing to reuse
+    assert plan_gemm(64, 4096, 4096, ZEN5).tiles[0].nk == 1     # B not packed: no contiguous slices
+
+
+def test_sliced_k_with_rows_known_at_run_time_matches_numpy():
+    """K = 1000 in slices (the last one short), rows 1..67 at run time (whole tiles, tail
+    tiles, GEMV tiles), 70 columns (a masked panel), a fused bias, residual and Relu."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+    import ember
+
+    rng = np.random.default_rng(7)
+    K, N = 1000, 70
+    w = rng.standard_normal((K, N)).astype(np.float32)
+    bias = rng.standard_normal(N).astype(np.float32)
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "w"], ["c"]), helper.make_node("Add", ["c", "bias"], ["d"]),
+         helper.make_node("Add", ["d", "r"], ["e"]), helper.make_node("Relu", ["e"], ["y"])], "g",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["m", K]),
+         helper.make_tensor_value_info("r", TensorProto.FLOAT, ["m", N])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", N])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(bias, "bias")])
+    sess = ember.InferenceSession(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    for m in (1, 3, 5, 13, 29, 67):
+        a = rng.standard_normal((m, K)).astype(np.float32)
+        r = rng.standard_normal((m, N)).astype(np.float32)
+        y, = sess.run(None, {"a": a, "r": r})
+        ref = np.maximum(a.astype(np.float64) @ w + bias + r, 0)
+        np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-3 * np.abs(ref).max())

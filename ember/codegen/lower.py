@@ -606,7 +606,7 @@ class Lowering:
             bbuf = self._buf(implicit.inputs[0])
         else:
             bbuf = self._buf(b)
-        ib, jb, kv = L.Var("ib"), L.Var("jb"), L.Var("k")
+        ib, jb, kv, kb = L.Var("ib"), L.Var("jb"), L.Var("k"), L.Var("kb")
 
         def epilogue(acc_name, row, col, var, base, mask):
             """The fused pointwise kernel at C[row, col], reading the accumulator for the matmul
@@ -621,6 +621,8 @@ class Lowering:
                 raise CompileError("internal: epilogue with reductions")
             return L.VecScope(var, base, W, [self._store(ctx, grp.root, out_idx, val)], mask)
 
+        partial_sums = {}
+
         def tile(rt):
             """The loop nest over all tiles of `rt.MR` rows; with `rt.tail_mr`, over the whole
             tiles of MR rows only, then the rows left (M mod MR, known at run time) in tiles of
@@ -628,6 +630,11 @@ class Lowering:
             ctx.memo.clear()
             MR, tail_mr, rows_fastest = rt.MR, rt.tail_mr, rt.rows_fastest
             nblk_n = sz(S.floordiv(N + NB - 1, NB))
+            if rt.nk > 1:
+                # partial sums between K slices: rows 0..M+MR of every panel (the last tile
+                # may hang past M), one region per panel
+                partial_sums[rt] = (self._scratch_buf((M + MR) * S.floordiv(N + NB - 1, NB) * NB * 4),
+                                    ctx.mul(kb, ctx.iconst(rt.kc)))
             if tail_mr:
                 nfull = ctx.div(sz(M), ctx.iconst(MR))
                 it = L.Var("it")
@@ -640,7 +647,12 @@ class Lowering:
             else:
                 nblk_m = sz(S.floordiv(M + MR - 1, MR))
                 row_loops = [(ib, nblk_m, tile_rows(rt, MR, ib, ctx.mul(ib, ctx.iconst(MR)), rt.guard_rows))]
-            if rows_fastest:
+            if rt.nk > 1:
+                # slice kb of every row tile on the panel, then slice kb+1 (serial: it adds to
+                # the partial sums of slice kb, on the same thread)
+                loops = [L.For(jb, ctx.iconst(0), nblk_n, [L.For(kb, ctx.iconst(0), ctx.iconst(rt.nk), [
+                    L.For(v, ctx.iconst(0), n, body) for v, n, body in row_loops], serial=True)])]
+            elif rows_fastest:
                 loops = [L.For(jb, ctx.iconst(0), nblk_n, [L.For(v, ctx.iconst(0), n, body) for v, n, body in row_loops])]
             else:
                 loops = [L.For(v, ctx.iconst(0), n, [L.For(jb, ctx.iconst(0), nblk_n, body)]) for v, n, body in row_loops]
@@ -670,12 +682,22 @@ class Lowering:
                 mlast = sz(M - 1)
 
                 def load_a(r, k):
-                    row = L.Bin("min", ctx.add(i0, ctx.iconst(r)), mlast, "int64") if r else i0
+                    # a tile hanging past M reads its last row again; a whole tile's rows lie
+                    # at fixed offsets from its first (one address register for all of them)
+                    row = L.Bin("min", ctx.add(i0, ctx.iconst(r)), mlast, "int64") if r and guard else ctx.add(i0, ctx.iconst(r))
                     x = L.Load(abuf, ctx.add(a_off, ctx.add(ctx.mul(row, sz(K)), k)), a.dtype)
                     return L.Cast(x, dt) if a.dtype != dt else x
 
+            sliced = rt.nk > 1
+            if sliced:
+                part, k0 = partial_sums[rt]
+
             def tile_body(masks):
                 acc = [[f"acc{r}_{c}" for c in range(NR)] for r in range(MR)]
+                if sliced:
+                    slots = [(acc[r][c], ctx.add(ctx.mul(ctx.add(ctx.mul(jb, sz(M + rt.MR)), ctx.add(i0, ctx.iconst(r))),
+                                                         ctx.iconst(NB)), ctx.iconst(c * W)))
+                             for r in range(MR) for c in range(NR)]
                 body = [L.Decl(acc[r][c], L.Broadcast(L.Const(0, dt), W, dt), lanes=W)
                         for r in range(MR) for c in range(NR)]
                 def kstep(k, bv):
@@ -704,25 +726,55 @@ class Lowering:
                         bv.append(L.Cast(x, dt) if b.dtype != dt else x)
                     kbody = kstep(kv, bv)
                     # (the tail tiles of a dynamic M have fewer rows than the plan's MR)
+                    streams = []
                     if rt.stream_prefetch and MR >= 4:
-                        kbody += self._tile_stream_prefetches(ctx, grp, out, a, b, bvars, fold_batch, i0, cols,
-                                                              kv, MR, NR, W, b_off, bbuf, N, NB, rt.next_b_rows)
-                    if rt.panel_prefetch == "b" and MR >= 4:
+                        streams = self._tile_stream_prefetches(ctx, grp, out, a, b, bvars, fold_batch, i0, cols,
+                                                               ctx.sub(kv, k0) if sliced else kv, MR, NR, W,
+                                                               b_off, bbuf, N, NB, rt.next_b_rows)
+                    if not sliced:
+                        kbody += streams
+                    if rt.panel_prefetch == "b" and MR >= 4 and sliced:
+                        # the next slice (the first of the next panel after the last): packed
+                        # panels lie slice after slice
+                        kbody.append(_prefetch_next_panel(ctx, bbuf, ctx.mul(ctx.add(ctx.mul(jb, sz(K)),
+                                                                                     ctx.add(k0, ctx.iconst(rt.kc))),
+                                                                             ctx.iconst(NB)),
+                                                          ib, ctx.sub(kv, k0), rt.kc, NB))
+                    elif rt.panel_prefetch == "b" and MR >= 4:
                         kbody.append(_prefetch_next_panel(ctx, bbuf, ctx.mul(ctx.add(jb, ctx.iconst(1)), sz(K * NB)),
                                                           ib, kv, K, NB))
                     elif rt.panel_prefetch == "a":
                         kbody.append(_prefetch_next_panel(ctx, abuf, ctx.add(a_row0, sz(K * MR)), jb, kv, K, MR))
-                    body.append(L.For(kv, ctx.iconst(0), sz(K), kbody))
+                    if sliced:
+                        body.append(L.If(L.Bin("lt", ctx.iconst(0), kb, "bool"),
+                                         [L.Assign(a_, L.VLoad(part, ix, W, dt)) for a_, ix in slots]))
+                        # C's lines are needed by the last slice's epilogue only: its k loop
+                        # prefetches them, the others spend no issue slots on it (on cores
+                        # whose FMA ports also run integer ops, the address arithmetic of
+                        # prefetches at every k step cost 10% of a 4096x4096 layer)
+                        k1 = L.Bin("min", ctx.add(k0, ctx.iconst(rt.kc)), sz(K), "int64")
+                        if streams:
+                            body.append(L.If(L.Bin("lt", kb, ctx.iconst(rt.nk - 1), "bool"),
+                                             [L.For(kv, k0, k1, kbody)], [L.For(kv, k0, k1, kbody + streams)]))
+                        else:
+                            body.append(L.For(kv, k0, k1, kbody))
+                    else:
+                        body.append(L.For(kv, ctx.iconst(0), sz(K), kbody))
                 # epilogue: the fused pointwise kernel, reading the accumulator for the matmul value
                 jv = L.Var("j")
+                tail = []
                 for r in range(MR):
                     row = ctx.add(i0, ctx.iconst(r))
                     stores = [epilogue(acc[r][c], row, jv, jv, cols[c], masks[c]) for c in range(NR)]
                     if not guard:
-                        body.extend(stores)
+                        tail.extend(stores)
                     else:
-                        body.append(L.If(L.Bin("lt", row, sz(M), "bool"), stores))
-                return body
+                        tail.append(L.If(L.Bin("lt", row, sz(M), "bool"), stores))
+                if sliced:
+                    # all slices but the last keep their partial sums (rows past M included)
+                    tail = [L.If(L.Bin("lt", kb, ctx.iconst(rt.nk - 1), "bool"),
+                                 [L.VStore(part, ix, L.Local(a_, dt)) for a_, ix in slots], tail)]
+                return body + tail
 
             # without mask registers, whole column tiles, all but the last, run without masks
             if rt.unmasked_full_tiles:

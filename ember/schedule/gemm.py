@@ -27,6 +27,8 @@ class RowTiles:
     next_b_rows: bool = False        # ... and row k of the next column panel of B, into L2
     panel_prefetch: str | None = None  # "b": next packed B panel; "a": next packed A panel; None
     unmasked_full_tiles: bool = False  # without mask registers: full column tiles run without masks
+    kc: int = 0                 # > 0: K in slices of kc, each slice of a B panel reused from L1 by all row tiles
+    nk: int = 1                 # slices (partial sums kept in kernel scratch between them)
 
 
 @dataclass(frozen=True)
@@ -133,8 +135,23 @@ def _row_tiles(M, MR, tail_mr, *, N, K, itemsize, pack_a, pack_b, implicit, NB, 
     # register (12 accumulators + 2 masks + B + A spill on AVX2's 16)
     unmasked = (not implicit and not pack_b and not target.masked_vectors
                 and not (isinstance(N, int) and N % NB == 0))
+    # K slices of a packed B panel. A panel longer than half of L1 (K=768 at 32 columns: 96
+    # KB) is re-read from L2 by every row tile; with 12 broadcast streams of A beside it, L2's
+    # latency shows (Sapphire Rapids, K=768..4096: 75-85% of the FMA rate reached at K=256).
+    # In slices of half of L1, each slice stays in L1 while every row tile on the panel uses
+    # it, at the cost of loading and storing the partial sums once per slice (MR*NR vectors
+    # against kc*MR*NR FMAs)
+    kc, nk = 0, 1
+    if (pack_b and rows_fastest and MR >= 4 and not implicit and isinstance(K, int)
+            and NB * K * itemsize > target.l1_bytes // 2):
+        kc_max = max(target.l1_bytes // 2 // (NB * itemsize), 16)
+        nk = -(-K // kc_max)
+        kc = -(-K // nk // 16) * 16          # whole lines of A's rows per slice
+        nk = -(-K // kc)
+        if nk == 1:
+            kc = 0
     return RowTiles(MR, tail_mr, rows_fastest, guard, stream, stream and not pack_b and rows_fastest,
-                    panel, unmasked)
+                    panel, unmasked, kc, nk)
 
 
 def _col_tiles(M: int, N: int, K: int, NC: int, NB: int, target: Target) -> ColTiles:
