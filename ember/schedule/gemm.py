@@ -136,11 +136,11 @@ def _row_tiles(M, MR, tail_mr, *, N, K, itemsize, pack_a, pack_b, implicit, NB, 
     unmasked = (not implicit and not pack_b and not target.masked_vectors
                 and not (isinstance(N, int) and N % NB == 0))
     # K slices of a packed B panel. A panel longer than half of L1 (K=768 at 32 columns: 96
-    # KB) is re-read from L2 by every row tile; with 12 broadcast streams of A beside it, L2's
-    # latency shows (Sapphire Rapids, K=768..4096: 75-85% of the FMA rate reached at K=256).
-    # In slices of half of L1, each slice stays in L1 while every row tile on the panel uses
-    # it, at the cost of loading and storing the partial sums once per slice (MR*NR vectors
-    # against kc*MR*NR FMAs)
+    # KB) is re-read from L2 by every row tile; in slices of half of L1, each slice stays in
+    # L1 while every row tile on the panel uses it, at the cost of loading and storing the
+    # partial sums once per slice (MR*NR vectors against kc*MR*NR FMAs). On Sapphire Rapids
+    # the slices alone measured level; what they buy there is that only the last slice
+    # prefetches C's lines for the epilogue (64x4096x4096: 148 -> 191 GFLOP/s, lowering)
     kc, nk = 0, 1
     if (pack_b and rows_fastest and MR >= 4 and not implicit and isinstance(K, int)
             and NB * K * itemsize > target.l1_bytes // 2):
