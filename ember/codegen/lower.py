@@ -726,13 +726,7 @@ class Lowering:
                         bv.append(L.Cast(x, dt) if b.dtype != dt else x)
                     kbody = kstep(kv, bv)
                     # (the tail tiles of a dynamic M have fewer rows than the plan's MR)
-                    streams = []
-                    if rt.stream_prefetch and MR >= 4:
-                        streams = self._tile_stream_prefetches(ctx, grp, out, a, b, bvars, fold_batch, i0, cols,
-                                                               ctx.sub(kv, k0) if sliced else kv, MR, NR, W,
-                                                               b_off, bbuf, N, NB, rt.next_b_rows)
-                    if not sliced:
-                        kbody += streams
+                    streams_on = rt.stream_prefetch and MR >= 4
                     if rt.panel_prefetch == "b" and MR >= 4 and sliced:
                         # the next slice (the first of the next panel after the last): packed
                         # panels lie slice after slice
@@ -745,21 +739,36 @@ class Lowering:
                                                           ib, kv, K, NB))
                     elif rt.panel_prefetch == "a":
                         kbody.append(_prefetch_next_panel(ctx, abuf, ctx.add(a_row0, sz(K * MR)), jb, kv, K, MR))
+
+                    def k_loops(kbeg, kend):
+                        """The k loop from kbeg to kend. With stream prefetches, only its last
+                        steps issue them, one line each, PF_AHEAD steps per line before the
+                        epilogue: at every k step their address arithmetic took issue slots
+                        from the FMAs (on cores whose FMA ports also run integer ops, 10% of
+                        a 4096x4096 layer, 15-20% of ResNet's 56x56 1x1 convolutions)."""
+                        if not streams_on:
+                            return [L.For(kv, kbeg, kend, kbody)]
+                        kw = L.Bin("max", ctx.sub(kend, ctx.iconst(MR * NR * PF_AHEAD)), kbeg, "int64")
+                        slot = ctx.sub(kv, kw) if PF_AHEAD == 1 else ctx.div(ctx.sub(kv, kw), ctx.iconst(PF_AHEAD))
+                        streams = self._tile_stream_prefetches(ctx, grp, out, a, b, bvars, fold_batch, i0, cols,
+                                                               slot, MR, NR, W, N)
+                        nxt = []
+                        if rt.next_b_rows:      # row k of the next column panel of B: at every step
+                            nxt = self._next_b_rows(ctx, kv, b_off, bbuf, N, NB, NR, W, cols)
+                        return [L.For(kv, kbeg, kw, kbody + nxt), L.For(kv, kw, kend, kbody + nxt + streams)]
+
                     if sliced:
                         body.append(L.If(L.Bin("lt", ctx.iconst(0), kb, "bool"),
                                          [L.Assign(a_, L.VLoad(part, ix, W, dt)) for a_, ix in slots]))
-                        # C's lines are needed by the last slice's epilogue only: its k loop
-                        # prefetches them, the others spend no issue slots on it (on cores
-                        # whose FMA ports also run integer ops, the address arithmetic of
-                        # prefetches at every k step cost 10% of a 4096x4096 layer)
+                        # C's lines are needed by the last slice's epilogue only
                         k1 = L.Bin("min", ctx.add(k0, ctx.iconst(rt.kc)), sz(K), "int64")
-                        if streams:
+                        if streams_on:
                             body.append(L.If(L.Bin("lt", kb, ctx.iconst(rt.nk - 1), "bool"),
-                                             [L.For(kv, k0, k1, kbody)], [L.For(kv, k0, k1, kbody + streams)]))
+                                             [L.For(kv, k0, k1, kbody)], k_loops(k0, k1)))
                         else:
                             body.append(L.For(kv, k0, k1, kbody))
                     else:
-                        body.append(L.For(kv, ctx.iconst(0), sz(K), kbody))
+                        body.extend(k_loops(ctx.iconst(0), sz(K)))
                 # epilogue: the fused pointwise kernel, reading the accumulator for the matmul value
                 jv = L.Var("j")
                 tail = []
@@ -869,17 +878,14 @@ class Lowering:
             return tile(plan.tiles[0])
         return [L.If(L.Bin("lt", sz(M), ctx.iconst(plan.small_m), "bool"), tile(plan.tiles[0]), tile(plan.tiles[1]))]
 
-    def _tile_stream_prefetches(self, ctx, grp, out, a, b, bvars, fold_batch, i0, cols, kv, MR, NR, W,
-                                b_off, bbuf, N, NB, next_b_panel):
+    def _tile_stream_prefetches(self, ctx, grp, out, a, b, bvars, fold_batch, i0, cols, slot, MR, NR, W, N):
         """Prefetches issued from a GEMM tile's k loop, for the streams that arrive from L3 or
         DRAM in 64-byte pieces half a page apart or more, which the hardware prefetchers do
         not follow (ResNet's 56x56 1x1 convolutions: rows of C and of B are 12.5 KB apart;
         1x1 layers there 15% faster in the model; on 14x14 images, rows 784 bytes apart, the
         prefetchers keep up and these only cost issue slots):
-        * the lines this tile's epilogue stores and reads at its own index (C and a residual),
-          one per k step, into L1: they are there when the accumulators are done;
-        * with B streaming past resident rows of A: row k of the next column panel of B, into
-          L2, so the next panel's first tile does not wait on it."""
+        the lines this tile's epilogue stores and reads at its own index (C and a residual),
+        line `slot` of them, into L1: they are there when the accumulators are done."""
         inside = {n.outputs[0].id for n in grp.nodes}
         root = grp.root
         bufs = [self.buf_of[root.id]]
@@ -889,7 +895,7 @@ class Lowering:
                         and self._buf(v) not in bufs):
                     bufs.append(self._buf(v))
         lines = MR * NR                      # one 64-byte line per row and vector of the tile
-        slot = L.Bin("min", kv, ctx.iconst(lines - 1), "int64")
+        slot = L.Bin("min", slot, ctx.iconst(lines - 1), "int64")
         # C's rows are N apart, so the line of (i0 + r, col + c*W) is the tile's first element
         # plus r*N + c*W: the first is loop-invariant (hoisted), the rest shifts and adds. (Its
         # index through _mm_out_index at every k step divided by a run-time sequence length:
@@ -898,10 +904,13 @@ class Lowering:
         step = ctx.add(ctx.mul(L.Bin("div", slot, ctx.iconst(NR), "int64"), ctx.iconst(N)),
                        ctx.mul(L.Bin("mod", slot, ctx.iconst(NR), "int64"), ctx.iconst(W)))
         pf = [L.Prefetch(buf, ctx.add(first, step), 3) for buf in bufs]
-        if next_b_panel:
-            nxt = ctx.add(b_off, ctx.add(ctx.mul(kv, ctx.size(N)), ctx.add(cols[0], ctx.iconst(NB))))
-            pf += [L.Prefetch(bbuf, ctx.add(nxt, ctx.iconst(c * W)), 2) for c in range(NR)]
         return pf
+
+    def _next_b_rows(self, ctx, kv, b_off, bbuf, N, NB, NR, W, cols):
+        """With B streaming past resident rows of A: row k of the next column panel of B, into
+        L2, so the next panel's first tile does not wait on it."""
+        nxt = ctx.add(b_off, ctx.add(ctx.mul(kv, ctx.size(N)), ctx.add(cols[0], ctx.iconst(NB))))
+        return [L.Prefetch(bbuf, ctx.add(nxt, ctx.iconst(c * W)), 2) for c in range(NR)]
 
     def _implicit_im2col(self, b: Value):
         """The im2col node behind B when the schedule left it to the GEMM (not stored)."""
@@ -1077,6 +1086,9 @@ class Lowering:
         if base.is_const:
             return self.weight_buf(base)
         return self.buf_of[base.id]
+
+
+PF_AHEAD = 1      # k steps per prefetched line of C in a GEMM tile's last steps
 
 
 def _prefetch_next_panel(ctx, buf, next_base, tile_var, kv, K, width):
