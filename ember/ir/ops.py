@@ -134,6 +134,16 @@ def norm_axis(axis: int, rank: int) -> int:
     return axis % rank if rank else 0
 
 
+def norm_axes(axes, rank: int) -> tuple:
+    """Axes in [0, rank), sorted; an axis named twice (as -1 and rank-1, say) is an error, as
+    in onnx.reference, not silently reduced or inserted once."""
+    out = [norm_axis(a, rank) for a in axes]
+    if len(set(out)) != len(out):
+        dup = next(a for a in out if out.count(a) > 1)
+        raise ShapeError(f"axes {[int(a) for a in axes]} name axis {dup} twice; each axis may appear once")
+    return tuple(sorted(out))
+
+
 def _same(types, attrs):
     return [types[0]]
 

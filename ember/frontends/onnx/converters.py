@@ -9,7 +9,7 @@ from ...errors import ShapeError
 from ...ir import symbolic as S
 from ...ir.dtypes import from_onnx
 from ...ir.graph import const_value
-from ...ir.ops import norm_axis
+from ...ir.ops import norm_axes, norm_axis
 
 CONVERTERS: dict = {}
 
@@ -322,7 +322,7 @@ def _reduce(b, n, ins, opset):
         if at.get("noop_with_empty_axes", 0):
             return x
         axes = list(range(rank))
-    axes = tuple(sorted(norm_axis(a, rank) for a in axes))
+    axes = norm_axes(axes, rank)
     op = {"ReduceMean": "reduce_mean", "ReduceSum": "reduce_sum", "ReduceMax": "reduce_max",
           "ReduceMin": "reduce_min"}[n.op_type]
     return b.op(op, [x], axes=axes, keepdims=keep, _name=n.name)
@@ -430,7 +430,7 @@ def _squeeze(b, n, ins, opset):
             raise ConvertError(f"Squeeze without axes of symbolic shape {tuple(str(d) for d in x.shape)}; "
                                f"give the axes")
         axes = [i for i, d in enumerate(x.shape) if d == 1]
-    axes = {norm_axis(a, r) for a in axes}
+    axes = set(norm_axes(axes, r))
     for a in axes:
         if isinstance(x.shape[a], int) and x.shape[a] != 1:
             raise ConvertError(f"Squeeze axis {a} has size {x.shape[a]}, not 1")
@@ -442,7 +442,7 @@ def _unsqueeze(b, n, ins, opset):
     x = ins[0]
     axes = ints_of(ins[1], "Unsqueeze axes", scalar_ok=True) if opset >= 13 else attrs_of(n)["axes"]
     r = x.type.rank + len(axes)
-    axes = sorted(norm_axis(a, r) for a in axes)
+    axes = norm_axes(axes, r)
     shape = list(x.shape)
     for a in axes:
         shape.insert(a, 1)
