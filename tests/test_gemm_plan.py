@@ -145,15 +145,57 @@ def test_long_k_runs_in_slices_of_half_of_l1():
     assert plan_gemm(64, 4096, 4096, ZEN5).tiles[0].nk == 1     # B not packed: no contiguous slices
 
 
+def test_sliced_panels_run_in_groups_that_share_a_slice_of_a_in_l2():
+    import ember.ir.symbolic as S
+    spr = Target.preset("sapphirerapids")
+    for t in (ZEN5, ZEN4, spr):
+        for M, K, N in ((1024, 768, 3072), (128, 3072, 768), (64, 4096, 4096), (4096, 768, 3072)):
+            rt, = plan_gemm(M, N, K, t, pack_b=True).tiles
+            nblk_n = -(-N // 32)
+            ngroups = -(-nblk_n // rt.group)
+            assert 1 <= rt.group <= nblk_n
+            if rt.group > 1:        # A's slice and the group's partial sums fit 3/4 of L2
+                assert M * rt.kc * 4 + rt.group * (M + rt.MR) * 32 * 4 <= t.l2_bytes * 3 // 4
+                assert ngroups >= 2 * t.cores         # tasks for the pool to balance
+    assert plan_gemm(1024, 3072, 768, spr, pack_b=True).tiles[0].group > 1     # 2 MB of L2
+    assert plan_gemm(1024, 3072, 768, ZEN4, pack_b=True).tiles[0].group == 1   # 1 MB: no room
+    assert plan_gemm(4096, 3072, 768, spr, pack_b=True).tiles[0].group == 1
+    # rows known at run time: the group is a Dim of them, evaluated once per shape signature
+    rt = plan_gemm(S.sym("m"), 3072, 768, spr, pack_b=True).tiles[-1]
+    assert S.evaluate(rt.group, {"m": 1024}) == plan_gemm(1024, 3072, 768, spr, pack_b=True).tiles[0].group
+    assert S.evaluate(rt.group, {"m": 100000}) == 1
+
+
 def test_sliced_k_with_rows_known_at_run_time_matches_numpy():
     """K = 1000 in slices (the last one short), rows 1..67 at run time (whole tiles, tail
     tiles, GEMV tiles), 70 columns (a masked panel), a fused bias, residual and Relu."""
     import numpy as np
-    from onnx import TensorProto, helper, numpy_helper
-    import ember
 
     rng = np.random.default_rng(7)
     K, N = 1000, 70
+    _check_sliced_matmul(rng, K, N, (1, 3, 5, 13, 29, 67), threads=0)
+
+
+def test_sliced_k_in_panel_groups_matches_numpy():
+    """11 column panels (the last masked) in groups (3, 3, 3, 2 on two cores) at two threads, rows
+    known at run time, K = 1000 in slices: each group runs slice by slice over its panels."""
+    import numpy as np
+    from ember.ir import symbolic as S
+    from ember.schedule.gemm import plan_gemm
+    from ember.codegen.native import host_target
+    t = host_target()
+    rt = plan_gemm(S.sym("m"), 330, 1000, t, pack_b=True).tiles[-1]
+    if rt.nk > 1 and t.l2_bytes >= 1 << 20 and t.vector_bits == 512:
+        g = S.evaluate(rt.group, {"m": 67})
+        assert 1 < g < 11 and 11 % g       # a short last group
+    _check_sliced_matmul(np.random.default_rng(8), 1000, 330, (1, 13, 67, 700), threads=2)
+
+
+def _check_sliced_matmul(rng, K, N, ms, threads):
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+    import ember
+
     w = rng.standard_normal((K, N)).astype(np.float32)
     bias = rng.standard_normal(N).astype(np.float32)
     g = helper.make_graph(
@@ -163,8 +205,10 @@ def test_sliced_k_with_rows_known_at_run_time_matches_numpy():
          helper.make_tensor_value_info("r", TensorProto.FLOAT, ["m", N])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", N])],
         [numpy_helper.from_array(w, "w"), numpy_helper.from_array(bias, "bias")])
-    sess = ember.InferenceSession(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
-    for m in (1, 3, 5, 13, 29, 67):
+    so = ember.SessionOptions()
+    so.intra_op_num_threads = threads
+    sess = ember.InferenceSession(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(), so)
+    for m in ms:
         a = rng.standard_normal((m, K)).astype(np.float32)
         r = rng.standard_normal((m, N)).astype(np.float32)
         y, = sess.run(None, {"a": a, "r": r})

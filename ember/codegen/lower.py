@@ -633,8 +633,13 @@ class Lowering:
             if rt.nk > 1:
                 # partial sums between K slices: rows 0..M+MR of every panel (the last tile
                 # may hang past M), one region per panel
+                # panels in groups (rt.group of them, known once per shape signature): slice kb
+                # of each panel of the group, then slice kb+1, so A's slice stays in L2
+                jg, gs = L.Var("jg"), sz(rt.group)
+                j_lo = ctx.mul(jg, gs)
+                j_hi = ctx.min(ctx.add(j_lo, gs), nblk_n)
                 partial_sums[rt] = (self._scratch_buf((M + MR) * S.floordiv(N + NB - 1, NB) * NB * 4),
-                                    ctx.mul(kb, ctx.iconst(rt.kc)))
+                                    ctx.mul(kb, ctx.iconst(rt.kc)), j_lo, j_hi)
             if tail_mr:
                 nfull = ctx.div(sz(M), ctx.iconst(MR))
                 it = L.Var("it")
@@ -650,8 +655,10 @@ class Lowering:
             if rt.nk > 1:
                 # slice kb of every row tile on the panel, then slice kb+1 (serial: it adds to
                 # the partial sums of slice kb, on the same thread)
-                loops = [L.For(jb, ctx.iconst(0), nblk_n, [L.For(kb, ctx.iconst(0), ctx.iconst(rt.nk), [
-                    L.For(v, ctx.iconst(0), n, body) for v, n, body in row_loops], serial=True)])]
+                ngroups = ctx.div(ctx.add(nblk_n, ctx.sub(gs, ctx.iconst(1))), gs)
+                loops = [L.For(jg, ctx.iconst(0), ngroups, [L.For(kb, ctx.iconst(0), ctx.iconst(rt.nk), [
+                    L.For(jb, j_lo, j_hi, [
+                        L.For(v, ctx.iconst(0), n, body) for v, n, body in row_loops])], serial=True)])]
             elif rows_fastest:
                 loops = [L.For(jb, ctx.iconst(0), nblk_n, [L.For(v, ctx.iconst(0), n, body) for v, n, body in row_loops])]
             else:
@@ -690,7 +697,7 @@ class Lowering:
 
             sliced = rt.nk > 1
             if sliced:
-                part, k0 = partial_sums[rt]
+                part, k0, j_lo, j_hi = partial_sums[rt]
 
             def tile_body(masks):
                 acc = [[f"acc{r}_{c}" for c in range(NR)] for r in range(MR)]
@@ -728,10 +735,13 @@ class Lowering:
                     # (the tail tiles of a dynamic M have fewer rows than the plan's MR)
                     streams_on = rt.stream_prefetch and MR >= 4
                     if rt.panel_prefetch == "b" and MR >= 4 and sliced:
-                        # the next slice (the first of the next panel after the last): packed
-                        # panels lie slice after slice
-                        kbody.append(_prefetch_next_panel(ctx, bbuf, ctx.mul(ctx.add(ctx.mul(jb, sz(K)),
-                                                                                     ctx.add(k0, ctx.iconst(rt.kc))),
+                        # the slice the next run of row tiles reads: this slice of the next
+                        # panel of the group, or after the group's last the next slice of its
+                        # first (packed panels lie slice after slice)
+                        last = L.Bin("eq", ctx.add(jb, ctx.iconst(1)), j_hi, "bool")
+                        nxt_j = L.Select(last, j_lo, ctx.add(jb, ctx.iconst(1)), "int64")
+                        nxt_k = L.Select(last, ctx.add(k0, ctx.iconst(rt.kc)), k0, "int64")
+                        kbody.append(_prefetch_next_panel(ctx, bbuf, ctx.mul(ctx.add(ctx.mul(nxt_j, sz(K)), nxt_k),
                                                                              ctx.iconst(NB)),
                                                           ib, ctx.sub(kv, k0), rt.kc, NB))
                     elif rt.panel_prefetch == "b" and MR >= 4:
