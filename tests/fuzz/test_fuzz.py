@@ -38,12 +38,35 @@ KNOWN = (
           "sums that overflow float32: Ember's FMA keeps each product exact, so inf + (x*y beyond "
           "float32) is inf where onnxruntime and the ONNX reference round the product to -inf first and "
           "get NaN (matmul of 1e29-sized values). Finite results agree; where Ember and onnxruntime "
-          "differ on NaN and Ember matches onnx.reference the harness counts it as nonfinite_as_reference",
+          "differ on NaN and Ember matches onnx.reference the harness counts it as nonfinite_as_reference, "
+          "and where Ember's NaNs are NaN propagated from a NaN input, as nan_propagated",
           detail="NaN positions differ"),
     Known("layer-norm-scale-broadcast", ("lenient",), "LayerNormalization", None,
           "a LayerNormalization scale/bias that broadcasts to X.shape[axis:] without equalling it: Ember "
           "broadcasts it, onnxruntime refuses"),
 )
+
+
+def test_nan_propagated_accepts_ieee_nan_and_nothing_else():
+    """MaxPool over windows holding a NaN: onnxruntime and onnx.reference each drop it in their
+    own order; Ember's NaN there is NaN propagated, a NaN in a window without one is not."""
+    import numpy as np
+    from onnx import helper
+    node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2])
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", 1, [1, 1, 2, 6])],
+                          [helper.make_tensor_value_info("y", 1, None)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    x = np.array([[[[np.nan, 1, 5, 6, 0.5, 2], [2, 3, 7, np.nan, 4, 1]]]], np.float32)
+    ort_out = np.array([[[[3, np.nan, 4]]]], np.float32)
+    detail = "output 0: NaN positions differ"
+    ok = np.array([[[[np.nan, np.nan, 4]]]], np.float32)
+    assert fuzzer._nan_propagated(model, {"x": x}, [ok], [ort_out], detail)
+    stray = np.array([[[[np.nan, np.nan, np.nan]]]], np.float32)      # the last window has no NaN
+    assert not fuzzer._nan_propagated(model, {"x": x}, [stray], [ort_out], detail)
+    wrong = np.array([[[[np.nan, np.nan, 4.5]]]], np.float32)        # finite, and not onnxruntime's
+    assert not fuzzer._nan_propagated(model, {"x": x}, [wrong], [ort_out], detail)
+    clean = np.where(np.isnan(x), 0, x).astype(np.float32)           # no NaN fed: the rule does not apply
+    assert not fuzzer._nan_propagated(model, {"x": clean}, [ok], [ort_out], detail)
 
 
 @pytest.fixture(scope="module")
