@@ -670,7 +670,8 @@ def run_ort(model, feeds, cache=None):
     if hit[0] == "error":
         return hit[1]
     try:
-        return {"status": "ok", "outputs": [np.asarray(o) for o in hit[1].run(None, feeds)]}
+        # (onnxruntime's binding takes arrays only; a 0-d feed may arrive as a numpy scalar)
+        return {"status": "ok", "outputs": [np.asarray(o) for o in hit[1].run(None, {k: np.asarray(v) for k, v in feeds.items()})]}
     except Exception as e:
         return _err(e, "run", False)
 
@@ -871,6 +872,10 @@ def classify(e, o):
     if o["status"] != "ok":
         if o.get("phase") != "run":      # refused the model, or onnxruntime itself crashed
             return "ember_only", o["type"], o["message"][:300]
+        if "Failed to allocate memory" in (o.get("message") or ""):
+            # onnxruntime ran out of memory (its NCHWc Conv of a mutated pad asked for 1.6 GB
+            # under the worker's address-space limit), which is no verdict on the input
+            return "peer_out_of_memory", o["type"], o["message"][:300]
         return "lenient", o["type"], "Ember ran; onnxruntime rejected the feeds: " + o["message"][:300]
     diff = compare(e["outputs"], o["outputs"])
     return ("ok", "", "") if diff is None else ("mismatch", "", diff)
@@ -1039,7 +1044,7 @@ def run_fuzz(cases=200, seed=0, findings_dir=None, timeout=10.0, start=0, time_l
 def summary_table(summary) -> str:
     lines = [f"{summary['cases']} cases in {summary['wall_s']:.1f} s ({summary['cases_per_s']:.2f} cases/s), "
              f"{summary['worker_restarts']} worker restarts", "", f"{'class':<22}{'cases':>8}"]
-    for kind in ("ok", "nonfinite_as_reference", "nan_propagated", "ember_error", "both_reject", "ember_only", *FINDING_KINDS):
+    for kind in ("ok", "nonfinite_as_reference", "nan_propagated", "peer_out_of_memory", "ember_error", "both_reject", "ember_only", *FINDING_KINDS):
         lines.append(f"{kind:<22}{summary['counts'].get(kind, 0):>8}")
     lines += ["", f"{len(summary['findings'])} distinct findings (under {summary['findings_dir']}):"]
     for f in summary["findings"]:

@@ -69,6 +69,22 @@ def test_nan_propagated_accepts_ieee_nan_and_nothing_else():
     assert not fuzzer._nan_propagated(model, {"x": clean}, [ok], [ort_out], detail)
 
 
+def test_peer_failures_that_are_no_verdict_on_the_input():
+    import numpy as np
+    from onnx import helper
+    e = {"status": "ok", "outputs": [np.zeros(2, np.float32)]}
+    oom = {"status": "error", "phase": "run", "type": "Fail",
+           "message": "[ONNXRuntimeError] : 1 : FAIL : ... Failed to allocate memory for requested buffer"}
+    assert fuzzer.classify(e, oom)[0] == "peer_out_of_memory"
+    assert fuzzer.classify(e, {**oom, "message": "INVALID_ARGUMENT: bad shape"})[0] == "lenient"
+    # a 0-d feed that arrives as a numpy scalar reaches onnxruntime as an array
+    g = helper.make_graph([helper.make_node("Neg", ["x"], ["y"])], "g", [helper.make_tensor_value_info("x", 1, [])],
+                          [helper.make_tensor_value_info("y", 1, [])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    o = fuzzer.run_ort(m, {"x": np.float32(2.5)})
+    assert o["status"] == "ok" and o["outputs"][0] == -2.5
+
+
 @pytest.fixture(scope="module")
 def summary(tmp_path_factory):
     s = fuzzer.run_fuzz(CASES, SEED, tmp_path_factory.mktemp("fuzz-findings"))
