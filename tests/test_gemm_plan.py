@@ -43,6 +43,11 @@ def test_few_columns_use_column_tiles_and_k_slices_from_the_caches():
     assert isinstance(ct, ColTiles) and math.ceil(49 / ct.NC) * ct.NC / 49 <= 1.0625   # 5 tiles of 10
     assert ct.nk > 1 and p.NB * ct.kc * 4 <= ZEN5.l1_bytes // 2      # a slice of A's panel in half of L1
     assert ct.nk * ct.kc >= 4608
+    # a long K over many pixels (a 1x1 convolution of 512 channels on 32x32): row tiles over
+    # the image's panels, in slices too (rows of B 4 KB apart share a handful of L1 sets, so
+    # an unsliced panel was re-read from L2 or L3 by every row tile: 76 -> 152 GFLOP/s)
+    rt, = plan_gemm(256, 1024, 512, ZEN5, pack_a=True).tiles
+    assert isinstance(rt, RowTiles) and rt.nk > 1 and 32 * rt.kc * 4 <= ZEN5.l1_bytes // 2
     huge_l1 = plan_gemm(512, 49, 4608, Target.preset("zen5", l1_bytes=8 << 20), pack_a=True).tiles[0]
     assert huge_l1.nk == 1
 
@@ -214,3 +219,100 @@ def _check_sliced_matmul(rng, K, N, ms, threads):
         y, = sess.run(None, {"a": a, "r": r})
         ref = np.maximum(a.astype(np.float64) @ w + bias + r, 0)
         np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-3 * np.abs(ref).max())
+
+
+def test_column_tiles_run_slice_by_slice_where_b_outgrows_l2():
+    # 256 x 2304 weights on a 14x14 image (ResNet-50's strided 3x3 after im2col): B is 1.8 MB
+    spr = Target.preset("sapphirerapids")
+    for t in (ZEN5, ZEN4, spr):
+        ct, = plan_gemm(256, 196, 2304, t, pack_a=True).tiles
+        assert isinstance(ct, ColTiles) and ct.nk > 1 and ct.by_slice and ct.ngroups == t.cores
+    # 512 x 4608 on 7x7: B (0.9 MB) fits half of a 2 MB L2; A streams once, panel by panel
+    ct, = plan_gemm(512, 49, 4608, spr, pack_a=True).tiles
+    assert ct.nk > 1 and not ct.by_slice
+
+
+def test_column_tiles_by_slice_match_numpy():
+    """A 1x1 convolution of 2304 channels on a 14x14 image to 250 (the last row panel masked,
+    a short last column tile), with a bias, a residual and Relu, at two threads."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+    import ember
+    from ember.codegen.native import host_target
+    t = host_target()
+    ct = plan_gemm(250, 196, 2304, t, pack_a=True).tiles[0]
+    rng = np.random.default_rng(11)
+    cin, cout, hw = 2304, 250, 14
+    w = (rng.standard_normal((cout, cin, 1, 1)) / 48).astype(np.float32)
+    bias = rng.standard_normal(cout).astype(np.float32)
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["c"]), helper.make_node("Add", ["c", "r"], ["d"]),
+         helper.make_node("Relu", ["d"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", cin, hw, hw]),
+         helper.make_tensor_value_info("r", TensorProto.FLOAT, ["n", cout, hw, hw])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(bias, "b")])
+    so = ember.SessionOptions()
+    so.intra_op_num_threads = 2
+    sess = ember.InferenceSession(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(), so)
+    for n in (1, 2):
+        x = rng.standard_normal((n, cin, hw, hw)).astype(np.float32)
+        r = rng.standard_normal((n, cout, hw, hw)).astype(np.float32)
+        y, = sess.run(None, {"x": x, "r": r})
+        ref = np.einsum("oc,nchw->nohw", w[:, :, 0, 0].astype(np.float64), x) + bias[:, None, None] + r
+        ref = np.maximum(ref, 0)
+        np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-3 * np.abs(ref).max())
+    if t.l2_bytes < 2 * 2304 * 196 * 4 and t.vector_bits == 512:
+        assert isinstance(ct, ColTiles) and ct.by_slice       # the path under test, on this CPU
+
+
+def test_sliced_row_tiles_over_an_image_match_numpy():
+    """Constant weights (packed A) and an image's pixels (B, read in place), K = 512 in slices,
+    250 output channels (the last row tile guarded), a residual, at two threads."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+    import ember
+    rng = np.random.default_rng(12)
+    cin, cout, hw = 512, 250, 32
+    w = (rng.standard_normal((cout, cin, 1, 1)) / 24).astype(np.float32)
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Add", ["c", "r"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, hw, hw]),
+         helper.make_tensor_value_info("r", TensorProto.FLOAT, [1, cout, hw, hw])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [numpy_helper.from_array(w, "w")])
+    so = ember.SessionOptions()
+    so.intra_op_num_threads = 2
+    sess = ember.InferenceSession(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(), so)
+    x = rng.standard_normal((1, cin, hw, hw)).astype(np.float32)
+    r = rng.standard_normal((1, cout, hw, hw)).astype(np.float32)
+    y, = sess.run(None, {"x": x, "r": r})
+    ref = np.einsum("oc,nchw->nohw", w[:, :, 0, 0].astype(np.float64), x) + r
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-3 * np.abs(ref).max())
+
+
+def test_sliced_k_per_batch_item_matches_numpy():
+    """K slices under batch loops (a constant 3-d B, and a batch of images): each batch item
+    keeps its own partial sums, as batch items run on different threads."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+    import ember
+    rng = np.random.default_rng(13)
+    w = rng.standard_normal((3, 1000, 100)).astype(np.float32)
+    g = helper.make_graph([helper.make_node("MatMul", ["a", "w"], ["y"])], "g",
+                          [helper.make_tensor_value_info("a", TensorProto.FLOAT, [3, "m", 1000])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [numpy_helper.from_array(w, "w")])
+    wc = (rng.standard_normal((250, 512, 1, 1)) / 24).astype(np.float32)
+    gc = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "g",
+                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 512, 32, 32])],
+                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [numpy_helper.from_array(wc, "w")])
+    so = ember.SessionOptions()
+    so.intra_op_num_threads = 2
+    mk = lambda g: ember.InferenceSession(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(), so)
+    mm, conv = mk(g), mk(gc)
+    for _ in range(3):
+        a = rng.standard_normal((3, 40, 1000)).astype(np.float32)
+        ref = np.matmul(a.astype(np.float64), w)
+        np.testing.assert_allclose(mm.run(None, {"a": a})[0], ref, rtol=1e-4, atol=1e-3 * np.abs(ref).max())
+        x = rng.standard_normal((3, 512, 32, 32)).astype(np.float32)
+        ref = np.einsum("oc,nchw->nohw", wc[:, :, 0, 0].astype(np.float64), x)
+        np.testing.assert_allclose(conv.run(None, {"x": x})[0], ref, rtol=1e-4, atol=1e-3 * np.abs(ref).max())

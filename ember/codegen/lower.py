@@ -638,8 +638,13 @@ class Lowering:
                 jg, gs = L.Var("jg"), sz(rt.group)
                 j_lo = ctx.mul(jg, gs)
                 j_hi = ctx.min(ctx.add(j_lo, gs), nblk_n)
-                partial_sums[rt] = (self._scratch_buf((M + MR) * S.floordiv(N + NB - 1, NB) * NB * 4),
-                                    ctx.mul(kb, ctx.iconst(rt.kc)), j_lo, j_hi)
+                # one region per batch item (batch items run on different threads)
+                region = (M + MR) * S.floordiv(N + NB - 1, NB) * NB
+                item = ctx.iconst(0)
+                for v, d in zip(bvars, batch):
+                    item = ctx.add(ctx.mul(item, sz(d)), v)
+                partial_sums[rt] = (self._scratch_buf(region * S.prod(batch) * 4),
+                                    ctx.mul(kb, ctx.iconst(rt.kc)), j_lo, j_hi, ctx.mul(item, sz(region)))
             if tail_mr:
                 nfull = ctx.div(sz(M), ctx.iconst(MR))
                 it = L.Var("it")
@@ -697,13 +702,13 @@ class Lowering:
 
             sliced = rt.nk > 1
             if sliced:
-                part, k0, j_lo, j_hi = partial_sums[rt]
+                part, k0, j_lo, j_hi, part0 = partial_sums[rt]
 
             def tile_body(masks):
                 acc = [[f"acc{r}_{c}" for c in range(NR)] for r in range(MR)]
                 if sliced:
-                    slots = [(acc[r][c], ctx.add(ctx.mul(ctx.add(ctx.mul(jb, sz(M + rt.MR)), ctx.add(i0, ctx.iconst(r))),
-                                                         ctx.iconst(NB)), ctx.iconst(c * W)))
+                    slots = [(acc[r][c], ctx.add(part0, ctx.add(ctx.mul(ctx.add(ctx.mul(jb, sz(M + rt.MR)), ctx.add(i0, ctx.iconst(r))),
+                                                                       ctx.iconst(NB)), ctx.iconst(c * W))))
                              for r in range(MR) for c in range(NR)]
                 body = [L.Decl(acc[r][c], L.Broadcast(L.Const(0, dt), W, dt), lanes=W)
                         for r in range(MR) for c in range(NR)]
@@ -773,8 +778,11 @@ class Lowering:
                         # C's lines are needed by the last slice's epilogue only
                         k1 = L.Bin("min", ctx.add(k0, ctx.iconst(rt.kc)), sz(K), "int64")
                         if streams_on:
+                            # (B's rows of the next panel, the next run of tiles, in every slice)
+                            nxt = (self._next_b_rows(ctx, kv, b_off, bbuf, N, NB, NR, W, cols)
+                                   if rt.next_b_rows else [])
                             body.append(L.If(L.Bin("lt", kb, ctx.iconst(rt.nk - 1), "bool"),
-                                             [L.For(kv, k0, k1, kbody)], k_loops(k0, k1)))
+                                             [L.For(kv, k0, k1, kbody + nxt)], k_loops(k0, k1)))
                         else:
                             body.append(L.For(kv, k0, k1, kbody))
                     else:
@@ -836,7 +844,12 @@ class Lowering:
                 bb = L.Broadcast(L.Cast(x, dt) if b.dtype != dt else x, W, dt)
                 for c in range(NR):
                     kbody.append(L.Assign(acc[r][c], L.Fma(av[c], bb, L.Local(acc[r][c], dt), dt)))
-            if cols_fastest:
+            by_slice = ct.by_slice
+            if by_slice:
+                # this slice of the next row panel (the order below), into L2
+                kbody.append(_prefetch_next_panel(ctx, abuf, ctx.mul(ctx.add(a_panel, ctx.add(sz(K), k0)), ctx.iconst(NB)),
+                                                  ctx.sub(jb, jstart), ctx.sub(kv, k0), kc, NB))
+            elif cols_fastest:
                 # the next slice (or panel), into L2 while this one is in use
                 kbody.append(_prefetch_next_panel(ctx, abuf, ctx.mul(ctx.add(a_panel, ctx.add(k0, ctx.iconst(kc))),
                                                                      ctx.iconst(NB)),
@@ -867,15 +880,24 @@ class Lowering:
             inner, outer = (jb, nblk_n), (ib, nblk_m)
             if not cols_fastest:
                 inner, outer = outer, inner
-            if nk > 1:
+            if by_slice:
+                # each task takes a group of column tiles and runs slice 0 of every row panel
+                # over them, then slice 1 (serial: slice kb+1 adds to the partial sums of
+                # slice kb, on the same thread): see schedule.gemm._col_tiles
+                loops = [L.For(jb, jstart, ctx.min(ctx.add(jstart, ctx.iconst(gsize)), ctx.iconst(nblk_n)), body)]
+                loops = [L.For(ib, ctx.iconst(0), ctx.iconst(nblk_m), loops)]
+                loops = [L.For(kb, ctx.iconst(0), ctx.iconst(nk), loops, serial=True)]
+                loops = [L.For(jg, ctx.iconst(0), ctx.iconst(ngroups), loops)]
+            elif nk > 1:
                 # (serial: slice kb+1 adds to the partial sums of slice kb, on the same thread)
                 loops = [L.For(jb, jstart, ctx.min(ctx.add(jstart, ctx.iconst(gsize)), ctx.iconst(nblk_n)), body)]
                 loops = [L.For(kb, ctx.iconst(0), ctx.iconst(nk), loops, serial=True)]
                 if ngroups > 1:
                     loops = [L.For(jg, ctx.iconst(0), ctx.iconst(ngroups), loops)]
+                loops = [L.For(outer[0], ctx.iconst(0), ctx.iconst(outer[1]), loops)]
             else:
                 loops = [L.For(inner[0], ctx.iconst(0), ctx.iconst(inner[1]), body)]
-            loops = [L.For(outer[0], ctx.iconst(0), ctx.iconst(outer[1]), loops)]
+                loops = [L.For(outer[0], ctx.iconst(0), ctx.iconst(outer[1]), loops)]
             for v, d in reversed(list(zip(bvars, batch))):
                 loops = [L.For(v, ctx.iconst(0), sz(d), loops)]
             f = loops[0]

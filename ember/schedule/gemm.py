@@ -42,6 +42,7 @@ class ColTiles:
     nk: int                     # slices (1: no slicing)
     ngroups: int                # column tiles in groups (with slices), so the pool has tasks to balance
     gsize: int
+    by_slice: bool = False      # each group runs slice by slice over every row panel (B's slice stays in L2)
 
 
 @dataclass(frozen=True)
@@ -143,9 +144,13 @@ def _row_tiles(M, MR, tail_mr, *, N, K, itemsize, pack_a, pack_b, implicit, NB, 
     # L1 while every row tile on the panel uses it, at the cost of loading and storing the
     # partial sums once per slice (MR*NR vectors against kc*MR*NR FMAs). On Sapphire Rapids
     # the slices alone measured level; what they buy there is that only the last slice
-    # prefetches C's lines for the epilogue (64x4096x4096: 148 -> 191 GFLOP/s, lowering)
+    # prefetches C's lines for the epilogue (64x4096x4096: 148 -> 191 GFLOP/s, lowering). A
+    # convolution's panels of B (an image, read in place, packed weights as A) slice the
+    # same way: rows of B a multiple of 1 KB apart (32x32 or 16x16 images) share a handful of
+    # L1 sets, so a whole panel was re-read from L2 or L3 by every row tile (512 channels on
+    # 32x32: 76 -> 152 GFLOP/s)
     kc, nk = 0, 1
-    if (pack_b and rows_fastest and MR >= 4 and not implicit and isinstance(K, int)
+    if ((pack_b or pack_a) and rows_fastest and MR >= 4 and not implicit and isinstance(K, int)
             and NB * K * itemsize > target.l1_bytes // 2):
         kc_max = max(target.l1_bytes // 2 // (NB * itemsize), 16)
         nk = -(-K // kc_max)
@@ -187,10 +192,20 @@ def _col_tiles(M: int, N: int, K: int, NC: int, NB: int, target: Target) -> ColT
         kc_max = max(l1 // 2 // (NB * 4), 16)
         kc = -(-K // -(-K // kc_max))
     nk = -(-K // kc)
-    # the slices of a panel run in order on one thread, so with few panels the column tiles
-    # go in groups: enough tasks for the pool to balance (8 per core)
-    tasks = 8 * max(target.cores, 2)
-    ngroups = min(nblk_n, -(-tasks // nblk_m)) if nk > 1 else 1
+    # the slices run in order on one thread. Where B outgrows half of L2, row panel after
+    # row panel re-read all of B from L3 (a 256x2304 weight on a 14x14 image: B is 1.8 MB,
+    # 139 -> 190 GFLOP/s): then a task takes a group of column tiles through slice 0 of every
+    # row panel, then slice 1, so the group's slice of B stays in L2, one group per core
+    # (each group reads all of A). Where B fits, A streams once, panel by panel in order (a
+    # 512x4608 weight on a 7x7 image: 9.4 MB from DRAM, 5% slower by slices), and with few
+    # panels the column tiles go in groups: enough tasks for the pool to balance (8 per core)
+    by_slice = nk > 1 and cols_fastest and K * N * 4 > l2 // 2
+    if by_slice:
+        ngroups = min(nblk_n, max(target.cores, 1))
+    elif nk > 1:
+        ngroups = min(nblk_n, -(-8 * max(target.cores, 2) // nblk_m))
+    else:
+        ngroups = 1
     gsize = -(-nblk_n // ngroups)
     ngroups = -(-nblk_n // gsize)
-    return ColTiles(NC, cols_fastest, kc, nk, ngroups, gsize)
+    return ColTiles(NC, cols_fastest, kc, nk, ngroups, gsize, by_slice)
