@@ -139,7 +139,7 @@ def test_measured_figures_are_measured_once_per_machine(tmp_path, monkeypatch):
 
 def test_long_k_runs_in_slices_of_half_of_l1():
     import ember.ir.symbolic as S
-    for t in (ZEN5, ZEN4, AVX2):
+    for t in (ZEN5, Target.preset("zen4", fma_gflops=None), Target.preset("avx2", fma_gflops=None)):
         p = plan_gemm(64, 4096, 4096, t, pack_b=True)
         rt, = p.tiles
         assert rt.nk > 1 and rt.kc % 16 == 0 and p.NB * rt.kc * 4 <= t.l1_bytes // 2
@@ -148,6 +148,26 @@ def test_long_k_runs_in_slices_of_half_of_l1():
     small, tiles = plan_gemm(S.sym("batch"), 4096, 4096, ZEN5, pack_b=True).tiles
     assert small.nk == 1 and tiles.nk > 1             # a GEMV streams B once: nothing to reuse
     assert plan_gemm(64, 4096, 4096, ZEN5).tiles[0].nk == 1     # B not packed: no contiguous slices
+
+
+def test_dense_gemms_prefetch_and_slice_only_where_the_core_outruns_memory():
+    """Packed-B GEMMs prefetch C's lines and slice K by the measured balance (FLOPs per byte):
+    a Zen 3 (81 GFLOP/s, 15.9 GB/s) streams its 6-row tiles faster without either; a convolution
+    (packed weights as A) slices and prefetches on both."""
+    zen3 = Target.preset("avx2", fma_gflops=81.0, read_gbs=15.9)
+    spr = Target.preset("sapphirerapids", fma_gflops=246.0, read_gbs=28.8)
+    assert not zen3.dense_prefetch_pays and spr.dense_prefetch_pays
+    assert Target.preset("avx2", fma_gflops=None).dense_prefetch_pays       # unmeasured: as before
+    rt, = plan_gemm(64, 4096, 4096, zen3, pack_b=True).tiles
+    assert rt.nk == 1 and not rt.stream_prefetch
+    rt, = plan_gemm(64, 4096, 4096, spr, pack_b=True).tiles
+    assert rt.nk > 1 and rt.stream_prefetch
+    rt, = plan_gemm(256, 1024, 1024, zen3, pack_a=True).tiles                # a 1x1 conv: A packed
+    assert rt.nk > 1 and rt.stream_prefetch
+    # one plan key never names two plans: the threshold is on plan_key's rounding
+    for bw in (13.0, 14.0, 14.5, 15.0, 16.0):
+        same = Target.preset("avx2", fma_gflops=81.0, read_gbs=bw)
+        assert (same.plan_key() == zen3.plan_key()) <= (same.dense_prefetch_pays == zen3.dense_prefetch_pays)
 
 
 def test_sliced_panels_run_in_groups_that_share_a_slice_of_a_in_l2():

@@ -84,6 +84,17 @@ class Target:
             return None
         return self.fma_gflops / self.read_gbs
 
+    @property
+    def dense_prefetch_pays(self) -> bool:
+        """A Linear layer's GEMM (packed weights as B) prefetches its epilogue's lines of C
+        from the k loop and takes K in slices (so that only the last slice prefetches) where
+        the core computes fast against its memory: on Sapphire Rapids (balance 8.5) that made
+        64x4096x4096 148 -> 191 GFLOP/s; on a Zen 3 (balance 5.1) the same prefetches and
+        slices cost 10-25% (128x768x3072 65 -> 77 GFLOP/s without them), its prefetchers
+        keeping up. The threshold sits between the two chips measured, on the rounding of
+        `plan_key` (balance 2^2.5 = 5.7), so one key never names two plans; unmeasured: on."""
+        return self.balance is None or round(math.log2(self.balance)) >= 3
+
     def plan_key(self) -> str:
         """What plans are derived from, for cache keys. The measured figures enter only as the
         balance rounded to a power of two, so a noisy re-measurement does not change keys."""

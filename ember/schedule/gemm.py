@@ -128,7 +128,8 @@ def _row_tiles(M, MR, tail_mr, *, N, K, itemsize, pack_a, pack_b, implicit, NB, 
     # panel at memory bandwidth, where a second, prefetching stream only competes (MLP
     # batch 1 2.26 -> 2.6 ms)
     stream = (not implicit and MR >= 4 and isinstance(N, int)
-              and N * itemsize >= target.prefetch_reach_bytes)
+              and N * itemsize >= target.prefetch_reach_bytes
+              and (target.dense_prefetch_pays or not pack_b))
     panel = None
     if not implicit:
         if pack_b and rows_fastest and MR >= 4:
@@ -136,8 +137,9 @@ def _row_tiles(M, MR, tail_mr, *, N, K, itemsize, pack_a, pack_b, implicit, NB, 
         elif pack_a and not rows_fastest:
             panel = "a"
     # without mask registers a masked load is a slower instruction whose mask takes a vector
-    # register (12 accumulators + 2 masks + B + A spill on AVX2's 16)
-    unmasked = (not implicit and not pack_b and not target.masked_vectors
+    # register (12 accumulators + 2 masks + B + A spill on AVX2's 16), and a masked store
+    # slower still (packed B needs no masked loads, but its last panel's stores do)
+    unmasked = (not implicit and not target.masked_vectors
                 and not (isinstance(N, int) and N % NB == 0))
     # K slices of a packed B panel. A panel longer than half of L1 (K=768 at 32 columns: 96
     # KB) is re-read from L2 by every row tile; in slices of half of L1, each slice stays in
@@ -150,7 +152,8 @@ def _row_tiles(M, MR, tail_mr, *, N, K, itemsize, pack_a, pack_b, implicit, NB, 
     # L1 sets, so a whole panel was re-read from L2 or L3 by every row tile (512 channels on
     # 32x32: 76 -> 152 GFLOP/s)
     kc, nk = 0, 1
-    if ((pack_b or pack_a) and rows_fastest and MR >= 4 and not implicit and isinstance(K, int)
+    if (((pack_b and target.dense_prefetch_pays) or pack_a) and rows_fastest and MR >= 4 and not implicit
+            and isinstance(K, int)
             and NB * K * itemsize > target.l1_bytes // 2):
         kc_max = max(target.l1_bytes // 2 // (NB * itemsize), 16)
         nk = -(-K // kc_max)
