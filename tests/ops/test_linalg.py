@@ -286,11 +286,17 @@ def test_gemm_tiles_prefetch_distant_rows_of_c_and_the_residual(hw, prefetched):
     assert len(_prefetched_buffers(prog, 3)) == prefetched
 
 
-def test_tile_prefetch_index_has_no_runtime_division():
+def test_tile_prefetch_index_has_no_runtime_division(monkeypatch):
     """With a dynamic batch and sequence, the prefetched line is the tile's first element plus
     shifts: computing each line's index from (row, col) divided by the run-time sequence length
-    at every k step made BERT 1.8x slower."""
+    at every k step made BERT 1.8x slower. (Planned for this host without its measured figures:
+    where the core does not outrun its memory, `Target.dense_prefetch_pays`, there are no such
+    prefetches to check.)"""
     from onnx import TensorProto, helper, numpy_helper
+
+    from ember.codegen import native
+    from ember.runtime import compiler
+    monkeypatch.setattr(compiler, "measured_target", native.host_target)
 
     from ember.codegen import loop_ir as L
     from ember.runtime.compiler import compile_model
