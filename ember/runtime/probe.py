@@ -13,11 +13,13 @@ import json
 import os
 import threading
 import time
+import warnings
 from functools import lru_cache
 
 import numpy as np
 
 from ..codegen import native
+from ..errors import CacheWarning
 from ..ir.target import Target
 from ..lang import SIMD, Param, Tensor, float32, fma, int64, kernel, parallelize, set_num_threads, unroll
 
@@ -35,8 +37,12 @@ def measured_target() -> Target:
         try:
             d = json.loads(path.read_text())
             return t.with_measured(float(d["fma_gflops"]), float(d["read_gbs"]))
-        except (OSError, ValueError, KeyError, TypeError):
+        except OSError:
             pass
+        except (ValueError, KeyError, TypeError):
+            # a damaged entry like any other: measured again, which may choose other plans
+            warnings.warn(f"Ember's cache entry {path.name} (this machine's measured figures) is "
+                          "damaged; measuring again", CacheWarning, stacklevel=2)
         try:
             fma, bw = fma_peak(t), read_bandwidth(t)
         except Exception:           # a probe must never stop a compile: plan without figures
