@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+from ember.errors import CacheWarning
 from ember.ir.target import DEFAULT, Target
 from ember.schedule.gemm import ColTiles, GemmPlan, RowTiles, choose_mr, plan_gemm
 
@@ -125,6 +126,12 @@ def test_measured_figures_are_measured_once_per_machine(tmp_path, monkeypatch):
     assert len(list(tmp_path.glob("target-*.json"))) == 1
     again = probe.measured_target.__wrapped__()
     assert (again.fma_gflops, again.read_gbs) == (123.0, 9.5) and calls == ["fma", "bw"]   # read back
+
+    for f in tmp_path.glob("target-*.json"):           # damaged: warns, measures again
+        f.write_bytes(b"\x00{not json")
+    with pytest.warns(CacheWarning, match="measured figures.*damaged"):
+        assert probe.measured_target.__wrapped__().read_gbs == 9.5
+    assert calls == ["fma", "bw", "fma", "bw"]
 
     monkeypatch.setenv("EMBER_MEASURE", "0")
     assert probe.measured_target.__wrapped__().balance is None

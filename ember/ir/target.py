@@ -93,12 +93,17 @@ class Target:
         slices cost 10-25% (128x768x3072 65 -> 77 GFLOP/s without them), its prefetchers
         keeping up. The threshold sits between the two chips measured, on the rounding of
         `plan_key` (balance 2^2.5 = 5.7), so one key never names two plans; unmeasured: on."""
-        return self.balance is None or round(math.log2(self.balance)) >= 3
+        return self._balance_step is None or self._balance_step >= 3
+
+    @property
+    def _balance_step(self) -> int | None:
+        """The balance rounded to a power of two: what plans and their cache keys see of it."""
+        return None if self.balance is None else round(math.log2(self.balance))
 
     def plan_key(self) -> str:
         """What plans are derived from, for cache keys. The measured figures enter only as the
         balance rounded to a power of two, so a noisy re-measurement does not change keys."""
-        bal = "?" if self.balance is None else str(round(math.log2(self.balance)))
+        bal = "?" if self._balance_step is None else str(self._balance_step)
         return (f"{self.isa}/{self.vector_bits}/{self.vector_registers}/{int(self.masked_vectors)}/"
                 f"{self.l1_bytes}/{self.l2_bytes}/{self.l3_bytes}/{self.cores}/b{bal}")
 

@@ -678,3 +678,41 @@ def test_avx2_tiles_load_whole_column_tiles_without_masks(monkeypatch):
     assert masked[True] and all(masked[True])
     x = rng.standard_normal((1, 24, 14, 14)).astype(np.float32)
     np.testing.assert_allclose(run_engine(model, {"x": x})[0], run_reference(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
+def test_whole_gemm_panels_carry_no_lane_masks():
+    """N a multiple of the panel: no lane masks in the GEMM (without mask registers each is a
+    vmaskmovps); N one column short keeps them, and both match the reference."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ember.codegen import loop_ir as L
+    from ember.codegen import native
+    from ember.runtime.compiler import compile_model
+
+    from .harness import run_engine, run_reference
+    nb = 2 * native.vector_bits() // 32
+
+    def masks(e, found):
+        if isinstance(e, L.LaneMask):
+            found.append(e)
+        for v in vars(e).values():
+            for x in (v if isinstance(v, (list, tuple)) else [v]):
+                if isinstance(x, (L.Expr, L.Stmt)):
+                    masks(x, found)
+        return found
+    rng = np.random.default_rng(5)
+    for n, masked in ((4 * nb, False), (4 * nb - 1, True)):
+        g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "mm",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [7, 40])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(rng.standard_normal((40, n)).astype(np.float32), "w")])
+        model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+        prog = compile_model(model.SerializeToString(), use_cache=False).program
+        found = []
+        for k in prog.kernels:
+            if k.kind == "matmul":
+                for st in k.body:
+                    masks(st, found)
+        assert bool(found) == masked, n
+        x = rng.standard_normal((7, 40)).astype(np.float32)
+        np.testing.assert_allclose(run_engine(model, {"x": x})[0], run_reference(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
