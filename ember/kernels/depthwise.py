@@ -5,7 +5,9 @@ The generic lowering computes each output vector as 9 window taps, each its own 
 de-interleaving load. Here each input row is loaded once per vector of outputs
 (`windows.row_taps`: the column taps 2j-1, 2j, 2j+1 as contiguous lanes), and the row
 shared by consecutive output rows (2*oh + 1) is carried to the next. Taps outside the
-image read 0 (the zero padding of the convolution).
+image read 0 (the zero padding of the convolution). Only the vectors at the row's borders
+carry lane masks (`windows.across_row`): on AVX2 a masked load or store is `vmaskmovps`, and
+the masks took registers the taps need (a 32-channel 112x112 layer: 0.37 -> 0.22 ms).
 
 The tasks are (band of output rows, image, channel), bands outermost: the pool hands each
 thread a contiguous share of tasks, so on large images (`bands` = 2) a thread computes the
@@ -18,7 +20,7 @@ row above it.
 from __future__ import annotations
 
 from ..lang import SIMD, Param, Tensor, float32, fma, int32, kernel, parallelize, unroll
-from .windows import row_taps, window_masks
+from .windows import across_row, row_taps, window_masks
 
 
 def band_task(t, c_n, b_n, oh_n, bands):
@@ -45,9 +47,11 @@ def depthwise_3x3_s2(x: Tensor[float32, 4], w: Tensor[float32, 4], y: Tensor[flo
         oh0 = at[2]
         oh1 = at[3]
         k = [SIMD[float32, width](w[c, 0, i // 3, i % 3]) for i in range(9)]
-        for ow0 in range(0, ow_n, width):
+
+        def columns(ow0, masked):
+            """The output vector at column ow0 down the band; `masked` False: no lane masks."""
             col = int32(2 * ow0 - 1)           # input column of lane 0's left tap
-            m = window_masks(lane, col, w_n, width)
+            m = window_masks(lane, col, w_n, width)     # (unused, so dropped, when not masked)
             zero = SIMD[float32, width](0.0)
             # window rows (top, middle, bottom) x columns (2j-1, 2j, 2j+1)
             tap = [zero for i in range(9)]
@@ -55,7 +59,7 @@ def depthwise_3x3_s2(x: Tensor[float32, 4], w: Tensor[float32, 4], y: Tensor[flo
             def load(r, s):
                 """Columns 2j-1, 2j, 2j+1 of input row r into tap[s:s+3], 0 outside the image."""
                 if r >= 0 and r < h_n:
-                    d = row_taps(x, b, c, r, col, m, width)
+                    d = row_taps(x, b, c, r, col, m, width, masked)
                     tap[s] = d[0]
                     tap[s + 1] = d[1]
                     tap[s + 2] = d[2]
@@ -72,10 +76,15 @@ def depthwise_3x3_s2(x: Tensor[float32, 4], w: Tensor[float32, 4], y: Tensor[flo
                 acc = tap[0] * k[0]
                 for i in unroll(8):
                     acc = fma(tap[i + 1], k[i + 1], acc)
-                y.store(b, c, oh, ow0, acc, mask=keep)
+                if masked:
+                    y.store(b, c, oh, ow0, acc, mask=keep)
+                else:
+                    y.store(b, c, oh, ow0, acc)
                 tap[0] = tap[6]
                 tap[1] = tap[7]
                 tap[2] = tap[8]
+
+        across_row(columns, ow_n, x.shape[3], width, 2)
 
     parallelize(task, bands * x.shape[0] * c_n)
 
@@ -100,7 +109,9 @@ def depthwise_3x3_s1(x: Tensor[float32, 4], w: Tensor[float32, 4], y: Tensor[flo
         oh0 = at[2]
         oh1 = at[3]
         k = [SIMD[float32, width](w[c, 0, i // 3, i % 3]) for i in range(9)]
-        for ow0 in range(0, y.shape[3], width):
+
+        def columns(ow0, masked):
+            """The output vector at column ow0 down the band; `masked` False: no lane masks."""
             col = int32(ow0 - 1)           # input column of lane 0's left tap
             left = (lane + col >= 0) & (lane + col < w_n)
             mid = lane + (col + 1) < w_n
@@ -111,9 +122,14 @@ def depthwise_3x3_s1(x: Tensor[float32, 4], w: Tensor[float32, 4], y: Tensor[flo
             def load(r, s):
                 """Columns ow-1, ow, ow+1 of input row r into tap[s:s+3], 0 outside the image."""
                 if r >= 0 and r < h_n:
-                    tap[s] = x.load[width](b, c, r, col, mask=left)
-                    tap[s + 1] = x.load[width](b, c, r, col + 1, mask=mid)
-                    tap[s + 2] = x.load[width](b, c, r, col + 2, mask=right)
+                    if masked:
+                        tap[s] = x.load[width](b, c, r, col, mask=left)
+                        tap[s + 1] = x.load[width](b, c, r, col + 1, mask=mid)
+                        tap[s + 2] = x.load[width](b, c, r, col + 2, mask=right)
+                    else:
+                        tap[s] = x.load[width](b, c, r, col)
+                        tap[s + 1] = x.load[width](b, c, r, col + 1)
+                        tap[s + 2] = x.load[width](b, c, r, col + 2)
                 else:
                     tap[s] = zero
                     tap[s + 1] = zero
@@ -126,8 +142,14 @@ def depthwise_3x3_s1(x: Tensor[float32, 4], w: Tensor[float32, 4], y: Tensor[flo
                 acc = tap[0] * k[0]
                 for i in unroll(8):
                     acc = fma(tap[i + 1], k[i + 1], acc)
-                y.store(b, c, oh, ow0, acc, mask=mid)
+                if masked:
+                    y.store(b, c, oh, ow0, acc, mask=mid)
+                else:
+                    y.store(b, c, oh, ow0, acc)
                 for i in unroll(6):
                     tap[i] = tap[i + 3]
+
+        ow_n = y.shape[3]
+        across_row(columns, ow_n, x.shape[3], width, 1)
 
     parallelize(task, bands * x.shape[0] * c_n)

@@ -10,7 +10,7 @@ which is always inside, so no -inf fill is needed.
 from __future__ import annotations
 
 from ..lang import SIMD, Param, Tensor, float32, int32, kernel, parallelize, select
-from .windows import row_taps, window_masks
+from .windows import across_row, row_taps, window_masks
 
 
 @kernel
@@ -25,23 +25,33 @@ def max_pool_3x3_s2(x: Tensor[float32, 4], y: Tensor[float32, 4], width: Param =
     def task(t):
         c = t % c_n
         b = t // c_n
-        for ow0 in range(0, ow_n, width):
+        def columns(ow0, masked):
+            """The vector of output columns from ow0, every row; `masked` False: no lane masks."""
             col = int32(2 * ow0 - 1)           # input column of lane 0's left tap
             m = window_masks(lane, col, w_n, width)
             left_ok = (lane * 2 + col >= 0) & (lane * 2 + col < w_n)
             right_ok = lane * 2 + (col + 2) < w_n
 
             def row_max(r):
-                d = row_taps(x, b, c, r, col, m, width)     # columns 2j - 1, 2j, 2j + 1
-                return max(d[1], max(select(left_ok, d[0], d[1]), select(right_ok, d[2], d[1])))
+                d = row_taps(x, b, c, r, col, m, width, masked)     # columns 2j - 1, 2j, 2j + 1
+                if masked:
+                    v = max(d[1], max(select(left_ok, d[0], d[1]), select(right_ok, d[2], d[1])))
+                else:
+                    v = max(d[1], max(d[0], d[2]))
+                return v
 
             keep = lane + int32(ow0) < int32(ow_n)
             top = row_max(0)                   # output row 0 has no row above the image
             for oh in range(oh_n):
                 mid = row_max(2 * oh)
                 bot = row_max(2 * oh + 1) if 2 * oh + 1 < h_n else mid
-                y.store(b, c, oh, ow0, max(top, max(mid, bot)), mask=keep)
+                if masked:
+                    y.store(b, c, oh, ow0, max(top, max(mid, bot)), mask=keep)
+                else:
+                    y.store(b, c, oh, ow0, max(top, max(mid, bot)))
                 top = bot
+
+        across_row(columns, ow_n, x.shape[3], width, 2)
 
     parallelize(task, x.shape[0] * c_n)
 

@@ -17,11 +17,39 @@ def window_masks(lane, col, w_n, width):
             lane + (col + 2) < w_n, lane + (col + 2 + width) < w_n]
 
 
-def row_taps(x, b, c, r, col, m, width):
-    """Columns col + 2j + t of row r of image (b, c), for t = 0..3; 0 outside the masks m."""
-    p0 = x.load[width](b, c, r, col, mask=m[0])
-    p1 = x.load[width](b, c, r, col + width, mask=m[1])
-    q0 = x.load[width](b, c, r, col + 2, mask=m[2])
-    q1 = x.load[width](b, c, r, col + 2 + width, mask=m[3])
+def interior_end(n_out, n_in, width, stride):
+    """The vectors of outputs [width, end) (starts that are multiples of width) whose 3-column
+    windows (padding 1) lie inside the input row and whose outputs inside the output row: they
+    load and store without lane masks. On AVX2 a masked load or store is `vmaskmovps`, several
+    times the cost of a plain one, and the masks take registers the taps need (spills)."""
+    last = min(n_out - width, (n_in - 1) // stride - width)     # the last such start, if >= width
+    return max(last // width + 1, 1) * width
+
+
+def across_row(columns, n_out, n_in, width, stride):
+    """Calls columns(start, masked) for each vector of outputs along a row: the first and
+    those past `interior_end` with lane masks, the others without."""
+    end = interior_end(n_out, n_in, width, stride)
+    for ow0 in range(0, min(n_out, width), width):
+        columns(ow0, True)
+    for ow0 in range(width, end, width):
+        columns(ow0, False)
+    for ow0 in range(end, n_out, width):
+        columns(ow0, True)
+
+
+def row_taps(x, b, c, r, col, m, width, masked=True):
+    """Columns col + 2j + t of row r of image (b, c), for t = 0..3; 0 outside the masks m
+    (`masked` False: every column is inside the row, m is not read)."""
+    if masked:
+        p0 = x.load[width](b, c, r, col, mask=m[0])
+        p1 = x.load[width](b, c, r, col + width, mask=m[1])
+        q0 = x.load[width](b, c, r, col + 2, mask=m[2])
+        q1 = x.load[width](b, c, r, col + 2 + width, mask=m[3])
+    else:
+        p0 = x.load[width](b, c, r, col)
+        p1 = x.load[width](b, c, r, col + width)
+        q0 = x.load[width](b, c, r, col + 2)
+        q1 = x.load[width](b, c, r, col + 2 + width)
     return [shuffle(p0, p1, (2 * i for i in range(width))), shuffle(p0, p1, (2 * i + 1 for i in range(width))),
             shuffle(q0, q1, (2 * i for i in range(width))), shuffle(q0, q1, (2 * i + 1 for i in range(width)))]

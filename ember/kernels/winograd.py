@@ -19,7 +19,7 @@ kernels spell out their +-1 entries as adds and subtracts.
 from __future__ import annotations
 
 from ..lang import SIMD, Param, Tensor, float32, int32, kernel, parallelize, shuffle, unroll
-from .windows import row_taps, window_masks
+from .windows import interior_end, row_taps, window_masks
 
 
 @kernel
@@ -31,32 +31,44 @@ def winograd_input(x: Tensor[float32, 4], v: Tensor[float32, 4], width: Param = 
     tw = (w_n + 1) // 2
     lane = SIMD[int32, width].iota()
 
-    def tiles(b, c, ti, tj0):
+    def tiles(b, c, ti, tj0, masked):
         col = int32(2 * tj0 - 1)               # first input column of tile tj0
         m = window_masks(lane, col, int32(w_n), width)
         e = [SIMD[float32, width](0.0) for k in range(16)]     # e[a*4 + j] = (d B)[a][j]
         for a in unroll(4):
             r = 2 * ti - 1 + a
             if r >= 0 and r < h_n:             # else the padding row: e stays 0
-                d = row_taps(x, b, c, r, col, m, width)             # columns 2tj - 1 + t
+                d = row_taps(x, b, c, r, col, m, width, masked)     # columns 2tj - 1 + t
                 e[a * 4 + 0] = d[0] - d[2]
                 e[a * 4 + 1] = d[1] + d[2]
                 e[a * 4 + 2] = d[2] - d[1]
                 e[a * 4 + 3] = d[1] - d[3]
         keep = lane + int32(tj0) < int32(tw)
         out = ti * tw + tj0
+
+        def put(i, val):
+            if masked:
+                v.store(i, c, b, out, val, mask=keep)
+            else:
+                v.store(i, c, b, out, val)
+
         for j in unroll(4):
-            v.store(0 + j, c, b, out, e[0 + j] - e[8 + j], mask=keep)
-            v.store(4 + j, c, b, out, e[4 + j] + e[8 + j], mask=keep)
-            v.store(8 + j, c, b, out, e[8 + j] - e[4 + j], mask=keep)
-            v.store(12 + j, c, b, out, e[4 + j] - e[12 + j], mask=keep)
+            put(0 + j, e[0 + j] - e[8 + j])
+            put(4 + j, e[4 + j] + e[8 + j])
+            put(8 + j, e[8 + j] - e[4 + j])
+            put(12 + j, e[4 + j] - e[12 + j])
 
     def task(t):        # one channel of one image: a task per tile row spent as long on its
         c = t % c_n     # setup (divisions by run-time sizes, 16 store pointers) as on tiles
         b = t // c_n
+        end = interior_end(tw, w_n, width, 2)       # tile vectors without lane masks: [width, end)
         for ti in range(th):
-            for tj0 in range(0, tw, width):
-                tiles(b, c, ti, tj0)
+            for tj0 in range(0, min(tw, width), width):
+                tiles(b, c, ti, tj0, True)
+            for tj0 in range(width, end, width):
+                tiles(b, c, ti, tj0, False)
+            for tj0 in range(end, tw, width):
+                tiles(b, c, ti, tj0, True)
 
     parallelize(task, x.shape[0] * c_n)
 
@@ -70,10 +82,11 @@ def winograd_output(m: Tensor[float32, 4], y: Tensor[float32, 4], width: Param =
     tw = (w_n + 1) // 2
     lane = SIMD[int32, width].iota()
 
-    def tiles(b, k, ti, tj0):
+    def tiles(b, k, ti, tj0, masked):
         keep = lane + int32(tj0) < int32(tw)
         src = ti * tw + tj0
-        mv = [m.load[width](i, k, b, src, mask=keep) for i in range(16)]
+        mv = [m.load[width](i, k, b, src, mask=keep) if masked else m.load[width](i, k, b, src)
+              for i in range(16)]
         for r in unroll(2):
             # rows of At m: r = 0 sums tile rows 0..2, r = 1 is row 1 - row 2 - row 3
             s = [mv[j] + mv[4 + j] + mv[8 + j] if r == 0 else mv[4 + j] - mv[8 + j] - mv[12 + j]
@@ -85,14 +98,21 @@ def winograd_output(m: Tensor[float32, 4], y: Tensor[float32, 4], width: Param =
                 oc = int32(2 * tj0)
                 lo = shuffle(y0, y1, ((i // 2) + (i % 2) * width for i in range(width)))
                 hi = shuffle(y0, y1, ((i // 2) + width // 2 + (i % 2) * width for i in range(width)))
-                y.store(b, k, row, 2 * tj0, lo, mask=lane + oc < int32(w_n))
-                y.store(b, k, row, 2 * tj0 + width, hi, mask=lane + (oc + width) < int32(w_n))
+                if masked:
+                    y.store(b, k, row, 2 * tj0, lo, mask=lane + oc < int32(w_n))
+                    y.store(b, k, row, 2 * tj0 + width, hi, mask=lane + (oc + width) < int32(w_n))
+                else:
+                    y.store(b, k, row, 2 * tj0, lo)
+                    y.store(b, k, row, 2 * tj0 + width, hi)
 
     def task(t):        # one output channel of one image
         k = t % k_n
         b = t // k_n
+        end = w_n // 2 // width * width        # vectors of tiles whose 2 * width columns all exist
         for ti in range(th):
-            for tj0 in range(0, tw, width):
-                tiles(b, k, ti, tj0)
+            for tj0 in range(0, end, width):
+                tiles(b, k, ti, tj0, False)
+            for tj0 in range(end, tw, width):
+                tiles(b, k, ti, tj0, True)
 
     parallelize(task, y.shape[0] * k_n)

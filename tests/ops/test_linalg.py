@@ -581,13 +581,15 @@ def test_dwconv_reference_semantics(stride, dil):
                                           ((1, 5, 33, 41), 2), ((1, 3, 8, 40), 2),
                                           ((1, 144, 56, 56), 1), ((2, 3, 7, 9), 1), ((1, 2, 1, 12), 1),
                                           ((1, 5, 33, 41), 1), ((1, 4, 14, 14), 1), ((1, 2, 3, 16), 1),
-                                          ((2, 3, 70, 64), 2), ((2, 3, 35, 32), 1)])
+                                          ((2, 3, 70, 64), 2), ((2, 3, 35, 32), 1),
+                                          ((1, 2, 5, 34), 2), ((1, 2, 3, 17), 1), ((1, 2, 4, 25), 1)])
 def test_depthwise_3x3_library_kernels(shape, stride):
     """MobileNet's depthwise convolutions run as library kernels, each input row loaded once
     and kept for the output rows below it (stride 2: taps by even/odd shuffles; stride 1 on
     rows wider than 8: three shifted loads); with a bias, odd sizes, one-row images, exact
-    and partial last vectors, two bands of rows (the last two: 18 and 17 rows, batch 2),
-    against onnx.reference."""
+    and partial last vectors, two bands of rows (18 and 17 rows, batch 2), rows whose last
+    vector without lane masks ends on the last input column (34 at stride 2, 17 at stride 1,
+    on AVX2's 8 lanes), against onnx.reference."""
     from ember.runtime.compiler import compile_model
 
     from .harness import check, node_model
