@@ -259,18 +259,27 @@ def test_column_tiles_run_slice_by_slice_where_b_outgrows_l2():
     assert ct.nk > 1 and not ct.by_slice
 
 
-def test_column_tiles_by_slice_match_numpy():
-    """A 1x1 convolution of 2304 channels on a 14x14 image to 250 (the last row panel masked,
-    a short last column tile), with a bias, a residual and Relu, at two threads."""
+def test_column_tiles_copy_short_rows_of_b_where_enough_rows_of_a_use_them():
+    # MobileNetV2's 160 -> 960 on 7x7: columns (rows pad 49 to 64 lanes, and without mask
+    # registers the last panel runs masked), B copied into tiles (rows of 49 < 4 lines)
+    ct, = plan_gemm(960, 49, 160, AVX2, pack_a=True).tiles
+    assert isinstance(ct, ColTiles) and ct.pack_b
+    # too few rows of A to pay for the copy (16 W), or rows of B of 12 lines (14x14)
+    for t in (AVX2, ZEN5):
+        for m, n in ((8 * t.f32_lanes, 49), (1024, 196)):
+            p = plan_gemm(m, n, 4608 if n == 49 else 256, t, pack_a=True)
+            assert not (isinstance(p.tiles[0], ColTiles) and p.tiles[0].pack_b), (t.isa, m, n)
+    assert plan_gemm(512, 49, 4608, ZEN5, pack_a=True).tiles[0].pack_b
+
+
+def _check_conv1x1_residual_relu(cin, cout, hw, seed):
+    """A 1x1 convolution with a bias, a residual and Relu, at two threads, batch 1 and 2 (a
+    dynamic batch), against numpy."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
     import ember
-    from ember.codegen.native import host_target
-    t = host_target()
-    ct = plan_gemm(250, 196, 2304, t, pack_a=True).tiles[0]
-    rng = np.random.default_rng(11)
-    cin, cout, hw = 2304, 250, 14
-    w = (rng.standard_normal((cout, cin, 1, 1)) / 48).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((cout, cin, 1, 1)) / np.sqrt(cin)).astype(np.float32)
     bias = rng.standard_normal(cout).astype(np.float32)
     g = helper.make_graph(
         [helper.make_node("Conv", ["x", "w", "b"], ["c"]), helper.make_node("Add", ["c", "r"], ["d"]),
@@ -286,9 +295,28 @@ def test_column_tiles_by_slice_match_numpy():
         x = rng.standard_normal((n, cin, hw, hw)).astype(np.float32)
         r = rng.standard_normal((n, cout, hw, hw)).astype(np.float32)
         y, = sess.run(None, {"x": x, "r": r})
-        ref = np.einsum("oc,nchw->nohw", w[:, :, 0, 0].astype(np.float64), x) + bias[:, None, None] + r
-        ref = np.maximum(ref, 0)
+        ref = np.maximum(np.einsum("oc,nchw->nohw", w[:, :, 0, 0].astype(np.float64), x) + bias[:, None, None] + r, 0)
         np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-3 * np.abs(ref).max())
+
+
+def test_column_tiles_with_copied_b_match_numpy():
+    """7x7 images (B copied into column tiles), 160 -> 272 channels: the last row panel
+    masked, a short last column tile."""
+    from ember.codegen.native import host_target
+    t = host_target()
+    ct = plan_gemm(272, 49, 160, t, pack_a=True).tiles[0]
+    _check_conv1x1_residual_relu(160, 272, 7, 12)
+    if t.isa == "avx2":
+        assert isinstance(ct, ColTiles) and ct.pack_b         # the path under test, on this CPU
+
+
+def test_column_tiles_by_slice_match_numpy():
+    """2304 channels on a 14x14 image to 250 (the last row panel masked, a short last column
+    tile)."""
+    from ember.codegen.native import host_target
+    t = host_target()
+    ct = plan_gemm(250, 196, 2304, t, pack_a=True).tiles[0]
+    _check_conv1x1_residual_relu(2304, 250, 14, 11)
     if t.l2_bytes < 2 * 2304 * 196 * 4 and t.vector_bits == 512:
         assert isinstance(ct, ColTiles) and ct.by_slice       # the path under test, on this CPU
 

@@ -831,7 +831,6 @@ class Lowering:
             acc = [[f"acc{r}_{c}" for c in range(NR)] for r in range(NC)]
             body = [L.Decl(acc[r][c], L.Broadcast(L.Const(0, dt), W, dt), lanes=W)
                     for r in range(NC) for c in range(NR)]
-            nblk_m, nblk_n = -(-M // NB), -(-N // NC)
             cols_fastest, kc, nk, ngroups, gsize = ct.cols_fastest, ct.kc, ct.nk, ct.ngroups, ct.gsize
             jg = L.Var("jg")
             jstart = ctx.mul(jg, ctx.iconst(gsize)) if ngroups > 1 else ctx.iconst(0)
@@ -841,8 +840,40 @@ class Lowering:
             av = [L.VLoad(abuf, ctx.add(ctx.mul(ctx.add(a_panel, kv), ctx.iconst(NB)), ctx.iconst(c * W)),
                           W, "float32") for c in range(NR)]
             nlast = sz(N - 1)
+            nblk_m, nblk_n = -(-M // NB), -(-N // NC)
+            pack = []
+            if ct.pack_b:
+                # B's NC columns of a tile, copied once per run as [tile][k][NC] (the last
+                # tile's missing columns repeat column N - 1): a k step then reads NC
+                # consecutive floats, where B's rows (N apart) had it touch a line or two per
+                # k, which with A's slice overflow L1 (the likely cause; this VM has no
+                # counters to confirm it). When: schedule.gemm._col_tiles
+                item = ctx.iconst(0)
+                for v, d in zip(bvars, batch):
+                    item = ctx.add(ctx.mul(item, sz(d)), v)
+                pbuf = self._scratch_buf(S.prod(batch) * nblk_n * K * NC * 4)
+                pj, pk = L.Var("pj"), L.Var("pk")
+                prow = ctx.mul(ctx.add(ctx.mul(ctx.add(ctx.mul(item, ctx.iconst(nblk_n)), pj), sz(K)), pk),
+                               ctx.iconst(NC))
+                copy = []
+                for r in range(NC):
+                    col = L.Bin("min", ctx.add(ctx.mul(pj, ctx.iconst(NC)), ctx.iconst(r)), nlast, "int64")
+                    x = L.Load(bbuf, ctx.add(b_off, ctx.add(ctx.mul(pk, sz(N)), col)), b.dtype)
+                    copy.append(L.Store(pbuf, ctx.add(prow, ctx.iconst(r)), L.Cast(x, dt) if b.dtype != dt else x))
+                loops = [L.For(pk, ctx.iconst(0), sz(K), [L.For(pj, ctx.iconst(0), ctx.iconst(nblk_n), copy)])]
+                for v, d in reversed(list(zip(bvars, batch))):
+                    loops = [L.For(v, ctx.iconst(0), sz(d), loops)]
+                f = loops[0]
+                pack = [L.For(f.var, f.start, f.stop, f.body, parallel=True)]
+                b_row = ctx.mul(ctx.add(ctx.mul(ctx.add(ctx.mul(item, ctx.iconst(nblk_n)), jb), sz(K)), kv),
+                                ctx.iconst(NC))
             kbody = []
             for r in range(NC):
+                if ct.pack_b:
+                    bb = L.Broadcast(L.Load(pbuf, ctx.add(b_row, ctx.iconst(r)), dt), W, dt)
+                    for c in range(NR):
+                        kbody.append(L.Assign(acc[r][c], L.Fma(av[c], bb, L.Local(acc[r][c], dt), dt)))
+                    continue
                 col = L.Bin("min", ctx.add(j0, ctx.iconst(r)), nlast, "int64") if r else j0
                 x = L.Load(bbuf, ctx.add(b_off, ctx.add(ctx.mul(kv, sz(N)), col)), b.dtype)
                 bb = L.Broadcast(L.Cast(x, dt) if b.dtype != dt else x, W, dt)
@@ -906,7 +937,7 @@ class Lowering:
                 loops = [L.For(v, ctx.iconst(0), sz(d), loops)]
             f = loops[0]
             loops[0] = L.For(f.var, f.start, f.stop, f.body, parallel=True)
-            return loops
+            return pack + loops
 
         if isinstance(plan.tiles[0], ColTiles):
             return tile_cols(plan.tiles[0])

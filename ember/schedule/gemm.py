@@ -43,6 +43,7 @@ class ColTiles:
     ngroups: int                # column tiles in groups (with slices), so the pool has tasks to balance
     gsize: int
     by_slice: bool = False      # each group runs slice by slice over every row panel (B's slice stays in L2)
+    pack_b: bool = False        # B's columns copied once per run as [tile][K][NC]: NC consecutive floats a k step
 
 
 @dataclass(frozen=True)
@@ -87,13 +88,20 @@ def plan_gemm(M, N, K, target: Target, *, itemsize: int = 4, f32: bool = True, p
     static_m, static_kn = isinstance(M, int), isinstance(N, int) and isinstance(K, int)
     if pack_a and not implicit and isinstance(N, int) and f32 and static_m and static_kn:
         # useful lanes times the share of time in FMAs: an accumulator costs K/2 cycles of
-        # FMAs plus its epilogue, ~4 cycles stored as a row, ~40 as a column (scatter, and
-        # gathers of a residual); measured on ResNet/MobileNet 1x1 layers, K=64..2048
+        # FMAs plus its epilogue, ~4 cycles stored as a row, ~2.5 a lane as a column (a
+        # scatter, and gathers of a residual: ~40 on AVX-512); measured on ResNet/MobileNet
+        # 1x1 layers, K=64..2048. Without mask registers, a row tiling's partial last panel
+        # loads B and stores C masked (vmaskmovps), at about half speed (Zen 3, 160->960 on
+        # 7x7: 0.41 ms by rows, 0.22 by columns)
         nc = choose_mr(N, mr, exact=True)
-        rows_eff = pad_eff(N, NB) * pad_eff(M, choose_mr(M, mr)) * K / (K + 8)
-        cols_eff = pad_eff(M, NB) * pad_eff(N, nc) * K / (K + 80)
+        panels = -(-N // NB)
+        masked_panel = 0 if (target.masked_vectors or N % NB == 0) else 1
+        rows_eff = (pad_eff(N, NB) * pad_eff(M, choose_mr(M, mr)) * K / (K + 8)
+                    * panels / (panels + masked_panel))
+        ct = _col_tiles(M, N, K, nc, NB, target)
+        cols_eff = pad_eff(M, NB) * pad_eff(N, nc) * K / (K + 5 * W)
         if cols_eff > 1.02 * rows_eff:
-            return GemmPlan(W, nr, (_col_tiles(M, N, K, nc, NB, target),))
+            return GemmPlan(W, nr, (ct,))
     rows = dict(N=N, K=K, itemsize=itemsize, pack_a=pack_a, pack_b=pack_b, implicit=implicit,
                 NB=NB, target=target)
     if static_m or pack_a:
@@ -211,4 +219,12 @@ def _col_tiles(M: int, N: int, K: int, NC: int, NB: int, target: Target) -> ColT
         ngroups = 1
     gsize = -(-nblk_n // ngroups)
     ngroups = -(-nblk_n // gsize)
-    return ColTiles(NC, cols_fastest, kc, nk, ngroups, gsize, by_slice)
+    # B's rows of fewer than 4 lines (a 7x7 image): a tile's NC columns are copied once per
+    # run into [tile][K][NC], so a k step reads NC consecutive floats where it read a line or
+    # two of B; with A's slice they had overflowed L1 (Zen 3, 7x7 layers with M >= 160: 5-21%
+    # faster, e.g. 512->2048 1.61 -> 1.28 ms). The copy (a few cycles an element) is spent
+    # against M / 2W cycles of FMAs on each element, so only from M = 16W (M = 64: 16%
+    # slower). On 14x14 images (rows of 12 lines) it measured 1-40% slower, the most where M
+    # is small (384->64); why the rows' length decides is not isolated
+    pack_b = N < 4 * target.line_floats and M >= 16 * target.f32_lanes
+    return ColTiles(NC, cols_fastest, kc, nk, ngroups, gsize, by_slice, pack_b)
