@@ -853,8 +853,12 @@ class Lowering:
                     item = ctx.add(ctx.mul(item, sz(d)), v)
                 pbuf = self._scratch_buf(S.prod(batch) * nblk_n * K * NC * 4)
                 pj, pk = L.Var("pj"), L.Var("pk")
-                prow = ctx.mul(ctx.add(ctx.mul(ctx.add(ctx.mul(item, ctx.iconst(nblk_n)), pj), sz(K)), pk),
-                               ctx.iconst(NC))
+
+                def packed_row(tile, k):
+                    """Where row k of the copy of column tile `tile` starts."""
+                    return ctx.mul(ctx.add(ctx.mul(ctx.add(ctx.mul(item, ctx.iconst(nblk_n)), tile), sz(K)), k),
+                                   ctx.iconst(NC))
+                prow = packed_row(pj, pk)
                 copy = []
                 for r in range(NC):
                     col = L.Bin("min", ctx.add(ctx.mul(pj, ctx.iconst(NC)), ctx.iconst(r)), nlast, "int64")
@@ -865,18 +869,15 @@ class Lowering:
                     loops = [L.For(v, ctx.iconst(0), sz(d), loops)]
                 f = loops[0]
                 pack = [L.For(f.var, f.start, f.stop, f.body, parallel=True)]
-                b_row = ctx.mul(ctx.add(ctx.mul(ctx.add(ctx.mul(item, ctx.iconst(nblk_n)), jb), sz(K)), kv),
-                                ctx.iconst(NC))
+                b_row = packed_row(jb, kv)
             kbody = []
             for r in range(NC):
                 if ct.pack_b:
                     bb = L.Broadcast(L.Load(pbuf, ctx.add(b_row, ctx.iconst(r)), dt), W, dt)
-                    for c in range(NR):
-                        kbody.append(L.Assign(acc[r][c], L.Fma(av[c], bb, L.Local(acc[r][c], dt), dt)))
-                    continue
-                col = L.Bin("min", ctx.add(j0, ctx.iconst(r)), nlast, "int64") if r else j0
-                x = L.Load(bbuf, ctx.add(b_off, ctx.add(ctx.mul(kv, sz(N)), col)), b.dtype)
-                bb = L.Broadcast(L.Cast(x, dt) if b.dtype != dt else x, W, dt)
+                else:
+                    col = L.Bin("min", ctx.add(j0, ctx.iconst(r)), nlast, "int64") if r else j0
+                    x = L.Load(bbuf, ctx.add(b_off, ctx.add(ctx.mul(kv, sz(N)), col)), b.dtype)
+                    bb = L.Broadcast(L.Cast(x, dt) if b.dtype != dt else x, W, dt)
                 for c in range(NR):
                     kbody.append(L.Assign(acc[r][c], L.Fma(av[c], bb, L.Local(acc[r][c], dt), dt)))
             by_slice = ct.by_slice

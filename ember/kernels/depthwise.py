@@ -149,7 +149,6 @@ def depthwise_3x3_s1(x: Tensor[float32, 4], w: Tensor[float32, 4], y: Tensor[flo
                 for i in unroll(6):
                     tap[i] = tap[i + 3]
 
-        ow_n = y.shape[3]
-        across_row(columns, ow_n, x.shape[3], width, 1)
+        across_row(columns, y.shape[3], x.shape[3], width, 1)
 
     parallelize(task, bands * x.shape[0] * c_n)

@@ -19,7 +19,7 @@ kernels spell out their +-1 entries as adds and subtracts.
 from __future__ import annotations
 
 from ..lang import SIMD, Param, Tensor, float32, int32, kernel, parallelize, shuffle, unroll
-from .windows import interior_end, row_taps, window_masks
+from .windows import across_row, row_taps, window_masks
 
 
 @kernel
@@ -61,14 +61,10 @@ def winograd_input(x: Tensor[float32, 4], v: Tensor[float32, 4], width: Param = 
     def task(t):        # one channel of one image: a task per tile row spent as long on its
         c = t % c_n     # setup (divisions by run-time sizes, 16 store pointers) as on tiles
         b = t // c_n
-        end = interior_end(tw, w_n, width, 2)       # tile vectors without lane masks: [width, end)
         for ti in range(th):
-            for tj0 in range(0, min(tw, width), width):
-                tiles(b, c, ti, tj0, True)
-            for tj0 in range(width, end, width):
-                tiles(b, c, ti, tj0, False)
-            for tj0 in range(end, tw, width):
-                tiles(b, c, ti, tj0, True)
+            def row(tj0, masked):
+                tiles(b, c, ti, tj0, masked)
+            across_row(row, tw, w_n, width, 2)
 
     parallelize(task, x.shape[0] * c_n)
 
