@@ -37,17 +37,31 @@ def lower_layer_norm(node, target):
     return _nn.layer_norm_rows, {"epsilon": float(node.attrs["epsilon"])}
 
 
+def attention_tile(d: int, target) -> dict:
+    """Query rows per task (R), key vectors per block (KB) and vector width for attention.
+
+    With 32 vector registers (AVX-512, NEON) R rows x (d/width accumulators + KB score
+    vectors) fit the accumulator registers, and blocks of 64 keys halve the softmax's
+    per-block reductions and rescaling against 32 keys (head_dim 64: 3 rows x 64 keys 5-7%
+    faster than 4 x 32 at 128-384 keys; 128: 2 x 64 19% faster than 2 x 32). With 16 the
+    accumulators cannot stay in registers at any R, so the tile is chosen for the score
+    phase: R x KB score vectors + KB key vectors + the broadcast query fit, and each key
+    vector loaded serves R rows (Zen 3, GPT-2's 12 layers at 1 thread: 3 rows x 2 vectors
+    of 8 keys 11.7 ms, 2 x 4 12.8, 1 x 4 of 16 lanes 17.8)."""
+    width = target.f32_lanes
+    if target.vector_registers < 32:
+        kb, r = 2, 3
+        assert r * kb + kb + 1 <= target.vector_registers
+        return {"R": r, "KB": kb, "width": width}
+    kb = max(min(64 // width, 4), 1)
+    per_row = d // width + kb
+    return {"R": max(1, min(4, target.accumulator_registers // per_row)), "KB": kb, "width": width}
+
+
 def lower_attention(node, target):
     d = node.inputs[2].shape[-1]
-    # R query rows x (d/W accumulators + KB score vectors) in the accumulator registers (24
-    # of AVX-512's 32; a vector of W=16 is two of AVX2's). Blocks of 64 keys halve the
-    # softmax's per-block reductions and rescaling against 32 keys (head_dim 64: 3 rows x 64
-    # keys 5-7% faster than 4 x 32 at 128-384 keys; 128: 2 x 64 19% faster than 2 x 32)
-    kb = 4
-    regs_per_vector = max(_attention.W // target.f32_lanes, 1)
-    per_row = (d // _attention.W + kb) * regs_per_vector
-    return _attention.attention_bshd, {"scale": float(node.attrs["scale"]), "D": d, "KB": kb,
-                                       "R": max(1, min(4, target.accumulator_registers // per_row))}
+    return _attention.attention_bshd, {"scale": float(node.attrs["scale"]), "D": d,
+                                       **attention_tile(d, target)}
 
 
 # (the window kernels keep arrays of vectors live: at twice the register width they spill)

@@ -4,11 +4,13 @@
 
 q, v and out are in the [batch, seq, heads, head_dim] layout the projections produce, so the
 transposes around attention disappear; K arrives transposed, [batch, heads, head_dim, keys],
-so scores are computed 16 keys per vector. Each task of the pool takes R query rows of one
-head and walks the keys in blocks of 16 with the online softmax (running max and sum, the
-accumulators rescaled when the max grows): the score matrix is never stored, only R x 16
-scores live in registers, and exp runs once per score. The bias broadcasts over its size-1
-dims (an attention mask [batch, 1, 1, keys], a causal mask [1, 1, seq, keys]).
+so scores are computed `width` keys per vector. Each task of the pool takes R query rows of
+one head and walks the keys in blocks of KB vectors with the online softmax (running max and
+sum, the accumulators rescaled when the max grows): the score matrix is never stored, only
+R x KB score vectors live in registers, and exp runs once per score. The bias broadcasts over
+its size-1 dims (an attention mask [batch, 1, 1, keys], a causal mask [1, 1, seq, keys]);
+key blocks it masks out for every row of a task are skipped (half the work under a causal
+mask). R, KB and width come from kernels.attention_tile.
 """
 from __future__ import annotations
 
@@ -44,6 +46,19 @@ def attention_bshd(q: Tensor[float32, 4], kt: Tensor[float32, 4], v: Tensor[floa
         acc = [SIMD[float32, width](0.0) for x in range(R * C)]
         for j0 in range(0, t_len, KB * width):
             mask = [lane + (j0 + u * width) < t_len for u in range(KB)]
+            # A block whose bias is at most -1e30 for all R rows (the far side of a causal
+            # mask: -inf, or the float32 minimum exporters use) adds exp(~-1e30 - m) = 0 to
+            # every row that has already seen a live key: skip it. A row with no live key yet
+            # keeps it (a fully masked row still gets softmax's uniform answer), and a NaN in
+            # the bias compares false, so it stays live and shows.
+            live = SIMD[float32, width](0.0)
+            for r in unroll(R):
+                live += SIMD[float32, width](select(m[r] > -1e29, 0.0, 1.0))
+                for u in unroll(KB):
+                    bv = bias.load[width](bb, bh, brow[r], j0 + u * width, mask=mask[u])
+                    live += select(mask[u], select(bv <= -1e30, 0.0, 1.0), 0.0)
+            if live.reduce_add() == 0.0:
+                continue
             sc = [SIMD[float32, width](0.0) for x in range(R * KB)]
             for d in range(D):
                 kv = [kt.load[width](b, h, d, j0 + u * width, mask=mask[u]) for u in range(KB)]

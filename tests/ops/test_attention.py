@@ -94,3 +94,45 @@ def test_attention_kernel_on_its_own():
     attention_bshd(q, kt, v, bias, out, scale=0.125, D=64, R=3, KB=4)
     want = OPS["attention"].ref([q, kt, v, bias], {"scale": 0.125})[0]
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("tile", [dict(R=3, KB=2, width=8), dict(R=3, KB=4, width=16), dict(R=1, KB=1, width=16)])
+def test_attention_skips_only_blocks_that_add_nothing(tile):
+    """Key blocks masked (-inf or the float32 minimum) for every row of a task are skipped;
+    a row masked entirely keeps softmax's uniform answer, a row masked only at the start
+    (left padding) is not cut short, and a NaN in a masked block still reaches the output."""
+    from ember.ir.ops import OPS
+    from ember.kernels.attention import attention_bshd
+
+    rng = np.random.default_rng(11)
+    s, t, d = 13, 150, 64
+    q, kt, v = (rng.standard_normal(x).astype(np.float32) for x in ((2, s, 2, d), (2, 2, d, t), (2, t, 2, d)))
+    causal = np.where(np.tril(np.ones((s, t), bool), k=2), 0.0, F32_MIN)
+    bias = np.stack([causal, np.where(np.tril(np.ones((s, t), bool), k=40), 0.0, -np.inf)])[:, None]
+    bias = np.ascontiguousarray(bias, np.float32)          # [2, 1, s, t]: one mask per batch
+    bias[0, 0, 4] = F32_MIN                                 # masked entirely: uniform weights
+    bias[1, 0, 5, :100] = -np.inf                           # left-padded: live keys only late
+    bias[1, 0, 7, 140] = np.nan                             # far past the causal edge
+    out = np.empty_like(q)
+    attention_bshd(q, kt, v, bias, out, scale=0.125, D=d, **tile)
+    with np.errstate(invalid="ignore"):
+        want = OPS["attention"].ref([q, kt, v, bias], {"scale": 0.125})[0]
+    assert np.isnan(out[1, 7]).all() and np.isnan(want[1, 7]).all()
+    out[1, 7] = want[1, 7] = 0.0
+    np.testing.assert_allclose(out[0, 4], v[0].mean(axis=0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5)
+
+
+def test_attention_tile_follows_the_register_file():
+    from ember.ir.target import Target
+    from ember.kernels import attention_tile
+
+    for name in ("avx2", "zen5", "zen4", "neon"):
+        target = Target.preset(name)
+        for d in (16, 64, 128):
+            tile = attention_tile(d, target)
+            assert tile["width"] == target.f32_lanes and d % tile["width"] == 0
+            # the score tile (R x KB scores, KB keys, the broadcast query) fits the registers
+            assert tile["R"] * tile["KB"] + tile["KB"] + 1 <= target.vector_registers
+    assert attention_tile(64, Target.preset("avx2")) == {"R": 3, "KB": 2, "width": 8}
+    assert attention_tile(64, Target.preset("zen5")) == {"R": 3, "KB": 4, "width": 16}
