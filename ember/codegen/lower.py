@@ -622,6 +622,31 @@ class Lowering:
             return L.VecScope(var, base, W, [self._store(ctx, grp.root, out_idx, val)], mask)
 
         partial_sums = {}
+        copies = {}
+
+        def copy_b_panels(rt):
+            """B copied into [batch][N/NB][K][NB] panels (the last padded with zeros), one
+            parallel loop over (batch item, panel) before the tiles; returns the loop and the
+            k-step load offset of panel jb."""
+            nblk = -(-N // NB)
+            cbuf = self._scratch_buf(S.prod(batch) * nblk * K * NB * 4)
+            item = ctx.iconst(0)
+            for v, d in zip(bvars, batch):
+                item = ctx.add(ctx.mul(item, sz(d)), v)
+            pj, pk = L.Var("pj"), L.Var("pk")
+            dst = ctx.mul(ctx.add(ctx.mul(ctx.add(ctx.mul(item, ctx.iconst(nblk)), pj), sz(K)), pk), ctx.iconst(NB))
+            copy = []
+            for c in range(NR):
+                col = ctx.add(ctx.mul(pj, ctx.iconst(NB)), ctx.iconst(c * W))
+                mask = None if N % NB == 0 else L.LaneMask(col, sz(N), W)
+                x = L.VLoad(bbuf, ctx.add(b_off, ctx.add(ctx.mul(pk, sz(N)), col)), W, "float32", mask)
+                copy.append(L.VStore(cbuf, ctx.add(dst, ctx.iconst(c * W)), x))
+            loops = [L.For(pj, ctx.iconst(0), ctx.iconst(nblk), [L.For(pk, ctx.iconst(0), sz(K), copy)])]
+            for v, d in reversed(list(zip(bvars, batch))):
+                loops = [L.For(v, ctx.iconst(0), sz(d), loops)]
+            f = loops[0]
+            copies[rt] = (cbuf, ctx.mul(ctx.add(ctx.mul(item, ctx.iconst(nblk)), jb), sz(K)))
+            return [L.For(f.var, f.start, f.stop, f.body, parallel=True)]
 
         def tile(rt):
             """The loop nest over all tiles of `rt.MR` rows; with `rt.tail_mr`, over the whole
@@ -630,6 +655,8 @@ class Lowering:
             ctx.memo.clear()
             MR, tail_mr, rows_fastest = rt.MR, rt.tail_mr, rt.rows_fastest
             nblk_n = sz(S.floordiv(N + NB - 1, NB))
+            prologue = copy_b_panels(rt) if rt.copy_b else []
+            ctx.memo.clear()
             if rt.nk > 1:
                 # partial sums between K slices: rows 0..M+MR of every panel (the last tile
                 # may hang past M), one region per panel
@@ -672,7 +699,7 @@ class Lowering:
                 loops = [L.For(v, ctx.iconst(0), sz(d), loops)]
             # the outermost loops run on the pool; the perfectly nested loops inside one
             # collapse into one flat range of tiles
-            return [L.For(f.var, f.start, f.stop, f.body, parallel=True) for f in loops]
+            return prologue + [L.For(f.var, f.start, f.stop, f.body, parallel=True) for f in loops]
 
         def tile_rows(rt, MR, ib, i0, guard):
             """One tile's body: MR rows from row i0 (the ib-th tile on its column panel) by the
@@ -709,19 +736,22 @@ class Lowering:
                 part, k0, j_lo, j_hi, part0 = partial_sums[rt]
 
             def tile_body(masks):
-                acc = [[f"acc{r}_{c}" for c in range(NR)] for r in range(MR)]
+                """The tile over the first len(masks) vectors of its NR (a partial last panel
+                computes only the vectors with columns in it)."""
+                nv = len(masks)
+                acc = [[f"acc{r}_{c}" for c in range(nv)] for r in range(MR)]
                 if sliced:
                     slots = [(acc[r][c], ctx.add(part0, ctx.add(ctx.mul(ctx.add(ctx.mul(jb, sz(M + rt.MR)), ctx.add(i0, ctx.iconst(r))),
                                                                        ctx.iconst(NB)), ctx.iconst(c * W))))
-                             for r in range(MR) for c in range(NR)]
+                             for r in range(MR) for c in range(nv)]
                 body = [L.Decl(acc[r][c], L.Broadcast(L.Const(0, dt), W, dt), lanes=W)
-                        for r in range(MR) for c in range(NR)]
+                        for r in range(MR) for c in range(nv)]
                 def kstep(k, bv):
-                    """One k step: MR broadcasts of A against the NR vectors of B."""
+                    """One k step: MR broadcasts of A against the vectors of B."""
                     out = []
                     for r in range(MR):
                         av = L.Broadcast(load_a(r, k), W, dt)
-                        for c in range(NR):
+                        for c in range(len(bv)):
                             if dt in FLOATS:
                                 upd = L.Fma(av, bv[c], L.Local(acc[r][c], dt), dt)
                             else:
@@ -730,12 +760,16 @@ class Lowering:
                     return out
 
                 if implicit is not None:
-                    body.append(self._implicit_im2col_loop(ctx, implicit, bbuf, bvars, cols, masks, kstep, W))
+                    body.append(self._implicit_im2col_loop(ctx, implicit, bbuf, bvars, cols[:nv], masks, kstep, W))
                 else:
                     bv = []
-                    for c in range(NR):
+                    for c in range(nv):
                         if pack_b:
                             x = L.VLoad(bbuf, ctx.add(ctx.mul(ctx.add(ctx.mul(jb, sz(K)), kv), ctx.iconst(NB)),
+                                                      ctx.iconst(c * W)), W, "float32")
+                        elif rt.copy_b:
+                            cbuf, panel = copies[rt]
+                            x = L.VLoad(cbuf, ctx.add(ctx.mul(ctx.add(panel, kv), ctx.iconst(NB)),
                                                       ctx.iconst(c * W)), W, "float32")
                         else:
                             x = L.VLoad(bbuf, ctx.add(b_off, ctx.add(ctx.mul(kv, sz(N)), cols[c])), W, b.dtype, masks[c])
@@ -770,10 +804,10 @@ class Lowering:
                         kw = L.Bin("max", ctx.sub(kend, ctx.iconst(MR * NR * PF_AHEAD)), kbeg, "int64")
                         slot = ctx.sub(kv, kw) if PF_AHEAD == 1 else ctx.div(ctx.sub(kv, kw), ctx.iconst(PF_AHEAD))
                         streams = self._tile_stream_prefetches(ctx, grp, out, a, b, bvars, fold_batch, i0, cols,
-                                                               slot, MR, NR, W, N)
+                                                               slot, MR, nv, W, N)
                         nxt = []
                         if rt.next_b_rows:      # row k of the next column panel of B: at every step
-                            nxt = self._next_b_rows(ctx, kv, b_off, bbuf, N, NB, NR, W, cols)
+                            nxt = self._next_b_rows(ctx, kv, b_off, bbuf, N, NB, nv, W, cols)
                         return [L.For(kv, kbeg, kw, kbody + nxt), L.For(kv, kw, kend, kbody + nxt + streams)]
 
                     if sliced:
@@ -783,7 +817,7 @@ class Lowering:
                         k1 = L.Bin("min", ctx.add(k0, ctx.iconst(rt.kc)), sz(K), "int64")
                         if streams_on:
                             # (B's rows of the next panel, the next run of tiles, in every slice)
-                            nxt = (self._next_b_rows(ctx, kv, b_off, bbuf, N, NB, NR, W, cols)
+                            nxt = (self._next_b_rows(ctx, kv, b_off, bbuf, N, NB, nv, W, cols)
                                    if rt.next_b_rows else [])
                             body.append(L.If(L.Bin("lt", kb, ctx.iconst(rt.nk - 1), "bool"),
                                              [L.For(kv, k0, k1, kbody + nxt)], k_loops(k0, k1)))
@@ -796,7 +830,7 @@ class Lowering:
                 tail = []
                 for r in range(MR):
                     row = ctx.add(i0, ctx.iconst(r))
-                    stores = [epilogue(acc[r][c], row, jv, jv, cols[c], masks[c]) for c in range(NR)]
+                    stores = [epilogue(acc[r][c], row, jv, jv, cols[c], masks[c]) for c in range(nv)]
                     if not guard:
                         tail.extend(stores)
                     else:
@@ -807,10 +841,16 @@ class Lowering:
                                  [L.VStore(part, ix, L.Local(a_, dt)) for a_, ix in slots], tail)]
                 return body + tail
 
-            # without mask registers, whole column tiles, all but the last, run without masks
-            if rt.unmasked_full_tiles:
+            # without mask registers, whole column tiles, all but the last, run without masks;
+            # a partial last panel of a static N computes only its vectors with columns (196
+            # columns in panels of 16: the last one's 4 in one vector of 8, not two), and one
+            # that its columns fill needs no mask
+            tail = N % NB if isinstance(N, int) else 0
+            tail_masks = ([None if (c + 1) * W <= tail else masks[c] for c in range(-(-tail // W))]
+                          if tail else masks)
+            if rt.unmasked_full_tiles or len(tail_masks) < NR:
                 body = [L.If(L.Bin("le", ctx.add(j0, ctx.iconst(NB)), sz(N), "bool"),
-                             tile_body([None] * NR), tile_body(masks))]
+                             tile_body([None] * NR), tile_body(tail_masks))]
             else:
                 body = tile_body(masks)
             return body
@@ -1033,19 +1073,18 @@ class Lowering:
         """The loop over window rows of a stride-s implicit im2col over a padded image (no
         border masks), window columns unrolled (the whole 7x7 window unrolled spilled
         registers: 2.0 ms for ResNet's stem instead of 1.0). Whole tiles (N % (NR*W) == 0,
-        the usual case with OW % 16 == 0) need no mask either."""
+        the usual case with OW % 16 == 0) need no mask either: their masks are None."""
         at = node.attrs
         (kh_n, kw_n), s, ow_n = at["kernel"], at["strides"][0], at["out"][1]
         w_n = node.inputs[0].shape[3]
         start = [ctx.add(ctx.mul(L.Bin("div", col, ctx.iconst(ow_n), "int64"), ctx.iconst(s * w_n)),
                          ctx.mul(L.Bin("mod", col, ctx.iconst(ow_n), "int64"), ctx.iconst(s))) for col in cols]
-        full = S.prod(at["out"]) % (len(cols) * W) == 0
         kh = L.Var("kh")
         row = ctx.add(base, ctx.mul(kh, ctx.iconst(w_n)))
         body = []
         for kw in range(kw_n):
             bv = [L.VLoad(xbuf, ctx.add(row, ctx.add(start[c], ctx.iconst(kw))), W, "float32",
-                          None if full else masks[c], step=s) for c in range(len(cols))]
+                          masks[c], step=s) for c in range(len(cols))]
             k = ctx.add(ctx.mul(ctx.add(ctx.mul(ci, ctx.iconst(kh_n)), kh), ctx.iconst(kw_n)), ctx.iconst(kw))
             body += kstep(k, bv)
         return L.For(kh, ctx.iconst(0), ctx.iconst(kh_n), body)
