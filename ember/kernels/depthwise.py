@@ -20,7 +20,7 @@ row above it.
 from __future__ import annotations
 
 from ..lang import SIMD, Param, Tensor, float32, fma, int32, kernel, parallelize, unroll
-from .windows import across_row, row_taps, window_masks
+from .windows import across_row, row_taps, store_row, window_masks
 
 
 def band_task(t, c_n, b_n, oh_n, bands):
@@ -28,6 +28,17 @@ def band_task(t, c_n, b_n, oh_n, bands):
     rows = (oh_n + bands - 1) // bands
     oh0 = t // (c_n * b_n) * rows
     return [t % c_n, (t // c_n) % b_n, oh0, min(oh0 + rows, oh_n)]
+
+
+def window_sum(tap, k):
+    """sum(tap[i] * k[i]) over the 9 taps, as three chains of one window row each (inlined):
+    one chain of 9 dependent FMAs is 9 FMA latencies per output vector, more than the
+    out-of-order window overlaps across rows."""
+    part = [tap[3 * r] * k[3 * r] for r in range(3)]
+    for r in unroll(3):
+        part[r] = fma(tap[3 * r + 1], k[3 * r + 1], part[r])
+        part[r] = fma(tap[3 * r + 2], k[3 * r + 2], part[r])
+    return part[0] + part[1] + part[2]
 
 
 @kernel
@@ -73,13 +84,8 @@ def depthwise_3x3_s2(x: Tensor[float32, 4], w: Tensor[float32, 4], y: Tensor[flo
             for oh in range(oh0, oh1):
                 load(2 * oh, 3)
                 load(2 * oh + 1, 6)
-                acc = tap[0] * k[0]
-                for i in unroll(8):
-                    acc = fma(tap[i + 1], k[i + 1], acc)
-                if masked:
-                    y.store(b, c, oh, ow0, acc, mask=keep)
-                else:
-                    y.store(b, c, oh, ow0, acc)
+                acc = window_sum(tap, k)
+                store_row(y, b, c, oh, ow0, acc, keep, masked, oh + 1 == oh1, ow_n, width)
                 tap[0] = tap[6]
                 tap[1] = tap[7]
                 tap[2] = tap[8]
@@ -139,13 +145,8 @@ def depthwise_3x3_s1(x: Tensor[float32, 4], w: Tensor[float32, 4], y: Tensor[flo
             load(oh0, 3)
             for oh in range(oh0, oh1):
                 load(oh + 1, 6)
-                acc = tap[0] * k[0]
-                for i in unroll(8):
-                    acc = fma(tap[i + 1], k[i + 1], acc)
-                if masked:
-                    y.store(b, c, oh, ow0, acc, mask=mid)
-                else:
-                    y.store(b, c, oh, ow0, acc)
+                acc = window_sum(tap, k)
+                store_row(y, b, c, oh, ow0, acc, mid, masked, oh + 1 == oh1, y.shape[3], width)
                 for i in unroll(6):
                     tap[i] = tap[i + 3]
 

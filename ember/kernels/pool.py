@@ -10,7 +10,7 @@ which is always inside, so no -inf fill is needed.
 from __future__ import annotations
 
 from ..lang import SIMD, Param, Tensor, float32, int32, kernel, parallelize, select
-from .windows import across_row, row_taps, window_masks
+from .windows import across_row, row_taps, store_row, window_masks
 
 
 @kernel
@@ -45,10 +45,7 @@ def max_pool_3x3_s2(x: Tensor[float32, 4], y: Tensor[float32, 4], width: Param =
             for oh in range(oh_n):
                 mid = row_max(2 * oh)
                 bot = row_max(2 * oh + 1) if 2 * oh + 1 < h_n else mid
-                if masked:
-                    y.store(b, c, oh, ow0, max(top, max(mid, bot)), mask=keep)
-                else:
-                    y.store(b, c, oh, ow0, max(top, max(mid, bot)))
+                store_row(y, b, c, oh, ow0, max(top, max(mid, bot)), keep, masked, oh + 1 == oh_n, ow_n, width)
                 top = bot
 
         across_row(columns, ow_n, x.shape[3], width, 2)

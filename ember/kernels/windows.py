@@ -28,14 +28,32 @@ def interior_end(n_out, n_in, width, stride):
 
 def across_row(columns, n_out, n_in, width, stride):
     """Calls columns(start, masked) for each vector of outputs along a row: the first and
-    those past `interior_end` with lane masks, the others without."""
+    those past `interior_end` with lane masks, the others without. Those past interior_end
+    come first, so the first vector's stores come after theirs (`store_row`)."""
     end = interior_end(n_out, n_in, width, stride)
+    for ow0 in range(end, n_out, width):
+        columns(ow0, True)
     for ow0 in range(0, min(n_out, width), width):
         columns(ow0, True)
     for ow0 in range(width, end, width):
         columns(ow0, False)
-    for ow0 in range(end, n_out, width):
-        columns(ow0, True)
+
+
+def store_row(y, b, c, oh, ow0, v, keep, masked, last, n_out, width):
+    """Stores the vector v of output row oh (n_out columns) from column ow0 (a kernel's rows
+    go top down, its vectors in `across_row`'s order). A masked vector stores whole, except
+    on its task's last row (`last`) or where it would reach past the next row: its lanes
+    past the row's end land on the next row's first columns, which the first vector stores
+    over later (the same vector, if it is the first). On AVX2 a masked store is
+    `vmaskmovps`, several times a plain one (a 384-channel 14x14 depthwise layer, both
+    vectors of every row masked: 0.090 -> 0.06 ms)."""
+    if masked:
+        if last or ow0 + width > 2 * n_out:
+            y.store(b, c, oh, ow0, v, mask=keep)
+        else:
+            y.store(b, c, oh, ow0, v)
+    else:
+        y.store(b, c, oh, ow0, v)
 
 
 def row_taps(x, b, c, r, col, m, width, masked=True):

@@ -32,12 +32,19 @@ def test_depthwise_every_row_width(lanes, stride):
     for w_n in ROW_WIDTHS:
         if stride == 1 and w_n <= lanes // 2:
             continue        # the flat-pixel lowering's rows (test_linalg), not this kernel's
-        x = rng.standard_normal((1, 2, 5, w_n)).astype(np.float32)
-        w = rng.standard_normal((2, 1, 3, 3)).astype(np.float32)
-        want = np.einsum("ncijhw,cij->nchw", _windows(x, stride, 0.0), w[:, 0])
-        got = np.full(want.shape, np.nan, np.float32)
-        kern(x, w, got, width=lanes, bands=1)
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=f"row of {w_n}")
+        for bands in (1, 2):
+            x = rng.standard_normal((1, 2, 5, w_n)).astype(np.float32)
+            w = rng.standard_normal((2, 1, 3, 3)).astype(np.float32)
+            want = np.einsum("ncijhw,cij->nchw", _windows(x, stride, 0.0), w[:, 0])
+            # the output between two canary regions: the stores that run past a row's end
+            # (windows.store_row) must stay inside it
+            pad = 2 * lanes
+            room = np.full(want.size + 2 * pad, 12345.0, np.float32)
+            got = room[pad:pad + want.size].reshape(want.shape)
+            got[...] = np.nan
+            kern(x, w, got, width=lanes, bands=bands)
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=f"row of {w_n}, {bands} bands")
+            assert (room[:pad] == 12345.0).all() and (room[pad + want.size:] == 12345.0).all(), f"row of {w_n}"
 
 
 @pytest.mark.parametrize("lanes", LANES)
