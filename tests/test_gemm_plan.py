@@ -53,6 +53,16 @@ def test_few_columns_use_column_tiles_and_k_slices_from_the_caches():
     assert huge_l1.nk == 1
 
 
+def test_column_tiles_cover_the_columns_exactly_with_two_widths():
+    # 49 columns in tiles of 6 pad to 54: as 4 tiles of 6 and 5 of 5 they cover 49
+    ct, = plan_gemm(160, 49, 960, Target.preset("avx2"), pack_a=True).tiles
+    assert isinstance(ct, ColTiles) and (ct.NC, ct.short) == (6, 5)
+    tiles = math.ceil(49 / ct.NC)
+    assert (tiles - ct.short) * ct.NC + ct.short * (ct.NC - 1) == 49
+    ct, = plan_gemm(512, 49, 4608, ZEN5, pack_a=True).tiles
+    assert 49 % ct.NC == 0 or ct.short == 0 or ct.NC > 4     # 5 tiles of 10: one width
+
+
 def test_loop_order_follows_the_l2():
     # a 1x1 convolution (2048 x 784 x 256) whose B fits half of a 2 MB L2 but not of a 512 KB
     # one, and whose weights do not: on the larger L2 the weights stream once, B stays
@@ -307,7 +317,16 @@ def test_column_tiles_with_copied_b_match_numpy():
     ct = plan_gemm(272, 49, 160, t, pack_a=True).tiles[0]
     _check_conv1x1_residual_relu(160, 272, 7, 12)
     if t.isa == "avx2":
-        assert isinstance(ct, ColTiles) and ct.pack_b         # the path under test, on this CPU
+        assert isinstance(ct, ColTiles) and ct.pack_b and ct.short    # the path under test, on this CPU
+
+
+def test_column_tiles_of_two_widths_in_k_slices_match_numpy():
+    """960 -> 160 channels on 7x7 (MobileNetV2's): tiles of 6 and 5 columns, K in slices."""
+    from ember.codegen.native import host_target
+    ct = plan_gemm(160, 49, 960, host_target(), pack_a=True).tiles[0]
+    _check_conv1x1_residual_relu(960, 160, 7, 13)
+    if host_target().isa == "avx2":
+        assert isinstance(ct, ColTiles) and ct.short and ct.nk > 1
 
 
 def test_column_tiles_by_slice_match_numpy():

@@ -865,12 +865,18 @@ class Lowering:
             abuf = self.packed_weight_buf(a, a2, "a", NB)
             a_off = bat_off(a_bat, (M + NB - 1) // NB * K)      # in k steps of NB-row panels
             i0 = ctx.mul(ib, ctx.iconst(NB))
-            j0 = ctx.mul(jb, ctx.iconst(NC))
+            nblk_m, nblk_n = -(-M // NB), -(-N // NC)
+            # the last ct.short tiles take NC - 1 columns (49 = 4 x 6 + 5 x 5): tile j starts
+            # at column j*NC - max(j - full, 0)
+            full = nblk_n - ct.short
+
+            def first_col(tile):
+                if not ct.short:
+                    return ctx.mul(tile, ctx.iconst(NC))
+                return ctx.sub(ctx.mul(tile, ctx.iconst(NC)), ctx.max(ctx.sub(tile, ctx.iconst(full)), ctx.iconst(0)))
+            j0 = first_col(jb)
             rows = [ctx.add(i0, ctx.iconst(c * W)) for c in range(NR)]
             masks = [None] * NR if M % NB == 0 else [L.LaneMask(r0, sz(M), W) for r0 in rows]
-            acc = [[f"acc{r}_{c}" for c in range(NR)] for r in range(NC)]
-            body = [L.Decl(acc[r][c], L.Broadcast(L.Const(0, dt), W, dt), lanes=W)
-                    for r in range(NC) for c in range(NR)]
             cols_fastest, kc, nk, ngroups, gsize = ct.cols_fastest, ct.kc, ct.nk, ct.ngroups, ct.gsize
             jg = L.Var("jg")
             jstart = ctx.mul(jg, ctx.iconst(gsize)) if ngroups > 1 else ctx.iconst(0)
@@ -880,7 +886,6 @@ class Lowering:
             av = [L.VLoad(abuf, ctx.add(ctx.mul(ctx.add(a_panel, kv), ctx.iconst(NB)), ctx.iconst(c * W)),
                           W, "float32") for c in range(NR)]
             nlast = sz(N - 1)
-            nblk_m, nblk_n = -(-M // NB), -(-N // NC)
             pack = []
             if ct.pack_b:
                 # B's NC columns of a tile, copied once per run as [tile][k][NC] (the last
@@ -906,7 +911,7 @@ class Lowering:
                 prow = packed_row(pj, pk)
                 copy = []
                 for v in range(nvec):
-                    col0 = ctx.add(ctx.mul(pj, ctx.iconst(NC)), ctx.iconst(v * W))
+                    col0 = ctx.add(first_col(pj), ctx.iconst(v * W))
                     src = ctx.add(b_off, ctx.add(ctx.mul(pk, sz(N)), col0))
 
                     def vcopy(mask):
@@ -922,49 +927,62 @@ class Lowering:
                 f = loops[0]
                 pack = [L.For(f.var, f.start, f.stop, f.body, parallel=True)]
                 b_row = packed_row(jb, kv)
-            kbody = []
-            for r in range(NC):
-                if ct.pack_b:
-                    bb = L.Broadcast(L.Load(pbuf, ctx.add(b_row, ctx.iconst(r)), dt), W, dt)
-                else:
-                    col = L.Bin("min", ctx.add(j0, ctx.iconst(r)), nlast, "int64") if r else j0
-                    x = L.Load(bbuf, ctx.add(b_off, ctx.add(ctx.mul(kv, sz(N)), col)), b.dtype)
-                    bb = L.Broadcast(L.Cast(x, dt) if b.dtype != dt else x, W, dt)
-                for c in range(NR):
-                    kbody.append(L.Assign(acc[r][c], L.Fma(av[c], bb, L.Local(acc[r][c], dt), dt)))
             by_slice = ct.by_slice
-            if by_slice:
-                # this slice of the next row panel (the order below), into L2
-                kbody.append(_prefetch_next_panel(ctx, abuf, ctx.mul(ctx.add(a_panel, ctx.add(sz(K), k0)), ctx.iconst(NB)),
-                                                  ctx.sub(jb, jstart), ctx.sub(kv, k0), kc, NB))
-            elif cols_fastest:
-                # the next slice (or panel), into L2 while this one is in use
-                kbody.append(_prefetch_next_panel(ctx, abuf, ctx.mul(ctx.add(a_panel, ctx.add(k0, ctx.iconst(kc))),
-                                                                     ctx.iconst(NB)),
-                                                  ctx.sub(jb, jstart), ctx.sub(kv, k0) if nk > 1 else kv, kc, NB))
             iv = L.Var("i")
-            stores = []
-            for r in range(NC):
-                col = ctx.add(j0, ctx.iconst(r))
-                st = [epilogue(acc[r][c], iv, col, iv, rows[c], masks[c]) for c in range(NR)]
-                stores.extend(st if N % NC == 0 else [L.If(L.Bin("lt", col, sz(N), "bool"), st)])
-            if nk == 1:
-                body.append(L.For(kv, ctx.iconst(0), sz(K), kbody))
-                body.extend(stores)
-            else:
+            part = (self._scratch_buf(S.prod(batch) * nblk_m * nblk_n * NC * NR * W * 4) if nk > 1 else None)
+
+            def tile_body(nc):
+                """One tile of nc columns from j0."""
+                acc = [[f"acc{nc}_{r}_{c}" for c in range(NR)] for r in range(nc)]
+                body = [L.Decl(acc[r][c], L.Broadcast(L.Const(0, dt), W, dt), lanes=W)
+                        for r in range(nc) for c in range(NR)]
+                kbody = []
+                for r in range(nc):
+                    if ct.pack_b:
+                        bb = L.Broadcast(L.Load(pbuf, ctx.add(b_row, ctx.iconst(r)), dt), W, dt)
+                    else:
+                        col = L.Bin("min", ctx.add(j0, ctx.iconst(r)), nlast, "int64") if r else j0
+                        x = L.Load(bbuf, ctx.add(b_off, ctx.add(ctx.mul(kv, sz(N)), col)), b.dtype)
+                        bb = L.Broadcast(L.Cast(x, dt) if b.dtype != dt else x, W, dt)
+                    for c in range(NR):
+                        kbody.append(L.Assign(acc[r][c], L.Fma(av[c], bb, L.Local(acc[r][c], dt), dt)))
+                if by_slice:
+                    # this slice of the next row panel (the order below), into L2
+                    kbody.append(_prefetch_next_panel(ctx, abuf, ctx.mul(ctx.add(a_panel, ctx.add(sz(K), k0)), ctx.iconst(NB)),
+                                                      ctx.sub(jb, jstart), ctx.sub(kv, k0), kc, NB))
+                elif cols_fastest:
+                    # the next slice (or panel), into L2 while this one is in use
+                    kbody.append(_prefetch_next_panel(ctx, abuf, ctx.mul(ctx.add(a_panel, ctx.add(k0, ctx.iconst(kc))),
+                                                                         ctx.iconst(NB)),
+                                                      ctx.sub(jb, jstart), ctx.sub(kv, k0) if nk > 1 else kv, kc, NB))
+                stores = []
+                exact = ct.short or N % NC == 0
+                for r in range(nc):
+                    col = ctx.add(j0, ctx.iconst(r))
+                    st = [epilogue(acc[r][c], iv, col, iv, rows[c], masks[c]) for c in range(NR)]
+                    stores.extend(st if exact else [L.If(L.Bin("lt", col, sz(N), "bool"), st)])
+                if nk == 1:
+                    body.append(L.For(kv, ctx.iconst(0), sz(K), kbody))
+                    body.extend(stores)
+                    return body
                 # one region per batch item and tile: the parallel range covers them all
-                part = self._scratch_buf(S.prod(batch) * nblk_m * nblk_n * NC * NR * W * 4)
                 tile0 = ctx.iconst(0)
                 for v, d in zip(bvars, batch):
                     tile0 = ctx.add(ctx.mul(tile0, sz(d)), v)
                 tile0 = ctx.add(ctx.mul(tile0, ctx.iconst(nblk_m)), ib)
                 tile0 = ctx.mul(ctx.add(ctx.mul(tile0, ctx.iconst(nblk_n)), jb), ctx.iconst(NC * NR * W))
-                slots = [(acc[r][c], ctx.add(tile0, ctx.iconst((r * NR + c) * W))) for r in range(NC) for c in range(NR)]
+                slots = [(acc[r][c], ctx.add(tile0, ctx.iconst((r * NR + c) * W))) for r in range(nc) for c in range(NR)]
                 body.append(L.If(L.Bin("lt", ctx.iconst(0), kb, "bool"),
                                  [L.Assign(a_, L.VLoad(part, ix, W, dt)) for a_, ix in slots]))
                 body.append(L.For(kv, k0, L.Bin("min", ctx.add(k0, ctx.iconst(kc)), sz(K), "int64"), kbody))
                 body.append(L.If(L.Bin("lt", kb, ctx.iconst(nk - 1), "bool"),
                                  [L.VStore(part, ix, L.Local(a_, dt)) for a_, ix in slots], stores))
+                return body
+
+            if ct.short:
+                body = [L.If(L.Bin("lt", jb, ctx.iconst(full), "bool"), tile_body(NC), tile_body(NC - 1))]
+            else:
+                body = tile_body(NC)
             inner, outer = (jb, nblk_n), (ib, nblk_m)
             if not cols_fastest:
                 inner, outer = outer, inner

@@ -45,6 +45,7 @@ class ColTiles:
     gsize: int
     by_slice: bool = False      # each group runs slice by slice over every row panel (B's slice stays in L2)
     pack_b: bool = False        # B's columns copied once per run as [tile][K][NC]: NC consecutive floats a k step
+    short: int = 0              # the last `short` tiles take NC - 1 columns: the tiles cover N exactly
 
 
 @dataclass(frozen=True)
@@ -96,11 +97,17 @@ def plan_gemm(M, N, K, target: Target, *, itemsize: int = 4, f32: bool = True, p
         # 7x7: 0.41 ms by rows, 0.22 by columns)
         nc = choose_mr(N, mr, exact=True)
         panels = -(-N // NB)
-        masked_panel = 0 if (target.masked_vectors or N % NB == 0) else 1
-        rows_eff = (pad_eff(N, NB) * pad_eff(M, choose_mr(M, mr)) * K / (K + 8)
+        # a partial last panel computes only its vectors with columns (196 in 16s: 200),
+        # and B copied into panels (rows outermost) loads it unmasked: its masked stores
+        # cost about half a panel (Zen 3, 1x1 layers on 14x14, rows / columns in ms:
+        # 256->1024 1.11 / 1.27, 384->64 0.126 / 0.135, 576->96 0.254 / 0.261, 576->160
+        # 0.43 / 0.43, 1024->512 2.46 / 2.35)
+        computed = N // NB * NB + -(-(N % NB) // W) * W
+        masked_panel = 0 if (target.masked_vectors or N % NB == 0) else 0.5
+        rows_eff = (N / computed * pad_eff(M, choose_mr(M, mr)) * K / (K + 8)
                     * panels / (panels + masked_panel))
         ct = _col_tiles(M, N, K, nc, NB, target)
-        cols_eff = pad_eff(M, NB) * pad_eff(N, nc) * K / (K + 5 * W)
+        cols_eff = pad_eff(M, NB) * (1.0 if ct.short else pad_eff(N, nc)) * K / (K + 5 * W)
         if cols_eff > 1.02 * rows_eff:
             return GemmPlan(W, nr, (ct,))
     rows = dict(N=N, K=K, itemsize=itemsize, pack_a=pack_a, pack_b=pack_b, implicit=implicit,
@@ -235,4 +242,9 @@ def _col_tiles(M: int, N: int, K: int, NC: int, NB: int, target: Target) -> ColT
     # slower). On 14x14 images (rows of 12 lines) it measured 1-40% slower, the most where M
     # is small (384->64); why the rows' length decides is not isolated
     pack_b = N < 4 * target.line_floats and M >= 16 * target.f32_lanes
-    return ColTiles(NC, cols_fastest, kc, nk, ngroups, gsize, by_slice, pack_b)
+    # tiles of NC and NC - 1 columns where NC alone would pad N (49 columns in 6s: 54, 10%
+    # of the FMAs wasted; as 4 x 6 + 5 x 5, none); a tile of 5 costs 5/6 of one of 6
+    short = nblk_n * NC - N
+    if not (0 < short <= nblk_n and NC > 4):
+        short = 0
+    return ColTiles(NC, cols_fastest, kc, nk, ngroups, gsize, by_slice, pack_b, short)
