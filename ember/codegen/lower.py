@@ -625,27 +625,34 @@ class Lowering:
         copies = {}
 
         def copy_b_panels(rt):
-            """B copied into [batch][N/NB][K][NB] panels (the last padded with zeros), one
-            parallel loop over (batch item, panel) before the tiles; returns the loop and the
-            k-step load offset of panel jb."""
+            """B copied into [batch][N/NB][K][NB] panels (the last padded with zeros): with
+            rows outermost, one parallel loop over (batch item, panel) before the tiles (the
+            prologue returned); with panels outermost, each panel by the task that runs its
+            tiles, just before them (copies[rt][2])."""
             nblk = -(-N // NB)
             cbuf = self._scratch_buf(S.prod(batch) * nblk * K * NB * 4)
             item = ctx.iconst(0)
             for v, d in zip(bvars, batch):
                 item = ctx.add(ctx.mul(item, sz(d)), v)
-            pj, pk = L.Var("pj"), L.Var("pk")
-            dst = ctx.mul(ctx.add(ctx.mul(ctx.add(ctx.mul(item, ctx.iconst(nblk)), pj), sz(K)), pk), ctx.iconst(NB))
-            copy = []
-            for c in range(NR):
-                col = ctx.add(ctx.mul(pj, ctx.iconst(NB)), ctx.iconst(c * W))
-                mask = None if N % NB == 0 else L.LaneMask(col, sz(N), W)
-                x = L.VLoad(bbuf, ctx.add(b_off, ctx.add(ctx.mul(pk, sz(N)), col)), W, "float32", mask)
-                copy.append(L.VStore(cbuf, ctx.add(dst, ctx.iconst(c * W)), x))
-            loops = [L.For(pj, ctx.iconst(0), ctx.iconst(nblk), [L.For(pk, ctx.iconst(0), sz(K), copy, serial=True)])]
+            pk = L.Var("pk")
+
+            def copy_panel(pj):
+                dst = ctx.mul(ctx.add(ctx.mul(ctx.add(ctx.mul(item, ctx.iconst(nblk)), pj), sz(K)), pk), ctx.iconst(NB))
+                copy = []
+                for c in range(NR):
+                    col = ctx.add(ctx.mul(pj, ctx.iconst(NB)), ctx.iconst(c * W))
+                    mask = None if N % NB == 0 else L.LaneMask(col, sz(N), W)
+                    x = L.VLoad(bbuf, ctx.add(b_off, ctx.add(ctx.mul(pk, sz(N)), col)), W, "float32", mask)
+                    copy.append(L.VStore(cbuf, ctx.add(dst, ctx.iconst(c * W)), x))
+                return [L.For(pk, ctx.iconst(0), sz(K), copy, serial=True)]
+            copies[rt] = (cbuf, ctx.mul(ctx.add(ctx.mul(item, ctx.iconst(nblk)), jb), sz(K)), copy_panel(jb))
+            if rt.rows_fastest:
+                return []
+            pj = L.Var("pj")
+            loops = [L.For(pj, ctx.iconst(0), ctx.iconst(nblk), copy_panel(pj))]
             for v, d in reversed(list(zip(bvars, batch))):
                 loops = [L.For(v, ctx.iconst(0), sz(d), loops)]
             f = loops[0]
-            copies[rt] = (cbuf, ctx.mul(ctx.add(ctx.mul(item, ctx.iconst(nblk)), jb), sz(K)))
             return [L.For(f.var, f.start, f.stop, f.body, parallel=True)]
 
         def tile(rt):
@@ -691,6 +698,10 @@ class Lowering:
                 loops = [L.For(jg, ctx.iconst(0), ngroups, [L.For(kb, ctx.iconst(0), ctx.iconst(rt.nk), [
                     L.For(jb, j_lo, j_hi, [
                         L.For(v, ctx.iconst(0), n, body) for v, n, body in row_loops])], serial=True)])]
+            elif rows_fastest and rt.copy_b:
+                # (the row tiles serial: one task copies the panel, then runs its tiles)
+                loops = [L.For(jb, ctx.iconst(0), nblk_n, copies[rt][2] + [
+                    L.For(v, ctx.iconst(0), n, body, serial=True) for v, n, body in row_loops])]
             elif rows_fastest:
                 loops = [L.For(jb, ctx.iconst(0), nblk_n, [L.For(v, ctx.iconst(0), n, body) for v, n, body in row_loops])]
             else:
@@ -768,7 +779,7 @@ class Lowering:
                             x = L.VLoad(bbuf, ctx.add(ctx.mul(ctx.add(ctx.mul(jb, sz(K)), kv), ctx.iconst(NB)),
                                                       ctx.iconst(c * W)), W, "float32")
                         elif rt.copy_b:
-                            cbuf, panel = copies[rt]
+                            cbuf, panel = copies[rt][:2]
                             x = L.VLoad(cbuf, ctx.add(ctx.mul(ctx.add(panel, kv), ctx.iconst(NB)),
                                                       ctx.iconst(c * W)), W, "float32")
                         else:
