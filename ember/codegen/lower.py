@@ -899,8 +899,8 @@ class Lowering:
             nlast = sz(N - 1)
             pack = []
             if ct.pack_b:
-                # B's NC columns of a tile, copied once per run as [tile][k][NC] (the last
-                # tile's missing columns repeat column N - 1): a k step then reads NC
+                # B's NC columns of a tile, copied once per run as [tile][k][NCP] (columns
+                # past N read 0; see below): a k step then reads NC
                 # consecutive floats, where B's rows (N apart) had it touch a line or two per
                 # k, which with A's slice overflow L1 (the likely cause; this VM has no
                 # counters to confirm it). When: schedule.gemm._col_tiles

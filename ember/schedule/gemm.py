@@ -240,10 +240,11 @@ def _col_tiles(M: int, N: int, K: int, NC: int, NB: int, target: Target) -> ColT
     # B's rows of fewer than 4 lines (a 7x7 image): a tile's NC columns are copied once per
     # run into [tile][K][NC], so a k step reads NC consecutive floats where it read a line or
     # two of B; with A's slice they had overflowed L1 (Zen 3, 7x7 layers with M >= 160: 5-21%
-    # faster, e.g. 512->2048 1.61 -> 1.28 ms). The copy (a few cycles an element) is spent
-    # against M / 2W cycles of FMAs on each element, so only from M = 16W (M = 64: 16%
-    # slower). On 14x14 images (rows of 12 lines) it measured 1-40% slower, the most where M
-    # is small (384->64); why the rows' length decides is not isolated
+    # faster, e.g. 512->2048 1.61 -> 1.28 ms). The copy is spent against M / 2W
+    # cycles of FMAs on each element, so only from M = 16W (M = 64: 16% slower). On 14x14
+    # images (rows of 12 lines) it measured 1-40% slower, the most where M is small
+    # (384->64); both were measured when the copy moved one float at a time (a few cycles
+    # an element; now whole vectors), and are not re-measured since
     pack_b = N < 4 * target.line_floats and M >= 16 * target.f32_lanes
     # tiles of NC and NC - 1 columns where NC alone would pad N (49 columns in 6s: 54, 10%
     # of the FMAs wasted; as 4 x 6 + 5 x 5, none); a tile of 5 costs 5/6 of one of 6
