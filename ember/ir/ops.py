@@ -957,7 +957,8 @@ def _winograd_output_infer(types, at):
 
 def _winograd_output_ref(a, at):
     """m [16, K, N, tiles] -> y [N, K, H, W]: At m A of every tile, the 2x2 outputs at stride
-    2 (columns past TH*TW are padding)."""
+    2 (columns past TH*TW are padding). The kernel recomputes tiles whose outputs are not
+    finite from the convolution's input and weights (a[1], a[2]); with finite ones it is this."""
     m = a[0].astype(np.float64)
     _, k, n, _ = m.shape
     h, w = at["out"]
@@ -1022,7 +1023,7 @@ def _conv_winograd(b, x, w):
     v = b.op("reshape", [v], shape=(16, c, S.prod([n, tiles])))
     y = b.op("matmul", [u, v])                                             # [16, m, n*tiles]
     y = b.op("reshape", [y], shape=(16, m, n, tiles))
-    return b.op("winograd_output", [y], out=(h, wd))
+    return b.op("winograd_output", [y, x, w], out=(h, wd))     # x, w: where y is not finite
 
 
 def _conv_infer(types, at):

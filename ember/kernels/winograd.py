@@ -7,7 +7,8 @@ builds the pipeline: these two kernels, and between them 16 GEMMs (one per tile 
 of the pre-transformed weights U[xi] = (G g Gt)[xi], [Cout, Cin], with V[xi], [Cin, tiles].
 
     winograd_input:  x [N, C, H, W]      -> v [16, C, N, TH*TW]   (v = Bt d B per tile)
-    winograd_output: m [16, K, N, TH*TW] -> y [N, K, H, W]        (y = At m A per tile)
+    winograd_output: m [16, K, N, TH*TW] -> y [N, K, H, W]        (y = At m A per tile;
+                     from x and the weights directly where that is not finite)
 
 with TH, TW = ceil(H/2), ceil(W/2); tile (ti, tj) reads input rows 2ti-1 .. 2ti+2 and
 columns 2tj-1 .. 2tj+2 (0 outside the image) and writes output rows 2ti, 2ti+1 and columns
@@ -18,7 +19,7 @@ kernels spell out their +-1 entries as adds and subtracts.
 """
 from __future__ import annotations
 
-from ..lang import SIMD, Param, Tensor, float32, int32, kernel, parallelize, shuffle, unroll
+from ..lang import SIMD, Param, Tensor, float32, fma, int32, kernel, parallelize, shuffle, unroll
 from .windows import across_row, row_taps, window_masks
 
 
@@ -70,7 +71,11 @@ def winograd_input(x: Tensor[float32, 4], v: Tensor[float32, 4], width: Param = 
 
 
 @kernel
-def winograd_output(m: Tensor[float32, 4], y: Tensor[float32, 4], width: Param = 16):
+def winograd_output(m: Tensor[float32, 4], x: Tensor[float32, 4], g: Tensor[float32, 4],
+                    y: Tensor[float32, 4], width: Param = 16):
+    """x [N, C, H, W] and g [K, C, 3, 3] are the convolution's input and weights: a vector of
+    tiles whose outputs are not all finite is recomputed from them directly (below)."""
+    c_n = x.shape[1]
     k_n = y.shape[1]
     h_n = y.shape[2]
     w_n = y.shape[3]
@@ -78,17 +83,46 @@ def winograd_output(m: Tensor[float32, 4], y: Tensor[float32, 4], width: Param =
     tw = (w_n + 1) // 2
     lane = SIMD[int32, width].iota()
 
+    def direct(b, k, ti, tj0):
+        # The transforms add and subtract neighbouring inputs, so one inf in the input gives
+        # inf - inf = NaN over its tiles, where the convolution's sum gives inf (or NaN only
+        # where its own terms do). Such vectors are rare; they take the direct sum instead.
+        col = int32(2 * tj0 - 1)
+        mk = window_masks(lane, col, int32(w_n), width)
+        acc = [SIMD[float32, width](0.0) for i in range(4)]     # acc[2r + j]: row 2ti + r, col 2tj + j
+        for c in range(c_n):
+            for a in unroll(4):
+                r_in = 2 * ti - 1 + a
+                if r_in >= 0 and r_in < h_n:
+                    d = row_taps(x, b, c, r_in, col, mk, width, True)
+                    for r in unroll(2):
+                        if a - r >= 0 and a - r <= 2:
+                            for kw in unroll(3):
+                                gv = SIMD[float32, width](g[k, c, a - r, kw])
+                                acc[2 * r] = fma(gv, d[kw], acc[2 * r])
+                                acc[2 * r + 1] = fma(gv, d[kw + 1], acc[2 * r + 1])
+        return acc
+
     def tiles(b, k, ti, tj0, masked):
         keep = lane + int32(tj0) < int32(tw)
         src = ti * tw + tj0
         mv = [m.load[width](i, k, b, src, mask=keep) if masked else m.load[width](i, k, b, src)
               for i in range(16)]
+        out = [SIMD[float32, width](0.0) for i in range(4)]     # out[2r + j]: row 2ti + r, col 2tj + j
         for r in unroll(2):
             # rows of At m: r = 0 sums tile rows 0..2, r = 1 is row 1 - row 2 - row 3
             s = [mv[j] + mv[4 + j] + mv[8 + j] if r == 0 else mv[4 + j] - mv[8 + j] - mv[12 + j]
                  for j in range(4)]
-            y0 = s[0] + s[1] + s[2]            # output column 2tj
-            y1 = s[1] - s[2] - s[3]            # 2tj + 1
+            out[2 * r] = s[0] + s[1] + s[2]             # output column 2tj
+            out[2 * r + 1] = s[1] - s[2] - s[3]         # 2tj + 1
+        z = (out[0] - out[0]) + (out[1] - out[1]) + (out[2] - out[2]) + (out[3] - out[3])
+        if any(z != z):                                 # NaN in a lane: an output is not finite
+            dv = direct(b, k, ti, tj0)
+            for i in unroll(4):
+                out[i] = dv[i]
+        for r in unroll(2):
+            y0 = out[2 * r]
+            y1 = out[2 * r + 1]
             row = 2 * ti + r
             if row < h_n:
                 oc = int32(2 * tj0)

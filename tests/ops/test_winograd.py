@@ -31,7 +31,8 @@ def test_transform_kernels_match_their_semantics(n, c, h, w):
     m = rng.standard_normal((16, c, n, t + 3)).astype(np.float32)
     m[..., t:] = np.nan                          # padding columns are never read
     y = np.full((n, c, h, w), np.nan, np.float32)
-    winograd_output(m, y)
+    g = rng.standard_normal((c, c, 3, 3)).astype(np.float32)    # read only where y is not finite
+    winograd_output(m, x, g, y)
     np.testing.assert_allclose(y, ops.OPS["winograd_output"].ref([m], {"out": (h, w)})[0], rtol=1e-5, atol=1e-5)
 
 
@@ -77,6 +78,70 @@ def test_winograd_conv_with_bias_and_large_values():
     feeds = {"x": (rng.standard_normal((1, 32, 14, 16)) * 100).astype(np.float32)}
     got, want = run_engine(model, feeds)[0], run_reference(model, feeds)[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def _direct_conv(x, g):
+    """The 3x3 pad-1 convolution as a sum of products, in float64 (where a term is inf or
+    NaN, which outputs are inf or NaN does not depend on the order of the sum)."""
+    h, w = x.shape[2:]
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    with np.errstate(all="ignore"):
+        return sum(np.einsum("nchw,kc->nkhw", xp[:, :, a:a + h, b:b + w], g[:, :, a, b].astype(np.float64))
+                   for a in range(3) for b in range(3))
+
+
+def _assert_same_non_finite(got, want, what):
+    for name, f in [("NaN", np.isnan), ("+inf", np.isposinf), ("-inf", np.isneginf)]:
+        assert np.array_equal(f(got), f(want)), f"{what}: {name} positions differ"
+    fin = np.isfinite(want)
+    np.testing.assert_allclose(got[fin], want[fin], rtol=1e-4, atol=1e-3, err_msg=what)
+
+
+@pytest.mark.parametrize("lanes", [8, 16])
+def test_output_transform_recomputes_non_finite_tiles_directly(lanes):
+    """One inf in the input makes the transforms' sums inf - inf = NaN over its tiles, where
+    the convolution gives inf (or -inf, by the weight's sign): the output kernel recomputes
+    those tile vectors from x and the weights; the others keep the Winograd result."""
+    rng = np.random.default_rng(5)
+    n, c, k, h, w = 2, 3, 4, 9, 23
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    x[0, 1, 4, 7] = np.inf
+    x[0, 2, 0, 22] = -np.inf              # a corner: a partial vector, the padding row
+    x[1, 0, 8, 0] = np.nan
+    x[1, 1, 3, 3], x[1, 2, 3, 4] = np.inf, -np.inf       # inf - inf in the direct sum too
+    g = rng.standard_normal((k, c, 3, 3)).astype(np.float32)
+    g[1, 0] = 0.0                         # 0 * NaN
+    t = ((h + 1) // 2) * ((w + 1) // 2)
+    v = ops.OPS["winograd_input"].ref([x], {"tiles": t})[0]
+    u = np.einsum("ia,kcab,jb->ijkc", ops.WINO_G, g, ops.WINO_G).reshape(16, k, c)
+    with np.errstate(all="ignore"):
+        m = np.einsum("xkc,xcnt->xknt", u, v.astype(np.float64)).astype(np.float32)
+    y = np.full((n, k, h, w), 7.0, np.float32)
+    winograd_output(m, x, g, y, width=lanes)
+    _assert_same_non_finite(y, _direct_conv(x, g), f"{lanes} lanes")
+
+
+def test_winograd_conv_with_inf_and_nan_inputs_matches_the_direct_sum():
+    """A whole compiled Winograd conv (with bias and ReLU fused after the output transform)
+    on inputs holding inf and NaN: the same inf and NaN positions as the direct sum."""
+    rng = np.random.default_rng(12)
+    w = (rng.standard_normal((32, 32, 3, 3)) * 0.2).astype(np.float32)
+    bias = rng.standard_normal(32).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["y"])]
+    g = helper.make_graph(nodes, "c", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 14, 15])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(w, "w"), numpy_helper.from_array(bias, "b")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    x = rng.standard_normal((1, 32, 14, 15)).astype(np.float32)
+    flat = x.reshape(-1)
+    idx = rng.choice(flat.size, 6, replace=False)
+    flat[idx] = [np.inf, -np.inf, np.nan, np.inf, np.inf, -np.inf]
+    got = run_engine(model, {"x": x})[0]
+    with np.errstate(all="ignore"):
+        want = np.maximum(_direct_conv(x, w) + bias[:, None, None], 0.0)
+    want[np.isnan(_direct_conv(x, w))] = np.nan          # Relu(NaN) is NaN
+    _assert_same_non_finite(got, want, "conv + bias + relu")
 
 
 def _decomposed_ops(x_shape, w_shape, **at):
