@@ -53,6 +53,7 @@ FINDING_KINDS = ("crash", "hang", "non_ember_exception", "mismatch", "lenient")
 RTOL = {"float16": 1e-2, "float32": 1e-4, "float64": 1e-6}
 MAX_FEED_BYTES = 128 << 20          # one huge feed; the child's address space is capped below
 CHILD_AS_LIMIT = 6 << 30
+UNFED_EXIT = 75                     # the worker could not take a request in (`_worker`)
 OPSET = 18
 
 
@@ -686,6 +687,12 @@ def _worker(rfd, wfd):
             req = pickle.loads(rx.recv_bytes())
         except EOFError:
             return
+        except (MemoryError, SystemError):
+            # a request of ~100 MB (a huge feed) can find no room left under the address-space
+            # cap in a worker that has run thousands of cases (CPython then raises SystemError
+            # for the half-received buffer): nothing of the case has run; the parent retries it
+            # in a fresh worker
+            os._exit(UNFED_EXIT)
         res = run_ember(req["model"], req["feeds"], req["threads"], ember_cache, req["disk_cache"])
         tx.send_bytes(pickle.dumps(res, protocol=pickle.HIGHEST_PROTOCOL))
         tx.send_bytes(pickle.dumps(run_ort(req["model"], req["feeds"], ort_cache), protocol=pickle.HIGHEST_PROTOCOL))
@@ -742,8 +749,9 @@ class Runner:
             sig = signal.Signals(-code).name if code < 0 and -code in signal.valid_signals() else f"exit {code}"
             return {"status": "crash", "signal": sig, "stderr": tail}
 
-    def run(self, model, feeds, threads=1, disk_cache=False):
-        """(ember result, ort result): dicts with status ok / error / crash / hang."""
+    def run(self, model, feeds, threads=1, disk_cache=False, retry=True):
+        """(ember result, ort result): dicts with status ok / error / crash / hang, or unfed
+        (a fresh worker could not take the case in either)."""
         if self.proc is None:
             self._start()
         try:
@@ -754,6 +762,10 @@ class Runner:
             self._start()
             return self.run(model, feeds, threads, disk_cache)
         e = self._receive(self.timeout)
+        if e["status"] == "crash" and e["signal"] == f"exit {UNFED_EXIT}":
+            if retry:
+                return self.run(model, feeds, threads, disk_cache, retry=False)
+            return {"status": "unfed"}, {"status": "skipped"}
         if e["status"] in ("hang", "crash"):
             return e, {"status": "skipped"}
         o = self._receive(self.timeout)
@@ -797,6 +809,28 @@ def compare(ours, theirs) -> str | None:
     return None
 
 
+def _reference(model: onnx.ModelProto, new_ops=()):
+    """onnx.reference's evaluator for the model, with one fix of its own: its
+    BatchNormalization for opsets 7 and 8 (BatchNormalization_6) runs in training mode (and
+    then fails) where the spec of those versions says a node with the one output Y runs in
+    inference mode."""
+    from onnx.reference import ReferenceEvaluator
+    from onnx.reference.op_run import OpRun
+    from onnx.reference.ops import op_batch_normalization as bn
+
+    class BatchNormalization(OpRun):
+        def _run(self, x, scale, bias, mean, var, epsilon=None, momentum=None, training_mode=None,
+                 is_test=None, spatial=None):
+            eps = 1e-5 if epsilon is None else epsilon
+            if len(self.onnx_node.output) == 1 and not training_mode:
+                return (bn._batchnorm_test_mode(x, scale, bias, mean, var, epsilon=eps),)
+            res, _, _, out_mean, out_var = bn._batchnorm_training_mode(
+                x, scale, bias, mean, var, 0.9 if momentum is None else momentum, eps)
+            return (res, out_mean, out_var)[:len(self.onnx_node.output)]
+
+    return ReferenceEvaluator(model, new_ops=[BatchNormalization, *new_ops])
+
+
 def _reference_agrees(model, feeds, ours, detail) -> bool:
     """Where Ember and onnxruntime disagree over non-finite values, whether Ember's outputs
     match the ONNX reference implementation. Then Ember follows the spec and it is not a
@@ -809,7 +843,7 @@ def _reference_agrees(model, feeds, ours, detail) -> bool:
         from onnx.reference import ReferenceEvaluator
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            ref = ReferenceEvaluator(onnx.load_from_string(model)).run(None, feeds)
+            ref = _reference(onnx.load_from_string(model)).run(None, feeds)
         ref = [np.asarray(r) for r in ref]
     except Exception:
         return False
@@ -819,27 +853,105 @@ def _reference_agrees(model, feeds, ours, detail) -> bool:
     return compare(ours, [r.astype(a.dtype) if r.shape == a.shape else r for r, a in zip(ref, ours)]) is None
 
 
+_FILL_DOMAIN = "ember.fuzz"
+
+
+def _stand_ins(x: np.ndarray, sign: float) -> np.ndarray:
+    """x with each NaN replaced by sign * F and each +-inf by +-G, finite values of x's dtype
+    with F >> G (max ** 0.9 and max ** 0.8: 1e34 and 1e30 in float32): in the runs of
+    `_nan_propagated` an inf stays as large as a value can be without hiding the NaN's stand-in
+    from a max (max(inf, anything) is inf whatever the NaN was)."""
+    if x.dtype.kind != "f":
+        return x
+    top = float(np.finfo(x.dtype).max)
+    f, g = top ** 0.9, top ** 0.8
+    with np.errstate(invalid="ignore"):
+        y = np.where(np.isnan(x), sign * f, np.where(np.isinf(x), np.sign(x) * g, x))
+    return y.astype(x.dtype)
+
+
+def _stand_in_evaluator(model: onnx.ModelProto, sign: float):
+    """onnx.reference over the model with every node output passed through `_stand_ins`:
+    each NaN and inf replaced where it first appears (the caller replaces the feeds'). A node
+    of its own domain, so it runs at any opset."""
+    from onnx.reference import ReferenceEvaluator
+    from onnx.reference.op_run import OpRun
+
+    class StandIns(OpRun):
+        op_domain = _FILL_DOMAIN
+
+        def _run(self, x):
+            return (_stand_ins(np.asarray(x), sign),)
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    nodes = []
+    for node in m.graph.node:
+        nodes.append(node)
+        for k, o in enumerate(node.output):
+            if o:
+                node.output[k] = o + "__raw"
+                nodes.append(onnx.helper.make_node("StandIns", [o + "__raw"], [o], domain=_FILL_DOMAIN))
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    m.opset_import.append(onnx.helper.make_opsetid(_FILL_DOMAIN, 1))
+    return _reference(m, new_ops=[StandIns])
+
+
+def _ieee_reference(model: bytes, feeds):
+    """onnx.reference's outputs with MaxPool propagating NaN (a window holding a NaN gives
+    NaN, as numpy's max and IEEE 754's maximum do): the reference's own MaxPool drops a NaN
+    or keeps it by where in the window it lies. The window test is the reference MaxPool
+    itself over the NaN indicator, so pads, dilations and ceil_mode are its own."""
+    from onnx.reference import ReferenceEvaluator
+    from onnx.reference.ops.op_max_pool import MaxPool as _RefMaxPool
+
+    class MaxPool(_RefMaxPool):
+        def _run(self, x, **at):
+            x = np.asarray(x)
+            res = super()._run(x, **at)
+            if x.dtype.kind != "f" or not np.isnan(x).any():
+                return res
+            hit = super()._run(np.isnan(x).astype(x.dtype), **at)[0]
+            return (np.where(hit > 0, np.asarray(np.nan, x.dtype), res[0]),) + tuple(res[1:])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = _reference(onnx.load_from_string(model), new_ops=[MaxPool]).run(None, feeds)
+    return [np.asarray(r) for r in ref]
+
+
 def _nan_propagated(model, feeds, ours, theirs, detail) -> bool:
-    """Where NaN positions differ and a feed holds NaN: whether Ember's NaNs are exactly NaN
-    propagated (IEEE and numpy semantics: an output that depends on a NaN is NaN). onnxruntime
-    and onnx.reference both let a window's max drop a NaN depending on where in the window it
+    """Where NaN positions differ and a NaN arises (a feed's, or one an op makes itself:
+    inf - inf in a convolution's sum): whether Ember's NaNs are exactly NaN propagated (IEEE
+    and numpy semantics: an output that depends on a NaN is NaN). onnxruntime and
+    onnx.reference both let a window's max drop a NaN depending on where in the window it
     lies, each in its own order (MaxPool over [nan, 1, 2, 3]: 3 in one, NaN in the other),
     so neither can be the arbiter. An output depends on the NaNs where the reference gives
-    other values once they are replaced by +1e4 and by -1e4. Accepted when every NaN of
-    Ember's lies on such a position, or where a peer has NaN too, and every other output
-    equals onnxruntime's."""
-    if "NaN positions differ" not in detail or not any(
-            isinstance(v, np.ndarray) and v.dtype.kind == "f" and np.isnan(v).any() for v in feeds.values()):
+    other values once every NaN, in the feeds and wherever a node's output holds one, is
+    replaced as it appears by +F and by -F, and every inf by a finite G << F
+    (`_stand_ins`). Accepted when every NaN of Ember's lies on such a position, or where a
+    peer has NaN too, and every other output equals onnxruntime's. A NaN on an output that
+    depends on no NaN (an inf that Ember's arithmetic alone turned into NaN) is never
+    accepted."""
+    if "NaN positions differ" not in detail:
         return False
     try:
+        ieee = _ieee_reference(model, feeds)
+        if len(ieee) == len(ours) and compare(ours, [r.astype(a.dtype) if r.shape == a.shape else r
+                                                     for r, a in zip(ieee, ours)]) is None:
+            return True     # every NaN, inf and value as the NaN-propagating reference has it
+    except Exception:
+        pass
+    try:
         from onnx.reference import ReferenceEvaluator
-        ev = ReferenceEvaluator(onnx.load_from_string(model))
+        proto = onnx.load_from_string(model)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            runs = [[np.asarray(r) for r in ev.run(None, {k: np.where(np.isnan(v), fill, v).astype(v.dtype)
-                                                          if v.dtype.kind == "f" else v for k, v in feeds.items()})]
-                    for fill in (1e4, -1e4)]
-            ref = [np.asarray(r) for r in ev.run(None, feeds)]
+            ref = [np.asarray(r) for r in _reference(proto).run(None, feeds)]
+            runs = [[np.asarray(r) for r in _stand_in_evaluator(proto, sign).run(
+                        None, {k: _stand_ins(v, sign) for k, v in feeds.items()})]
+                    for sign in (1.0, -1.0)]
     except Exception:
         return False
     if len(ours) != len(theirs) or any(len(r) != len(ours) for r in (ref, *runs)):
@@ -863,6 +975,8 @@ def classify(e, o):
     """(class, exception type, detail message)."""
     if e["status"] == "hang":
         return "hang", "", f"no answer within {e['seconds']} s"
+    if e["status"] == "unfed":       # the harness's own memory, no verdict on Ember
+        return "worker_out_of_memory", "", "a fresh worker could not take the case in"
     if e["status"] == "crash":
         return "crash", e["signal"], e["stderr"][-500:]
     if e["status"] == "error":
@@ -1044,7 +1158,7 @@ def run_fuzz(cases=200, seed=0, findings_dir=None, timeout=10.0, start=0, time_l
 def summary_table(summary) -> str:
     lines = [f"{summary['cases']} cases in {summary['wall_s']:.1f} s ({summary['cases_per_s']:.2f} cases/s), "
              f"{summary['worker_restarts']} worker restarts", "", f"{'class':<22}{'cases':>8}"]
-    for kind in ("ok", "nonfinite_as_reference", "nan_propagated", "peer_out_of_memory", "ember_error", "both_reject", "ember_only", *FINDING_KINDS):
+    for kind in ("ok", "nonfinite_as_reference", "nan_propagated", "peer_out_of_memory", "worker_out_of_memory", "ember_error", "both_reject", "ember_only", *FINDING_KINDS):
         lines.append(f"{kind:<22}{summary['counts'].get(kind, 0):>8}")
     lines += ["", f"{len(summary['findings'])} distinct findings (under {summary['findings_dir']}):"]
     for f in summary["findings"]:

@@ -69,6 +69,52 @@ def test_nan_propagated_accepts_ieee_nan_and_nothing_else():
     assert not fuzzer._nan_propagated(model, {"x": clean}, [ok], [ort_out], detail)
 
 
+def test_nan_propagated_accepts_a_nan_an_op_makes_and_nothing_else():
+    """A convolution over +inf and -inf makes NaN (inf - inf) inside a MaxPool window where
+    no feed holds one: Ember's max propagates it, onnxruntime's keeps the window's inf. That
+    NaN is NaN propagated; a NaN where the reference has a plain inf (and no NaN arises) is not."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+    w = np.array([[[[1.0, -1.0]]]], np.float32)         # y = x[:, j] - x[:, j + 1]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("MaxPool", ["c"], ["y"], kernel_shape=[1, 2], strides=[1, 2])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", 1, [1, 1, 1, 5])],
+                          [helper.make_tensor_value_info("y", 1, None)], [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    x = np.array([[[[np.inf, np.inf, -np.inf, 2.0, 1.0]]]], np.float32)   # c = [nan, inf, -inf, 1]
+    detail = "output 0: NaN positions differ"
+    ort_out = np.array([[[[np.inf, 1.0]]]], np.float32)
+    assert fuzzer._nan_propagated(model, {"x": x}, [np.array([[[[np.nan, 1.0]]]], np.float32)], [ort_out], detail)
+    assert not fuzzer._nan_propagated(model, {"x": x}, [np.array([[[[np.nan, np.nan]]]], np.float32)],
+                                      [ort_out], detail)
+    # one inf, no NaN anywhere in the reference: a NaN from Ember's own arithmetic is a finding
+    x1 = np.array([[[[np.inf, 3.0, 2.0, 2.0, 1.0]]]], np.float32)         # c = [inf, 1, 0, 1]
+    assert not fuzzer._nan_propagated(model, {"x": x1}, [np.array([[[[np.nan, 1.0]]]], np.float32)],
+                                      [np.array([[[[np.inf, 1.0]]]], np.float32)], detail)
+
+
+def test_reference_runs_opset_7_batch_normalization_in_inference_mode():
+    """onnx.reference's BatchNormalization for opsets 7-8 fails on a one-output node (it runs
+    training mode); the harness's evaluator follows those versions' spec."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 4)).astype(np.float32)
+    s, b, m = (rng.standard_normal(3).astype(np.float32) for _ in range(3))
+    v = (rng.random(3) + 0.5).astype(np.float32)
+    node = helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], epsilon=1e-3)
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", 1, [2, 3, 4])],
+                          [helper.make_tensor_value_info("y", 1, None)],
+                          [numpy_helper.from_array(a, n) for a, n in [(s, "s"), (b, "b"), (m, "m"), (v, "v")]])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 7)])
+    model.ir_version = 3
+    got = fuzzer._reference(model).run(None, {"x": x})[0]
+    want = s[:, None] * (x - m[:, None]) / np.sqrt(v[:, None] + 1e-3) + b[:, None]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert isinstance(onnx.load_from_string(model.SerializeToString()), onnx.ModelProto)
+
+
 def test_peer_failures_that_are_no_verdict_on_the_input():
     import numpy as np
     from onnx import helper
@@ -77,6 +123,8 @@ def test_peer_failures_that_are_no_verdict_on_the_input():
            "message": "[ONNXRuntimeError] : 1 : FAIL : ... Failed to allocate memory for requested buffer"}
     assert fuzzer.classify(e, oom)[0] == "peer_out_of_memory"
     assert fuzzer.classify(e, {**oom, "message": "INVALID_ARGUMENT: bad shape"})[0] == "lenient"
+    # a case that even a fresh worker could not take in (its own memory) is no verdict either
+    assert fuzzer.classify({"status": "unfed"}, {"status": "skipped"})[0] == "worker_out_of_memory"
     # a 0-d feed that arrives as a numpy scalar reaches onnxruntime as an array
     g = helper.make_graph([helper.make_node("Neg", ["x"], ["y"])], "g", [helper.make_tensor_value_info("x", 1, [])],
                           [helper.make_tensor_value_info("y", 1, [])])
