@@ -694,8 +694,21 @@ def _worker(rfd, wfd):
             # in a fresh worker
             os._exit(UNFED_EXIT)
         res = run_ember(req["model"], req["feeds"], req["threads"], ember_cache, req["disk_cache"])
-        tx.send_bytes(pickle.dumps(res, protocol=pickle.HIGHEST_PROTOCOL))
-        tx.send_bytes(pickle.dumps(run_ort(req["model"], req["feeds"], ort_cache), protocol=pickle.HIGHEST_PROTOCOL))
+        _send(tx, res, {"status": "unfed", "why": "Ember's outputs too large for the worker to send"})
+        del res
+        _send(tx, run_ort(req["model"], req["feeds"], ort_cache),
+              {"status": "error", "type": "MemoryError", "phase": "run",
+               "message": "Failed to allocate memory: onnxruntime's outputs too large for the worker to send"})
+
+
+def _send(tx, res, too_large):
+    """Sends a result; one whose pickle finds no room under the address-space cap (a MatMul
+    of [6562, 1] x [1, 182230]: 4.8 GB, computed fine) goes as `too_large` instead."""
+    try:
+        data = pickle.dumps(res, protocol=pickle.HIGHEST_PROTOCOL)
+    except MemoryError:
+        data = pickle.dumps(too_large, protocol=pickle.HIGHEST_PROTOCOL)
+    tx.send_bytes(data)
 
 
 class Runner:
@@ -976,7 +989,7 @@ def classify(e, o):
     if e["status"] == "hang":
         return "hang", "", f"no answer within {e['seconds']} s"
     if e["status"] == "unfed":       # the harness's own memory, no verdict on Ember
-        return "worker_out_of_memory", "", "a fresh worker could not take the case in"
+        return "worker_out_of_memory", "", e.get("why", "a fresh worker could not take the case in")
     if e["status"] == "crash":
         return "crash", e["signal"], e["stderr"][-500:]
     if e["status"] == "error":

@@ -125,6 +125,19 @@ def test_peer_failures_that_are_no_verdict_on_the_input():
     assert fuzzer.classify(e, {**oom, "message": "INVALID_ARGUMENT: bad shape"})[0] == "lenient"
     # a case that even a fresh worker could not take in (its own memory) is no verdict either
     assert fuzzer.classify({"status": "unfed"}, {"status": "skipped"})[0] == "worker_out_of_memory"
+    # a result the worker cannot pickle (a 4.8 GB output under its address-space cap) goes
+    # back as the stand-in, and the worker lives on
+    import pickle
+    from multiprocessing import Pipe
+
+    class TooLarge:
+        def __reduce__(self):
+            raise MemoryError
+
+    rx, tx = Pipe(duplex=False)
+    fuzzer._send(tx, {"status": "ok", "outputs": [TooLarge()]}, {"status": "unfed", "why": "too large"})
+    got = pickle.loads(rx.recv_bytes())
+    assert fuzzer.classify(got, {"status": "skipped"}) == ("worker_out_of_memory", "", "too large")
     # a 0-d feed that arrives as a numpy scalar reaches onnxruntime as an array
     g = helper.make_graph([helper.make_node("Neg", ["x"], ["y"])], "g", [helper.make_tensor_value_info("x", 1, [])],
                           [helper.make_tensor_value_info("y", 1, [])])
