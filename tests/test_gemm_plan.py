@@ -330,14 +330,17 @@ def test_column_tiles_of_two_widths_in_k_slices_match_numpy():
 
 
 def test_column_tiles_by_slice_match_numpy():
-    """2304 channels on a 14x14 image to 250 (the last row panel masked, a short last column
+    """2304 (or 4608) channels on a 14x14 image to 250 (the last row panel masked, a short last column
     tile)."""
     from ember.codegen.native import host_target
     t = host_target()
-    ct = plan_gemm(250, 196, 2304, t, pack_a=True).tiles[0]
-    _check_conv1x1_residual_relu(2304, 250, 14, 11)
+    # the first of these K that this CPU's plan runs by column tiles sliced by K (whether a
+    # row tiling wins at 2304 depends on the target's efficiency estimates; 4608 doubles B)
+    ks = [k for k in (2304, 4608) if isinstance(ct := plan_gemm(250, 196, k, t, pack_a=True).tiles[0], ColTiles)
+          and ct.by_slice]
+    _check_conv1x1_residual_relu(ks[0] if ks else 2304, 250, 14, 11)
     if t.l2_bytes < 2 * 2304 * 196 * 4 and t.vector_bits == 512:
-        assert isinstance(ct, ColTiles) and ct.by_slice       # the path under test, on this CPU
+        assert ks, "no by-slice column tiling on this CPU: the path under test is not reached"
 
 
 def test_sliced_row_tiles_over_an_image_match_numpy():
