@@ -773,7 +773,7 @@ class Runner:
         except (BrokenPipeError, OSError):
             self._stop()
             self._start()
-            return self.run(model, feeds, threads, disk_cache)
+            return self.run(model, feeds, threads, disk_cache, retry)
         e = self._receive(self.timeout)
         if e["status"] == "crash" and e["signal"] == f"exit {UNFED_EXIT}":
             if retry:
@@ -823,10 +823,10 @@ def compare(ours, theirs) -> str | None:
 
 
 def _reference(model: onnx.ModelProto, new_ops=()):
-    """onnx.reference's evaluator for the model, with one fix of its own: its
-    BatchNormalization for opsets 7 and 8 (BatchNormalization_6) runs in training mode (and
-    then fails) where the spec of those versions says a node with the one output Y runs in
-    inference mode."""
+    """onnx.reference's evaluator for the model, with one fix of its own: a BatchNormalization
+    node with the one output Y runs in inference mode, as the spec of every version says
+    (onnx.reference's for opsets 7 and 8 runs training mode and then fails; its opset-9 one
+    uses batch statistics whenever momentum is set)."""
     from onnx.reference import ReferenceEvaluator
     from onnx.reference.op_run import OpRun
     from onnx.reference.ops import op_batch_normalization as bn
@@ -844,6 +844,12 @@ def _reference(model: onnx.ModelProto, new_ops=()):
     return ReferenceEvaluator(model, new_ops=[BatchNormalization, *new_ops])
 
 
+def _matches(ours, ref) -> bool:
+    """Whether Ember's outputs equal a reference's (compared like onnxruntime's, in Ember's dtypes)."""
+    return len(ref) == len(ours) and compare(
+        ours, [r.astype(a.dtype) if r.shape == a.shape else r for r, a in zip(ref, ours)]) is None
+
+
 def _reference_agrees(model, feeds, ours, detail) -> bool:
     """Where Ember and onnxruntime disagree over non-finite values, whether Ember's outputs
     match the ONNX reference implementation. Then Ember follows the spec and it is not a
@@ -853,7 +859,6 @@ def _reference_agrees(model, feeds, ours, detail) -> bool:
     depends on the order of evaluation, onnxruntime's differs)."""
     nonfinite = "NaN positions differ" in detail or "infinities differ" in detail
     try:
-        from onnx.reference import ReferenceEvaluator
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             ref = _reference(onnx.load_from_string(model)).run(None, feeds)
@@ -863,10 +868,10 @@ def _reference_agrees(model, feeds, ours, detail) -> bool:
     overflowed = any(issubclass(w.category, RuntimeWarning) and "overflow" in str(w.message) for w in caught)
     if not (nonfinite or overflowed):
         return False
-    return compare(ours, [r.astype(a.dtype) if r.shape == a.shape else r for r, a in zip(ref, ours)]) is None
+    return _matches(ours, ref)
 
 
-_FILL_DOMAIN = "ember.fuzz"
+_STAND_IN_DOMAIN = "ember.fuzz"
 
 
 def _stand_ins(x: np.ndarray, sign: float) -> np.ndarray:
@@ -887,11 +892,10 @@ def _stand_in_evaluator(model: onnx.ModelProto, sign: float):
     """onnx.reference over the model with every node output passed through `_stand_ins`:
     each NaN and inf replaced where it first appears (the caller replaces the feeds'). A node
     of its own domain, so it runs at any opset."""
-    from onnx.reference import ReferenceEvaluator
     from onnx.reference.op_run import OpRun
 
     class StandIns(OpRun):
-        op_domain = _FILL_DOMAIN
+        op_domain = _STAND_IN_DOMAIN
 
         def _run(self, x):
             return (_stand_ins(np.asarray(x), sign),)
@@ -904,10 +908,10 @@ def _stand_in_evaluator(model: onnx.ModelProto, sign: float):
         for k, o in enumerate(node.output):
             if o:
                 node.output[k] = o + "__raw"
-                nodes.append(onnx.helper.make_node("StandIns", [o + "__raw"], [o], domain=_FILL_DOMAIN))
+                nodes.append(onnx.helper.make_node("StandIns", [o + "__raw"], [o], domain=_STAND_IN_DOMAIN))
     del m.graph.node[:]
     m.graph.node.extend(nodes)
-    m.opset_import.append(onnx.helper.make_opsetid(_FILL_DOMAIN, 1))
+    m.opset_import.append(onnx.helper.make_opsetid(_STAND_IN_DOMAIN, 1))
     return _reference(m, new_ops=[StandIns])
 
 
@@ -916,7 +920,6 @@ def _ieee_reference(model: bytes, feeds):
     NaN, as numpy's max and IEEE 754's maximum do): the reference's own MaxPool drops a NaN
     or keeps it by where in the window it lies. The window test is the reference MaxPool
     itself over the NaN indicator, so pads, dilations and ceil_mode are its own."""
-    from onnx.reference import ReferenceEvaluator
     from onnx.reference.ops.op_max_pool import MaxPool as _RefMaxPool
 
     class MaxPool(_RefMaxPool):
@@ -950,14 +953,11 @@ def _nan_propagated(model, feeds, ours, theirs, detail) -> bool:
     if "NaN positions differ" not in detail:
         return False
     try:
-        ieee = _ieee_reference(model, feeds)
-        if len(ieee) == len(ours) and compare(ours, [r.astype(a.dtype) if r.shape == a.shape else r
-                                                     for r, a in zip(ieee, ours)]) is None:
+        if _matches(ours, _ieee_reference(model, feeds)):
             return True     # every NaN, inf and value as the NaN-propagating reference has it
     except Exception:
         pass
     try:
-        from onnx.reference import ReferenceEvaluator
         proto = onnx.load_from_string(model)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
