@@ -269,6 +269,33 @@ def test_column_tiles_run_slice_by_slice_where_b_outgrows_l2():
     assert ct.nk > 1 and not ct.by_slice
 
 
+def test_unsliced_column_tiles_split_by_pixels_where_the_columns_divide_evenly():
+    # ResNet-50's 1024 -> 256 1x1 on 14x14 (196 columns in 17 tiles of 12 and 11): each core
+    # takes half of the pixels, as the kernels around it do, not half of the output channels
+    import dataclasses
+    spr = Target.preset("sapphirerapids")
+    for t in (ZEN5, ZEN4, spr, AVX2):
+        ct, = plan_gemm(256, 196, 1024, t, pack_a=True).tiles
+        assert isinstance(ct, ColTiles) and ct.by_slice and ct.ngroups == t.cores, t.isa
+    ct, = plan_gemm(256, 196, 1024, spr, pack_a=True).tiles
+    assert ct.nk == 1                       # unsliced: the split alone makes it by-slice
+    # one core: nothing to split
+    ct, = plan_gemm(256, 196, 1024, dataclasses.replace(spr, cores=1), pack_a=True).tiles
+    assert not ct.by_slice
+    # 7x7 (49 columns in 5 tiles: 30 against 19) or 6x6 (3 tiles) split worse than 8 panels
+    for n in (49, 36):
+        ct, = plan_gemm(256, n, 256, spr, pack_a=True).tiles
+        assert isinstance(ct, ColTiles) and ct.nk == 1 and not ct.by_slice, n
+
+
+def test_split_efficiency_follows_the_lowering_bounds():
+    from ember.schedule.gemm import _split_eff, _tile_widths
+    assert _tile_widths(9, 6, 5) == [6] * 4 + [5] * 5          # 49 columns, none padded
+    assert _split_eff([6] * 4 + [5] * 5, 2) == pytest.approx(49 / 2 / 25)   # 4 tiles, then 5
+    assert _split_eff([3] * 8, 2) == 1.0 and _split_eff([1] * 3, 2) == pytest.approx(0.75)
+    assert _split_eff([], 2) == 1.0
+
+
 def test_column_tiles_copy_short_rows_of_b_where_enough_rows_of_a_use_them():
     # MobileNetV2's 160 -> 960 on 7x7: columns (rows pad 49 to 64 lanes, and without mask
     # registers the last panel runs masked), B copied into tiles (rows of 49 < 4 lines)
@@ -341,6 +368,18 @@ def test_column_tiles_by_slice_match_numpy():
     _check_conv1x1_residual_relu(ks[0] if ks else 2304, 250, 14, 11)
     if t.l2_bytes < 2 * 2304 * 196 * 4 and t.vector_bits == 512:
         assert ks, "no by-slice column tiling on this CPU: the path under test is not reached"
+
+
+def test_unsliced_column_tiles_split_by_pixels_match_numpy():
+    """1024 -> 256 channels on 14x14 and 15x15 images (short column tiles), batch 1 and 2,
+    at two threads."""
+    from ember.codegen.native import host_target
+    t = host_target()
+    for hw, seed in ((14, 21), (15, 22)):
+        ct = plan_gemm(256, hw * hw, 1024, t, pack_a=True).tiles[0]
+        _check_conv1x1_residual_relu(1024, 256, hw, seed)
+        if t.isa == "avx512" and t.cores > 1 and t.l2_bytes >= 2 << 20:
+            assert isinstance(ct, ColTiles) and ct.by_slice, hw     # the path under test, on this CPU
 
 
 def test_sliced_row_tiles_over_an_image_match_numpy():

@@ -890,7 +890,11 @@ class Lowering:
             masks = [None] * NR if M % NB == 0 else [L.LaneMask(r0, sz(M), W) for r0 in rows]
             cols_fastest, kc, nk, ngroups, gsize = ct.cols_fastest, ct.kc, ct.nk, ct.ngroups, ct.gsize
             jg = L.Var("jg")
-            jstart = ctx.mul(jg, ctx.iconst(gsize)) if ngroups > 1 else ctx.iconst(0)
+            # groups of at most gsize tiles, their bounds spread evenly (17 tiles in 2 groups:
+            # 8 and 9, where 9 and 8 gave the first group the 12-column tiles, 108 columns to 88)
+            jstart = ctx.div(ctx.mul(jg, ctx.iconst(nblk_n)), ctx.iconst(ngroups)) if ngroups > 1 else ctx.iconst(0)
+            jend = (ctx.div(ctx.mul(ctx.add(jg, ctx.iconst(1)), ctx.iconst(nblk_n)), ctx.iconst(ngroups))
+                    if ngroups > 1 else ctx.iconst(nblk_n))
             kb = L.Var("kb")
             k0 = ctx.mul(kb, ctx.iconst(kc)) if nk > 1 else ctx.iconst(0)
             a_panel = ctx.add(a_off, ctx.mul(ib, sz(K)))
@@ -1001,13 +1005,13 @@ class Lowering:
                 # each task takes a group of column tiles and runs slice 0 of every row panel
                 # over them, then slice 1 (serial: slice kb+1 adds to the partial sums of
                 # slice kb, on the same thread): see schedule.gemm._col_tiles
-                loops = [L.For(jb, jstart, ctx.min(ctx.add(jstart, ctx.iconst(gsize)), ctx.iconst(nblk_n)), body)]
+                loops = [L.For(jb, jstart, jend, body)]
                 loops = [L.For(ib, ctx.iconst(0), ctx.iconst(nblk_m), loops)]
                 loops = [L.For(kb, ctx.iconst(0), ctx.iconst(nk), loops, serial=True)]
                 loops = [L.For(jg, ctx.iconst(0), ctx.iconst(ngroups), loops)]
             elif nk > 1:
                 # (serial: slice kb+1 adds to the partial sums of slice kb, on the same thread)
-                loops = [L.For(jb, jstart, ctx.min(ctx.add(jstart, ctx.iconst(gsize)), ctx.iconst(nblk_n)), body)]
+                loops = [L.For(jb, jstart, jend, body)]
                 loops = [L.For(kb, ctx.iconst(0), ctx.iconst(nk), loops, serial=True)]
                 if ngroups > 1:
                     loops = [L.For(jg, ctx.iconst(0), ctx.iconst(ngroups), loops)]

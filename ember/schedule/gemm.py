@@ -229,8 +229,23 @@ def _col_tiles(M: int, N: int, K: int, NC: int, NB: int, target: Target) -> ColT
     # 512x4608 weight on a 7x7 image: 9.4 MB from DRAM, 5% slower by slices), and with few
     # panels the column tiles go in groups: enough tasks for the pool to balance (8 per core)
     by_slice = nk > 1 and cols_fastest and K * N * 4 > l2 // 2
+    # unsliced, the pool splits the row panels (output channels): each core reads all of B,
+    # the image, half of it written by the other core in the kernel before, one line at a
+    # time from its cache. Split by columns (pixels) instead, each core reads only the pixels
+    # it wrote itself, as the pixel-split kernels around it do (ResNet-50's 1024->256 1x1
+    # convs on 14x14 at 2 threads: 0.79 -> 0.64 ms in the model), unless the columns divide
+    # among the cores much worse than the panels do (49 columns in 5 tiles)
+    cores = max(target.cores, 1)
+    # tiles of NC and NC - 1 columns where NC alone would pad N (49 columns in 6s: 54, 10%
+    # of the FMAs wasted; as 4 x 6 + 5 x 5, none); a tile of 5 costs 5/6 of one of 6
+    short = nblk_n * NC - N
+    if not (0 < short <= nblk_n and NC > 4):
+        short = 0
+    if (nk == 1 and cols_fastest and cores > 1 and nblk_n >= cores
+            and _split_eff(_tile_widths(nblk_n, NC, short), cores) >= 0.95 * _split_eff([min(NB, M - i * NB) for i in range(nblk_m)], cores)):
+        by_slice = True
     if by_slice:
-        ngroups = min(nblk_n, max(target.cores, 1))
+        ngroups = min(nblk_n, cores)
     elif nk > 1:
         ngroups = min(nblk_n, -(-8 * max(target.cores, 2) // nblk_m))
     else:
@@ -246,9 +261,18 @@ def _col_tiles(M: int, N: int, K: int, NC: int, NB: int, target: Target) -> ColT
     # (384->64); both were measured when the copy moved one float at a time (a few cycles
     # an element; now whole vectors), and are not re-measured since
     pack_b = N < 4 * target.line_floats and M >= 16 * target.f32_lanes
-    # tiles of NC and NC - 1 columns where NC alone would pad N (49 columns in 6s: 54, 10%
-    # of the FMAs wasted; as 4 x 6 + 5 x 5, none); a tile of 5 costs 5/6 of one of 6
-    short = nblk_n * NC - N
-    if not (0 < short <= nblk_n and NC > 4):
-        short = 0
     return ColTiles(NC, cols_fastest, kc, nk, ngroups, gsize, by_slice, pack_b, short)
+
+
+def _tile_widths(ntiles: int, nc: int, short: int) -> list[int]:
+    """Columns per tile: the last `short` tiles take nc - 1."""
+    return [nc - (j >= ntiles - short) for j in range(ntiles)]
+
+
+def _split_eff(work: list, parts: int) -> float:
+    """Mean over the largest share of `work` (a list of per-item costs) cut into `parts`
+    contiguous groups whose bounds are spread evenly, as the lowering cuts them: 1.0 is a
+    perfect balance."""
+    n = len(work)
+    shares = [sum(work[g * n // parts:(g + 1) * n // parts]) for g in range(parts)]
+    return sum(work) / parts / max(shares) if max(shares) else 1.0
