@@ -1007,7 +1007,8 @@ class Lowering:
                 # slice kb, on the same thread): see schedule.gemm._col_tiles
                 loops = [L.For(jb, jstart, jend, body)]
                 loops = [L.For(ib, ctx.iconst(0), ctx.iconst(nblk_m), loops)]
-                loops = [L.For(kb, ctx.iconst(0), ctx.iconst(nk), loops, serial=True)]
+                if nk > 1:      # (unsliced: the pixel split of schedule.gemm._col_tiles)
+                    loops = [L.For(kb, ctx.iconst(0), ctx.iconst(nk), loops, serial=True)]
                 loops = [L.For(jg, ctx.iconst(0), ctx.iconst(ngroups), loops)]
             elif nk > 1:
                 # (serial: slice kb+1 adds to the partial sums of slice kb, on the same thread)
