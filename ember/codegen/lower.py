@@ -888,9 +888,9 @@ class Lowering:
             j0 = first_col(jb)
             rows = [ctx.add(i0, ctx.iconst(c * W)) for c in range(NR)]
             masks = [None] * NR if M % NB == 0 else [L.LaneMask(r0, sz(M), W) for r0 in rows]
-            cols_fastest, kc, nk, ngroups, gsize = ct.cols_fastest, ct.kc, ct.nk, ct.ngroups, ct.gsize
+            cols_fastest, kc, nk, ngroups = ct.cols_fastest, ct.kc, ct.nk, ct.ngroups
             jg = L.Var("jg")
-            # groups of at most gsize tiles, their bounds spread evenly (17 tiles in 2 groups:
+            # groups of tiles, their bounds spread evenly (17 tiles in 2 groups:
             # 8 and 9, where 9 and 8 gave the first group the 12-column tiles, 108 columns to 88)
             jstart = ctx.div(ctx.mul(jg, ctx.iconst(nblk_n)), ctx.iconst(ngroups)) if ngroups > 1 else ctx.iconst(0)
             jend = (ctx.div(ctx.mul(ctx.add(jg, ctx.iconst(1)), ctx.iconst(nblk_n)), ctx.iconst(ngroups))

@@ -43,7 +43,8 @@ class ColTiles:
     nk: int                     # slices (1: no slicing)
     ngroups: int                # column tiles in groups (with slices), so the pool has tasks to balance
     gsize: int
-    by_slice: bool = False      # each group runs slice by slice over every row panel (B's slice stays in L2)
+    by_slice: bool = False      # each group runs slice by slice over every row panel (B's slice stays in L2;
+                                # unsliced, nk = 1: the groups split the pixels across the cores)
     pack_b: bool = False        # B's columns copied once per run as [tile][K][NC]: NC consecutive floats a k step
     short: int = 0              # the last `short` tiles take NC - 1 columns: the tiles cover N exactly
 
