@@ -224,3 +224,71 @@ def test_idle_pool_parks(pool):
     t0 = time.process_time()
     time.sleep(0.2)
     assert time.process_time() - t0 < 0.1  # a spinning worker would burn ~0.2 s
+
+
+def _hold_fns():
+    proto = ctypes.CFUNCTYPE(None, ctypes.c_int32)
+    return (proto(llvm.address_of_symbol("ember_pool_hold")),
+            proto(llvm.address_of_symbol("ember_pool_release")))
+
+
+def _cpu_while_idle(seconds=0.2):
+    t0 = time.process_time()
+    time.sleep(seconds)
+    return time.process_time() - t0
+
+
+def test_held_pool_keeps_its_workers_awake(pool):
+    """While a run holds the pool its workers spin through gaps between parallel loops
+    (parking and a futex wake cost tens of microseconds in a guest); released, they park."""
+    workers, fns = pool
+    if workers == 0:
+        pytest.skip("pool was started without workers (EMBER_NUM_THREADS=1)")
+    hold, release = _hold_fns()
+    _run(fns, 100003, 2, work=20)
+    time.sleep(0.05)                        # parked
+    hold(2)
+    try:
+        spun = _cpu_while_idle()
+        job = _run(fns, 100003, 2, work=20)         # jobs still run while held
+        np.testing.assert_array_equal(job.out, np.arange(100003, dtype=np.int64) ** 2)
+    finally:
+        release(2)
+    assert spun > 0.05                      # the worker was woken and kept spinning
+    time.sleep(0.05)
+    assert _cpu_while_idle() < 0.1          # released: it parks again
+
+
+def test_one_thread_hold_wakes_nobody(pool):
+    hold, release = _hold_fns()
+    time.sleep(0.05)
+    hold(1)
+    try:
+        assert _cpu_while_idle() < 0.1
+    finally:
+        release(1)
+
+
+def test_compiled_run_releases_the_pool(pool):
+    """A compiled model's entry holds the pool for its kernels and releases it on return."""
+    import onnx
+    import onnx.numpy_helper
+    from onnx import TensorProto, helper
+    import ember
+    if pool[0] == 0:
+        pytest.skip("pool was started without workers (EMBER_NUM_THREADS=1)")
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((256, 256)).astype(np.float32)
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [512, 256])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [512, 256])],
+                          [onnx.numpy_helper.from_array(w, "w")])
+    so = ember.SessionOptions()
+    so.intra_op_num_threads = 2
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    sess = ember.InferenceSession(model.SerializeToString(), so)
+    x = rng.standard_normal((512, 256)).astype(np.float32)
+    for _ in range(3):
+        np.testing.assert_allclose(sess.run(None, {"x": x})[0], x @ w, rtol=1e-4, atol=1e-3)
+    time.sleep(0.05)
+    assert _cpu_while_idle() < 0.1
