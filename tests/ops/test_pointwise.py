@@ -307,3 +307,39 @@ def test_compare_special_values(op):
     a = np.repeat(SPECIALS, len(SPECIALS))
     b = np.tile(SPECIALS, len(SPECIALS))
     check(*node_model(op, [("a", a), ("b", b)]))
+
+
+@pytest.mark.parametrize("shape,feed", [
+    (["n"], [(3 * 16384 + 17,), (16384,), (16385,), (5,), (1,)]),
+    (["b", "n"], [(1, 2 * 16384 + 3), (3, 1000), (2, 1)]),
+    ([1, 40000], [(1, 40000)]),
+])
+def test_long_rows_split_into_parallel_chunks(shape, feed):
+    """A pointwise kernel whose row is long or known only at run time runs it in chunks of
+    POINTWISE_CHUNK that the pool can split: with no outer axis, or a batch of one, the row
+    had been one serial loop. The chunk loop is the parallel one (or collapses into the outer
+    loops'), and every length matches numpy: a partial last chunk, a tail that is not a
+    whole vector, a row shorter than one chunk."""
+    from onnx import TensorProto, helper
+
+    from ember.codegen import loop_ir as L
+    from ember.codegen.lower import POINTWISE_CHUNK
+    from ember.runtime.compiler import compile_model
+
+    from .harness import run_engine
+    g = helper.make_graph([helper.make_node("Exp", ["x"], ["e"]), helper.make_node("Sin", ["e"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    prog = compile_model(model.SerializeToString(), use_cache=False).program
+    (kernel,) = prog.kernels
+    outer = kernel.body[-1]
+    assert isinstance(outer, L.For) and outer.parallel
+    vec = outer
+    while not vec.vector:
+        vec = vec.body[-1]
+    assert POINTWISE_CHUNK < 40000 and not (isinstance(vec.start, L.Const) and vec.start.value == 0)
+    rng = np.random.default_rng(3)
+    for fshape in feed:
+        x = rng.uniform(-2, 2, fshape).astype(np.float32)
+        np.testing.assert_allclose(run_engine(model, {"x": x})[0], np.sin(np.exp(x)), rtol=1e-5, atol=1e-5)
