@@ -198,7 +198,7 @@ def test_sliced_panels_run_in_groups_that_share_a_slice_of_a_in_l2():
             assert 1 <= rt.group <= nblk_n
             if rt.group > 1:        # A's slice and the group's partial sums fit 3/4 of L2
                 assert M * rt.kc * 4 + rt.group * (M + rt.MR) * 32 * 4 <= t.l2_bytes * 3 // 4
-                assert ngroups >= 2 * t.cores         # tasks for the pool to balance
+                assert ngroups >= t.cores and ngroups % t.cores == 0    # every core has a group
     assert plan_gemm(1024, 3072, 768, spr, pack_b=True).tiles[0].group > 1     # 2 MB of L2
     assert plan_gemm(1024, 3072, 768, ZEN4, pack_b=True).tiles[0].group == 1   # 1 MB: no room
     assert plan_gemm(4096, 3072, 768, spr, pack_b=True).tiles[0].group == 1
@@ -206,6 +206,10 @@ def test_sliced_panels_run_in_groups_that_share_a_slice_of_a_in_l2():
     rt = plan_gemm(S.sym("m"), 3072, 768, spr, pack_b=True).tiles[-1]
     assert S.evaluate(rt.group, {"m": 1024}) == plan_gemm(1024, 3072, 768, spr, pack_b=True).tiles[0].group
     assert S.evaluate(rt.group, {"m": 100000}) == 1
+    # ResNet-50's 1024->512 1x1 on 14x14 (7 panels, the last of 4 columns): A's slice fits
+    # with 3 panels' partial sums, so one group per core, 3 and 4 panels once spread evenly
+    rt, = plan_gemm(512, 196, 1024, ZEN5, pack_a=True).tiles
+    assert rt.nk > 1 and -(-7 // rt.group) == ZEN5.cores
 
 
 def test_sliced_k_with_rows_known_at_run_time_matches_numpy():
@@ -219,8 +223,9 @@ def test_sliced_k_with_rows_known_at_run_time_matches_numpy():
 
 
 def test_sliced_k_in_panel_groups_matches_numpy():
-    """11 column panels (the last masked) in groups (3, 3, 3, 2 on two cores) at two threads, rows
-    known at run time, K = 1000 in slices: each group runs slice by slice over its panels."""
+    """11 column panels (the last masked) in groups whose bounds are spread evenly (5 and 6 on
+    two cores) at two threads, rows known at run time, K = 1000 in slices: each group runs
+    slice by slice over its panels."""
     import numpy as np
     from ember.ir import symbolic as S
     from ember.schedule.gemm import plan_gemm
@@ -432,3 +437,33 @@ def test_sliced_k_per_batch_item_matches_numpy():
         x = rng.standard_normal((3, 512, 32, 32)).astype(np.float32)
         ref = np.einsum("oc,nchw->nohw", wc[:, :, 0, 0].astype(np.float64), x)
         np.testing.assert_allclose(conv.run(None, {"x": x})[0], ref, rtol=1e-4, atol=1e-3 * np.abs(ref).max())
+
+
+def test_sliced_conv_panels_in_uneven_groups_match_numpy():
+    """ResNet-50's 1024->512 1x1 convolution on 14x14 with a residual and Relu: 196 pixels in
+    7 panels (the last of 4 columns), K in slices, the panels spread over the groups unevenly
+    (3 and 4), at 1 and 2 threads."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+    import ember
+
+    rng = np.random.default_rng(11)
+    w = (rng.standard_normal((512, 1024, 1, 1)) * 0.05).astype(np.float32)
+    b = rng.standard_normal(512).astype(np.float32)
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["c"]), helper.make_node("Add", ["c", "r"], ["d"]),
+         helper.make_node("Relu", ["d"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1024, 14, 14]),
+         helper.make_tensor_value_info("r", TensorProto.FLOAT, [1, 512, 14, 14])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 512, 14, 14])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    x = rng.standard_normal((1, 1024, 14, 14)).astype(np.float32)
+    r = rng.standard_normal((1, 512, 14, 14)).astype(np.float32)
+    ref = np.maximum(np.einsum("ok,kp->op", w[:, :, 0, 0].astype(np.float64), x[0].reshape(1024, -1))
+                     .reshape(1, 512, 14, 14) + b[None, :, None, None] + r, 0)
+    for threads in (1, 2):
+        so = ember.SessionOptions()
+        so.intra_op_num_threads = threads
+        y, = ember.InferenceSession(model, so).run(None, {"x": x, "r": r})
+        np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())

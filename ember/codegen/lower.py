@@ -683,9 +683,14 @@ class Lowering:
                 # may hang past M), one region per panel
                 # panels in groups (rt.group of them, known once per shape signature): slice kb
                 # of each panel of the group, then slice kb+1, so A's slice stays in L2
+                # ceil(panels / group) groups, their bounds spread evenly: none holds more than
+                # rt.group panels, and none is left with a remainder (7 panels by 2: 2, 2, 2, 1
+                # of which the last is 4 columns; on 2 cores one ran 4 panels to the other's
+                # 2.1), the partial last panel in the last, larger group
                 jg, gs = L.Var("jg"), sz(rt.group)
-                j_lo = ctx.mul(jg, gs)
-                j_hi = ctx.min(ctx.add(j_lo, gs), nblk_n)
+                ngroups = ctx.div(ctx.add(nblk_n, ctx.sub(gs, ctx.iconst(1))), gs)
+                j_lo = ctx.div(ctx.mul(jg, nblk_n), ngroups)
+                j_hi = ctx.div(ctx.mul(ctx.add(jg, ctx.iconst(1)), nblk_n), ngroups)
                 # one region per batch item (batch items run on different threads)
                 region = (M + MR) * S.floordiv(N + NB - 1, NB) * NB
                 item = ctx.iconst(0)
@@ -708,7 +713,6 @@ class Lowering:
             if rt.nk > 1:
                 # slice kb of every row tile on the panel, then slice kb+1 (serial: it adds to
                 # the partial sums of slice kb, on the same thread)
-                ngroups = ctx.div(ctx.add(nblk_n, ctx.sub(gs, ctx.iconst(1))), gs)
                 loops = [L.For(jg, ctx.iconst(0), ngroups, [L.For(kb, ctx.iconst(0), ctx.iconst(rt.nk), [
                     L.For(jb, j_lo, j_hi, [
                         L.For(v, ctx.iconst(0), n, body) for v, n, body in row_loops])], serial=True)])]
