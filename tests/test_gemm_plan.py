@@ -442,7 +442,7 @@ def test_sliced_k_per_batch_item_matches_numpy():
 def test_sliced_conv_panels_in_uneven_groups_match_numpy():
     """ResNet-50's 1024->512 1x1 convolution on 14x14 with a residual and Relu: 196 pixels in
     7 panels (the last of 4 columns), K in slices, the panels spread over the groups unevenly
-    (3 and 4), at 1 and 2 threads."""
+    (3 and 4 on a Zen 5; the plan depends on the host's caches), at 1 and 2 threads."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
     import ember
