@@ -23,6 +23,15 @@ class UnsupportedOpError(EmberError):
             + "\nRe-export the model with supported ops, or register a custom op.")
 
 
+class ValueDependentError(UnsupportedOpError):
+    """A node needs, when compiling, the value of graph inputs (a shape, axes, a count):
+    `InferenceSession` then compiles a variant per value of `inputs` (names)."""
+
+    def __init__(self, nodes, inputs):
+        super().__init__(nodes)
+        self.inputs = tuple(inputs)
+
+
 class ShapeError(EmberError):
     """Shapes or types in the graph are inconsistent (names the node)."""
 

@@ -677,7 +677,7 @@ class FunctionEmitter:
         elif op == "abs":
             r = self._call_intr("llvm.fabs", t, [v]) if isf else \
                 b.call(self.mb.intrinsic(f"llvm.abs.{mangle(t)}", t, [t, I1]), [v, ir.Constant(I1, 0)])
-        elif op in ("exp", "log", "sqrt", "floor", "ceil", "tanh", "sin", "cos", "round", "trunc"):
+        elif op in ("exp", "log", "sqrt", "floor", "ceil", "tanh", "sin", "cos", "round", "roundeven", "trunc"):
             r = self._call_intr(f"llvm.{op}", t, [v])
         elif op == "rsqrt":
             one = ir.Constant(t, [1.0] * t.count) if isinstance(t, ir.VectorType) else ir.Constant(t, 1.0)

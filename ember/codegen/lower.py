@@ -66,7 +66,7 @@ class Program:
     status_slot: int | None = None               # size-table slot of the status word's arena offset
 
 
-_IDENT = {"sum": 0.0, "max": -math.inf, "min": math.inf}
+_IDENT = {"sum": 0.0, "prod": 1.0, "max": -math.inf, "min": math.inf}
 # elements of a pointwise kernel's row per parallel chunk (64 KB of float32): rows longer
 # than this, or known only at run time, are split so the pool has work to share
 POINTWISE_CHUNK = 16384
@@ -256,8 +256,9 @@ class KernelCtx:
         ident = _IDENT[kind]
         if cd not in FLOATS:
             info = np.iinfo(to_numpy(cd)) if cd != "bool" else None
-            ident = 0 if kind == "sum" else (info.min if kind == "max" else info.max) if info else (kind == "min")
-        combine = {"sum": "add", "max": "max", "min": "min"}[kind]
+            ident = {"sum": 0, "prod": 1}[kind] if kind in ("sum", "prod") else \
+                (info.min if kind == "max" else info.max) if info else (kind == "min")
+        combine = {"sum": "add", "prod": "mul", "max": "max", "min": "min"}[kind]
         if unroll and all(isinstance(e, int) for e in extents) and int(np.prod(extents)) <= 64:
             acc = None
             for combo in itertools.product(*[range(e) for e in extents]):

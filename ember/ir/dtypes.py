@@ -31,7 +31,12 @@ SIGNED = frozenset({"int8", "int16", "int32", "int64"})
 
 def from_onnx(enum: int) -> str:
     if enum not in _BY_ENUM:
-        raise EmberError(f"ONNX element type {enum} is not supported "
+        try:
+            from onnx import TensorProto
+            what = f"{TensorProto.DataType.Name(enum).lower()} ({enum})"
+        except (ImportError, ValueError):
+            what = str(enum)
+        raise EmberError(f"ONNX element type {what} is not supported "
                          f"(supported: {', '.join(sorted(_TABLE))})")
     return _BY_ENUM[enum]
 

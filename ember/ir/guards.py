@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from . import symbolic as S
 from .graph import Graph
+from .ops import OPS
 
 
 @dataclass(frozen=True)
@@ -80,8 +81,10 @@ def _broadcast_guards(node, add):
 def _node_guards(node, add):
     op, at = node.op, node.attrs
     ins = node.inputs
-    if op in ("add", "sub", "mul", "div", "pow", "max", "min", "mod", "eq", "lt", "gt", "le", "ge",
-              "and", "or", "xor", "where", "expand"):
+    d = OPS.get(op)
+    if d is not None and d.guards is not None:
+        d.guards(node, add)
+    elif op == "expand" or (d is not None and d.kind == "pointwise" and len(ins) > 1):   # they broadcast
         _broadcast_guards(node, add)
     elif op == "matmul":
         a, b = ins[0].shape, ins[1].shape

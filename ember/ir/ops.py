@@ -52,6 +52,9 @@ class OpDef:
     # vectors (branch-free polynomials), used in place of `emit`'s libm call there
     vector_f32: str = ""
     fingerprint: str = ""      # for ops registered at run time: a digest of their source
+    # (node, add) -> None: the shape assumptions the op's lowering makes, as ir.guards
+    # `add(kind, args, what)` calls, checked once per input-shape signature
+    guards: Callable | None = None
 
 
 @dataclass
@@ -195,7 +198,8 @@ _unary("reciprocal", lambda x, at: _keep(1 / x, x), lambda o, x: o.div(o.const(1
 _unary("relu", lambda x, at: np.maximum(x, 0).astype(x.dtype), lambda o, x: o.max(x, o.const(0, x)))
 _unary("floor", lambda x, at: np.floor(x), lambda o, x: o.floor(x))
 _unary("ceil", lambda x, at: np.ceil(x), lambda o, x: o.ceil(x))
-_unary("not", lambda x, at: np.logical_not(x), lambda o, x: o.not_(x))
+_unary("not", lambda x, at: np.invert(x), lambda o, x: o.not_(x))     # bitwise on integers
+_unary("round", lambda x, at: np.round(x), lambda o, x: o.math("roundeven", x))  # half to even
 _unary("hard_swish", lambda x, at: _keep(x * np.clip(x / 6 + 0.5, 0, 1), x),
        lambda o, x: o.mul(x, o.min(o.max(o.add(o.mul(x, o.const(1 / 6, x)), o.const(0.5, x)), o.const(0, x)),
                                    o.const(1, x))), cost=3)
@@ -256,9 +260,35 @@ _binary("lt", lambda a, b: np.less(a, b), lambda o, a, b: o.lt(a, b), out_dtype=
 _binary("gt", lambda a, b: np.greater(a, b), lambda o, a, b: o.lt(b, a), out_dtype="bool")
 _binary("le", lambda a, b: np.less_equal(a, b), lambda o, a, b: o.le(a, b), out_dtype="bool")
 _binary("ge", lambda a, b: np.greater_equal(a, b), lambda o, a, b: o.le(b, a), out_dtype="bool")
-_binary("and", lambda a, b: np.logical_and(a, b), lambda o, a, b: o.and_(a, b))
-_binary("or", lambda a, b: np.logical_or(a, b), lambda o, a, b: o.or_(a, b))
-_binary("xor", lambda a, b: np.logical_xor(a, b), lambda o, a, b: o.xor(a, b))
+# logical on bool, bitwise on integers (ONNX's And/Or/Xor and BitwiseAnd/Or/Xor)
+_binary("and", lambda a, b: np.bitwise_and(a, b), lambda o, a, b: o.and_(a, b))
+_binary("or", lambda a, b: np.bitwise_or(a, b), lambda o, a, b: o.or_(a, b))
+_binary("xor", lambda a, b: np.bitwise_xor(a, b), lambda o, a, b: o.xor(a, b))
+
+
+def _shift_ref(left):
+    def ref(a, b):
+        bits = a.dtype.itemsize * 8
+        big = b >= bits                      # C leaves these undefined; numpy (so ONNX) defines them
+        if not left and a.dtype.kind == "i":  # an arithmetic shift by >= width fills with the sign
+            return np.right_shift(a, np.minimum(b, bits - 1).astype(a.dtype))
+        safe = np.where(big, 0, b).astype(a.dtype)
+        r = np.left_shift(a, safe) if left else np.right_shift(a, safe)
+        return np.where(big, 0, r).astype(a.dtype)
+    return ref
+
+
+def _shift_emit(op):
+    def emit(o, a, b):
+        bits = o.const(to_numpy(a.dtype).itemsize * 8, b)
+        if op == "shr" and a.dtype in SIGNED:
+            return o._bin(op, a, o.where(o.lt(b, bits), b, o.const(to_numpy(a.dtype).itemsize * 8 - 1, b)))
+        return o.where(o.lt(b, bits), o._bin(op, a, b), o.const(0, a))
+    return emit
+
+
+_binary("shl", _shift_ref(True), _shift_emit("shl"))
+_binary("shr", _shift_ref(False), _shift_emit("shr"))
 
 
 def _where_infer(types, attrs):
@@ -337,7 +367,7 @@ def _reduce_ref(fn):
     return ref
 
 
-for _k, _fn in (("sum", np.sum), ("max", np.max), ("min", np.min)):
+for _k, _fn in (("sum", np.sum), ("prod", np.prod), ("max", np.max), ("min", np.min)):
     register(OpDef(f"reduce_{_k}", "index", _reduce_infer, _reduce_ref(_fn),
                    index_emit=_reduce_emit(_k), reduction=True, cost=2))
 
@@ -499,6 +529,107 @@ def _gather_emit(o, node, ins, idx):
 
 
 register(OpDef("gather", "index", _gather_infer, _gather_ref, index_emit=_gather_emit))
+
+
+# Pad: out[i] = x[i - pre] inside x; outside it the constant (input 1), the reflection about
+# the edge without repeating it, the edge value, or the wrapped-around value, by `mode`.
+# Negative pads crop. attrs: pre, post (per dim, ints or symbolic), mode.
+def _pad_infer(types, attrs):
+    x = types[0]
+    shape = tuple(d + a + b for d, a, b in zip(x.shape, attrs["pre"], attrs["post"]))
+    return [TensorType(x.dtype, shape)]
+
+
+def _pad_ref(a, at):
+    x = a[0]
+    mode = at["mode"]
+    crop = tuple(slice(max(-int(p), 0), int(d) - max(-int(q), 0)) for p, q, d in zip(at["pre"], at["post"], x.shape))
+    x = x[crop]
+    widths = [(max(int(p), 0), max(int(q), 0)) for p, q in zip(at["pre"], at["post"])]
+    if mode == "constant":
+        return [np.pad(x, widths, mode="constant", constant_values=a[1].reshape(-1)[0] if a[1].size else 0)]
+    return [np.pad(x, widths, mode={"reflect": "reflect", "edge": "edge", "wrap": "wrap"}[mode])]
+
+
+def _nonneg_mod(o, a, m):
+    return o.mod(o.add(o.mod(a, m), m), m)
+
+
+def _pad_emit(o, node, ins, idx):
+    x = node.inputs[0]
+    mode = node.attrs["mode"]
+    src, inside = [], None
+    for i, (j, d, p) in enumerate(zip(idx, x.shape, node.attrs["pre"])):
+        s = o.sub(j, o.size(p))
+        if mode == "constant":
+            ok = o.and_(o.le(o.iconst(0), s), o.lt(s, o.size(d)))
+            inside = ok if inside is None else o.and_(inside, ok)
+            s = o.min(o.max(s, o.iconst(0)), o.max(o.sub(o.size(d), o.iconst(1)), o.iconst(0)))
+        elif mode == "edge":
+            s = o.min(o.max(s, o.iconst(0)), o.sub(o.size(d), o.iconst(1)))
+        elif mode == "wrap":
+            s = _nonneg_mod(o, s, o.size(d))
+        else:   # reflect: period 2(d-1); a dim of 1 reflects onto itself
+            period = o.max(o.mul(o.iconst(2), o.sub(o.size(d), o.iconst(1))), o.iconst(1))
+            m = _nonneg_mod(o, s, period)
+            s = o.min(o.where(o.lt(m, o.size(d)), m, o.sub(period, m)), o.sub(o.size(d), o.iconst(1)))
+        src.append(s)
+    v = ins[0](src)
+    if mode != "constant":
+        return v
+    return o.where(inside, v, ins[1]([]))
+
+
+def _pad_guards(node, add):
+    x, mode = node.inputs[0], node.attrs["mode"]
+    for i, (d, p, q) in enumerate(zip(x.shape, node.attrs["pre"], node.attrs["post"])):
+        if mode != "constant" and (not isinstance(p, int) or p > 0 or not isinstance(q, int) or q > 0):
+            add("le", (1, d), f"input dimension {i}, which {mode} padding needs to be non-empty")
+        add("le", (0, d + p + q), f"the padded size of dimension {i} (the pads crop more than it holds)")
+
+
+register(OpDef("pad", "index", _pad_infer, _pad_ref, index_emit=_pad_emit, guards=_pad_guards))
+
+
+# GatherElements: out[i] = data[i with i[axis] replaced by indices[i]]; indices may be
+# smaller than data along the other axes
+def _gather_elements_ref(a, at):
+    x, idx = a
+    ax = at["axis"]
+    idx = np.where(idx < 0, idx + x.shape[ax], idx)
+    grid = list(np.indices(idx.shape, sparse=True))
+    grid[ax] = idx
+    return [x[tuple(grid)]]
+
+
+def _gather_elements_emit(o, node, ins, idx):
+    ax = node.attrs["axis"]
+    n = node.inputs[0].shape[ax]
+    j = o.cast(ins[1](idx), "int64")
+    j = o.where(o.lt(j, o.iconst(0)), o.add(j, o.size(n)), j)
+    o.check(o.or_(o.lt(j, o.iconst(0)), o.le(o.size(n), j)),
+            f"node '{', '.join(node.origin) or node.name}' (GatherElements): an index along axis {ax} is "
+            f"outside [-{n}, {n}), the size of the data there")
+    j = o.min(o.max(j, o.iconst(0)), o.size(n - 1))
+    return ins[0](idx[:ax] + [j] + idx[ax + 1:])
+
+
+def _gather_elements_guards(node, add):
+    ax = node.attrs["axis"]
+    for i, (d, k) in enumerate(zip(node.inputs[0].shape, node.inputs[1].shape)):
+        if i != ax:
+            add("le", (k, d), f"indices dimension {i} against data dimension {i} (indices may not be larger)")
+
+
+def _gather_elements_infer(types, attrs):
+    if types[0].rank != types[1].rank:
+        raise ShapeError(f"{attrs.get('_who', 'GatherElements')}: data has rank {types[0].rank} and indices rank "
+                         f"{types[1].rank}; they must be equal")
+    return [TensorType(types[0].dtype, types[1].shape)]
+
+
+register(OpDef("gather_elements", "index", _gather_elements_infer, _gather_elements_ref,
+               index_emit=_gather_elements_emit, guards=_gather_elements_guards))
 
 
 def _range_emit(o, node, ins, idx):

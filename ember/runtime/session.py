@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from ..errors import InvalidInputError
+from ..errors import EmberError, InvalidInputError, UnsupportedOpError, ValueDependentError
 from ..ir import guards
 from ..ir import symbolic as S
 from ..ir.dtypes import onnx_type_str, to_numpy
@@ -88,7 +88,14 @@ class InferenceSession:
         opts = sess_options or SessionOptions()
         self._options = opts
         self._model = model
-        self._c = compile_model(model, use_cache=getattr(opts, "enable_cache", True))
+        self._by_value = None
+        try:
+            self._c = compile_model(model, use_cache=getattr(opts, "enable_cache", True))
+        except ValueDependentError as e:
+            if kwargs.get("_variant_of_values"):   # a variant of _ValueVariants: it adds the inputs
+                raise
+            self._init_by_value(e.inputs)
+            return
         c = self._c
         self._variants = {(): c}    # specialised builds, by their fixed symbols (ir.guards)
         self._inputs = [NodeArg(n, t, s) for n, t, s in c.inputs]
@@ -97,6 +104,7 @@ class InferenceSession:
         self._in_index = {n: i for i, n in enumerate(self._in_names)}
         self._out_index = {n: i for i, (n, _, _) in enumerate(c.outputs)}
         self._in_np = [to_numpy(t) for _, t, _ in c.inputs]
+        self._in_decl = list(c.inputs)
         self._out_np = [to_numpy(t) for _, t, _ in c.outputs]
         self._plans: dict = {}
         self._plan_lock = threading.Lock()
@@ -106,11 +114,31 @@ class InferenceSession:
         self._events: list = []          # (start perf_counter s, [kernel seconds])
         self._prof_lock = threading.Lock()
 
+    def _init_by_value(self, names):
+        """The model reads graph inputs as shape arguments (Reshape's shape, Slice's starts,
+        reduction axes...): compile one variant per value of those inputs, on first use, each
+        a whole-model native build with them as constants (`_ValueVariants`)."""
+        from ..frontends.onnx.loader import declared_inputs, read_model
+        proto = read_model(self._model)
+        decl = declared_inputs(proto)
+        self._by_value = _ValueVariants(proto, names, self._options)
+        self._c = None
+        self._in_decl = decl
+        self._inputs = [NodeArg(n, t, s) for n, t, s in decl]
+        self._in_names = [n for n, _, _ in decl]
+        self._in_index = {n: i for i, n in enumerate(self._in_names)}
+        self._in_np = [to_numpy(t) for _, t, _ in decl]
+        self._outputs = [NodeArg(vo.name, "float32", []) for vo in proto.graph.output]
+        self._out_index = {vo.name: i for i, vo in enumerate(proto.graph.output)}
+        self._events, self._prof_lock, self._profiling = [], threading.Lock(), False
+
     # ---------------------------------------------------------------------- introspection
     def get_inputs(self):
         return list(self._inputs)
 
     def get_outputs(self):
+        if self._by_value is not None and self._by_value.last is not None:
+            return self._by_value.last.get_outputs()
         return list(self._outputs)
 
     def get_providers(self):
@@ -118,11 +146,27 @@ class InferenceSession:
 
     @property
     def compile_stats(self) -> dict:
+        if self._c is None:
+            last = self._by_value.last
+            return dict(last.compile_stats, value_variants=len(self._by_value.sessions)) if last else {}
         return dict(self._c.stats)
 
     # ------------------------------------------------------------------------------ run
     def run(self, output_names, input_feed, run_options=None):
         arrays = self._check_feeds(input_feed)
+        if self._by_value is not None:
+            if output_names is not None:
+                for n in output_names:
+                    self._output_index(n)
+            feed = dict(zip(self._in_names, arrays))
+            try:
+                inner, rest = self._by_value.session_for(feed)
+                return inner.run(output_names, rest, run_options)
+            except UnsupportedOpError as e:
+                nodes = [(nm, op, f"{why} (compiled for {self._by_value.describe(feed)})") for nm, op, why in e.nodes]
+                raise UnsupportedOpError(nodes) from None
+            except EmberError as e:
+                raise InvalidInputError(f"{e} (compiled for {self._by_value.describe(feed)})") from None
         plan = self._plan_for(arrays)
         picked = None if output_names is None else [self._output_index(n) for n in output_names]
         outs = self._new_outputs(plan)
@@ -131,6 +175,9 @@ class InferenceSession:
 
     # ------------------------------------------------------------------------ io binding
     def io_binding(self) -> IOBinding:
+        if self._by_value is not None:
+            raise EmberError("io_binding is not available for a model that reads graph inputs as shape "
+                             f"arguments ({list(self._by_value.names)}): call run()")
         return IOBinding(self)
 
     def run_with_iobinding(self, iobinding: IOBinding, run_options=None):
@@ -267,7 +314,7 @@ class InferenceSession:
         if missing:
             raise InvalidInputError(f"missing input(s) {missing}; the model's inputs are {self._describe_inputs()}")
         arrays = []
-        for name, want, (_, dtype, shape) in zip(self._in_names, self._in_np, self._c.inputs):
+        for name, want, (_, dtype, shape) in zip(self._in_names, self._in_np, self._in_decl):
             a = feed[name]
             if not isinstance(a, np.ndarray):
                 try:
@@ -288,7 +335,7 @@ class InferenceSession:
         return arrays
 
     def _describe_inputs(self):
-        return ", ".join(f"'{n}' {t}[{','.join(str(d) for d in s)}]" for n, t, s in self._c.inputs)
+        return ", ".join(f"'{n}' {t}[{','.join(str(d) for d in s)}]" for n, t, s in self._in_decl)
 
     def _make_plan(self, arrays, sig):
         env: dict = {}
@@ -353,6 +400,58 @@ class InferenceSession:
             with self._plan_lock:
                 c = self._variants.setdefault(key, c)
         return c
+
+
+class _ValueVariants:
+    """The compiled variants of a model whose shape arguments are graph inputs, one per value
+    of those inputs (least recently used dropped past LIMIT). A run looks its variant up by the
+    inputs' bytes (a dict lookup) and makes that variant's one native call."""
+
+    LIMIT = 32
+
+    def __init__(self, proto, names, options):
+        from collections import OrderedDict
+        self.proto, self.names, self.options = proto, list(names), options
+        self.sessions: OrderedDict = OrderedDict()
+        self.lock = threading.Lock()
+        self.last = None
+
+    def describe(self, feed) -> str:
+        return ", ".join(f"input '{n}' = {np.array2string(feed[n], threshold=16)}" for n in self.names)
+
+    def _key(self, feed):
+        return tuple((n, feed[n].dtype.str, feed[n].shape, feed[n].tobytes()) for n in self.names)
+
+    def session_for(self, feed):
+        from ..frontends.onnx.loader import with_values
+        for n in list(self.names):
+            if feed[n].size > 1 << 16:
+                raise InvalidInputError(f"input '{n}' is read as a shape argument and has {feed[n].size} "
+                                        f"elements; expected a small tensor")
+        while True:
+            key = self._key(feed)
+            with self.lock:
+                sess = self.sessions.get(key)
+                if sess is not None:
+                    self.sessions.move_to_end(key)
+            if sess is not None:
+                break
+            try:
+                model = with_values(self.proto, {n: feed[n] for n in self.names})
+                sess = InferenceSession(model.SerializeToString(), self.options, _variant_of_values=True)
+            except ValueDependentError as e:     # another input read as a shape argument
+                new = [n for n in e.inputs if n not in self.names and n in feed]
+                if not new:
+                    raise
+                self.names += new
+                continue
+            with self.lock:
+                self.sessions[key] = sess
+                while len(self.sessions) > self.LIMIT:
+                    self.sessions.popitem(last=False)
+            break
+        self.last = sess
+        return sess, {n: a for n, a in feed.items() if n not in self.names}
 
 
 def _alloc(name, shape, dtype):

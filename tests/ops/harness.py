@@ -36,6 +36,10 @@ NP_TO_ONNX = {
     "int32": TensorProto.INT32,
     "int8": TensorProto.INT8,
     "uint8": TensorProto.UINT8,
+    "int16": TensorProto.INT16,
+    "uint16": TensorProto.UINT16,
+    "uint32": TensorProto.UINT32,
+    "uint64": TensorProto.UINT64,
     "bool": TensorProto.BOOL,
 }
 ONNX_TO_NP = {v: np.dtype(k) for k, v in NP_TO_ONNX.items()}
@@ -129,6 +133,10 @@ def build_model(
             if output_shapes and tt.HasField("shape"):
                 # unknown dims stay unknown (None); symbolic ones keep their name
                 shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim]
+            elif output_shapes and not input_shapes:   # not even the rank (shape from an input's values)
+                if ref_outs is None:
+                    ref_outs = ReferenceEvaluator(model).run(None, {n: a for n, a in inputs})
+                shape = list(np.asarray(ref_outs[i]).shape)
         else:
             if ref_outs is None:
                 feeds = {n: a for n, a in inputs}

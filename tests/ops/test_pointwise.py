@@ -24,6 +24,7 @@ class Unary:
     attrs: dict = field(default_factory=dict)  # attr name -> tuple of choices (None = omit)
     opset: int = 18
     f16_domain: Domain | None = None  # narrower domain for float16 (overflow)
+    min_rank: int = 0   # onnx.reference's Softsign fails on 0-d arrays
 
 
 # Large magnitudes mixed in so saturation/overflow handling is exercised (tanh(50) == 1,
@@ -60,6 +61,20 @@ UNARY = [
     Unary("Asinh", FLOATS, Domain(low=-10.0, high=10.0), "transcendental"),
     Unary("Acosh", FLOATS, Domain(low=1.0, high=10.0), "transcendental"),
     Unary("Atanh", FLOATS, Domain(low=-0.9, high=0.9), "transcendental"),
+    Unary("Elu", FLOATS, SATURATING, "transcendental", attrs={"alpha": (None, 0.5, 2.0)}),
+    Unary("Selu", FLOATS, SATURATING, "transcendental", attrs={"alpha": (None, 1.5), "gamma": (None, 0.8)}),
+    Unary("Celu", ("float32",), SATURATING, "transcendental", attrs={"alpha": (None, 0.5, 2.0)}, opset=12),
+    Unary("ThresholdedRelu", FLOATS, Domain(low=-3.0, high=3.0, grid=0.5), attrs={"alpha": (None, 0.5, 1.0)}),
+    Unary("Shrink", FLOATS, Domain(low=-3.0, high=3.0, grid=0.25),
+          attrs={"bias": (None, 0.0, 1.5), "lambd": (None, 0.5, 1.0)}),
+    Unary("Softsign", FLOATS, SATURATING, min_rank=1),
+    Unary("Mish", ("float32",), SATURATING, "transcendental"),
+    Unary("Sign", NUMERIC + ("uint8", "int8", "float64"), Domain(low=-3.0, high=3.0, grid=1.0, int_low=-5, int_high=5)),
+    Unary("IsNaN", FLOATS, Domain(low=-3.0, high=3.0), opset=20),
+    Unary("IsInf", FLOATS, Domain(low=-3.0, high=3.0),
+          attrs={"detect_negative": (None, 0, 1), "detect_positive": (None, 0, 1)}, opset=20),
+    Unary("Round", FLOATS + ("float64",), Domain(low=-6.0, high=6.0, grid=0.5)),   # halves: ties to even
+    Unary("BitwiseNot", ("int32", "int64", "uint8", "int8", "uint16"), Domain(int_low=-100, int_high=100)),
 ]
 
 
@@ -74,7 +89,7 @@ def _unary_cases():
 @given(data=st.data())
 def test_unary(rec: Unary, dtype, data):
     rng = rng_from(data)
-    shape = data.draw(shapes(0, 4, max_size=4096, zero=True), label="shape")
+    shape = data.draw(shapes(rec.min_rank, 4, max_size=4096, zero=True), label="shape")
     dom = rec.f16_domain if (dtype == "float16" and rec.f16_domain) else rec.domain
     x = gen(rng, dtype, shape, dom)
     attrs = {k: data.draw(st.sampled_from(v), label=k) for k, v in rec.attrs.items()}
@@ -106,6 +121,10 @@ BINARY = [
     Binary("Less", NUMERIC, SMALL_GRID, SMALL_GRID),
     Binary("Greater", NUMERIC, SMALL_GRID, SMALL_GRID),
     Binary("And", ("bool",)),
+    Binary("PRelu", FLOATS, ARITH, Domain(low=-2.0, high=2.0)),
+    Binary("BitwiseAnd", ("int32", "int64", "uint8", "int8", "uint16"), ARITH, ARITH),
+    Binary("BitwiseOr", ("int32", "int64", "uint8", "int8"), ARITH, ARITH),
+    Binary("BitwiseXor", ("int32", "int64", "uint8", "int16"), ARITH, ARITH),
 ]
 
 
@@ -135,6 +154,53 @@ def test_div_int_truncates_toward_zero(dtype):
     b = np.array([2, 2, -2, -2, 4, 4, 3, 3, 5, -7, 7], dtype=dtype)
     out = check(*node_model("Div", [("a", a), ("b", b)]))[0]
     np.testing.assert_array_equal(out, np.array([3, -3, -3, 3, 1, -1, 0, 0, 0, -14, -14], dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "uint32", "uint64"])
+@pytest.mark.parametrize("direction", ["LEFT", "RIGHT"])
+@examples(8)
+@given(data=st.data())
+def test_bitshift(dtype, direction, data):
+    """Shift amounts up to and past the width (numpy, so ONNX, gives 0 there; C leaves it undefined)."""
+    rng = rng_from(data)
+    sa, sb = data.draw(broadcast_shapes(2, 0, 3, max_size=1024, zero=True), label="shapes")
+    bits = np.dtype(dtype).itemsize * 8
+    a = gen(rng, dtype, sa, Domain(int_low=0, int_high=255))
+    b = gen(rng, dtype, sb, Domain(int_low=0, int_high=bits + 2))
+    check(*node_model("BitShift", [("a", a), ("b", b)], {"direction": direction},
+                      const=pick_consts(data, ["a", "b"])))
+
+
+MOD_DTYPES = NUMERIC + ("int8", "uint8", "float64")
+
+
+@pytest.mark.parametrize("dtype", MOD_DTYPES)
+@pytest.mark.parametrize("fmod", [0, 1])
+@examples(10)
+@given(data=st.data())
+def test_mod(dtype, fmod, data):
+    """fmod=1 is C's remainder (sign of A), fmod=0 the floor remainder (sign of B); with
+    operands of both signs, exact multiples (zero remainders) and broadcasting."""
+    rng = rng_from(data)
+    sa, sb = data.draw(broadcast_shapes(2, 0, 4, max_size=4096, zero=True), label="shapes")
+    lo = 0 if dtype.startswith("uint") else -100
+    a = gen(rng, dtype, sa, Domain(low=-20.0, high=20.0, grid=0.5, int_low=lo, int_high=100))
+    b = gen(rng, dtype, sb, Domain(low=-6.0, high=6.0, grid=0.5, min_mag=0.5, int_low=max(lo, -9), int_high=9,))
+    if np.dtype(dtype).kind == "u":
+        b = np.maximum(b, 1).astype(dtype)
+    const = pick_consts(data, ["a", "b"])
+    check(*node_model("Mod", [("a", a), ("b", b)], {"fmod": fmod}, const=const))
+
+
+def test_mod_floor_signs_and_signed_zero():
+    a = np.array([7, -7, 7, -7, 6, -6, 0, 5], dtype=np.int32)
+    b = np.array([3, 3, -3, -3, 3, -3, -4, 7], dtype=np.int32)
+    out = check(*node_model("Mod", [("a", a), ("b", b)]))[0]
+    np.testing.assert_array_equal(out, np.mod(a, b))
+    fa = np.array([-6.0, 6.0, 5.5, -5.5, 0.0], dtype=np.float32)
+    fb = np.array([3.0, -3.0, 2.0, 2.0, -2.0], dtype=np.float32)
+    fout = check(*node_model("Mod", [("a", fa), ("b", fb)], {"fmod": 0}))[0]
+    np.testing.assert_array_equal(np.signbit(fout), np.signbit(np.mod(fa, fb)))
 
 
 POW_CASES = [
@@ -343,3 +409,40 @@ def test_long_rows_split_into_parallel_chunks(shape, feed):
     for fshape in feed:
         x = rng.uniform(-2, 2, fshape).astype(np.float32)
         np.testing.assert_allclose(run_engine(model, {"x": x})[0], np.sin(np.exp(x)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("op,attrs", [("IsNaN", {}), ("IsInf", {}), ("IsInf", {"detect_negative": 0}),
+                                      ("IsInf", {"detect_positive": 0}), ("Sign", {}), ("Round", {})])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_special_values_classified(op, attrs, dtype):
+    x = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 2.5, -2.5, 3.5, 1e30, -7.0], dtype=dtype)
+    x = np.tile(x, 3)        # past one vector of lanes
+    check(*node_model(op, [("x", x)], attrs, opset=20))
+
+
+# --------------------------------------------------------------- QuantizeLinear / Dequantize
+@pytest.mark.parametrize("qtype", ["uint8", "int8", "int16", "uint16"])
+@pytest.mark.parametrize("form", ["tensor", "axis", "block"])
+@examples(8)
+@given(data=st.data())
+def test_quantize_dequantize(qtype, form, data):
+    """Per tensor, per axis and blocked scales and zero points; round half to even; saturation."""
+    rng = rng_from(data)
+    shape = list(data.draw(shapes(2, 4, max_size=512), label="shape"))
+    r = len(shape)
+    axis = data.draw(st.integers(-r, r - 1), label="axis")
+    a = axis % r
+    block = data.draw(st.integers(1, 4), label="block") if form == "block" else 0
+    pshape = [] if form == "tensor" else [shape[a]] if form == "axis" else \
+        [-(-d // block) if i == a else d for i, d in enumerate(shape)]
+    scale = gen(rng, "float32", pshape, Domain(low=0.05, high=0.5))
+    lo, hi = {"uint8": (0, 255), "int8": (-128, 127), "int16": (-32768, 32767), "uint16": (0, 65535)}[qtype]
+    zp = rng.integers(lo // 4, hi // 4 + 1, size=pshape).astype(qtype)
+    # halves of the scale make ties; a wide range saturates
+    x = (np.round(gen(rng, "float32", shape, Domain(low=-1.0, high=1.0)) * 8) / 2 * scale.max() * 40).astype(np.float32)
+    attrs = {"axis": axis, "block_size": block or None}
+    check(*node_model("QuantizeLinear", [("x", x), ("scale", scale), ("zp", zp)], attrs, opset=21,
+                      const={"scale", "zp"} if data.draw(st.booleans(), label="const") else set()))
+    q = rng.integers(lo, hi + 1, size=shape).astype(qtype)
+    check(*node_model("DequantizeLinear", [("x", q), ("scale", scale), ("zp", zp)], attrs, opset=21,
+                      const={"scale", "zp"} if data.draw(st.booleans(), label="const2") else set()))

@@ -12,9 +12,16 @@ from onnx import helper
 from .harness import FLOATS, NUMERIC, build_model, check, node_model
 from .strategies import UNIT, Domain, examples, gen, pick_consts, rng_from, shapes
 
-REDUCE_OPS = ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin")
+REDUCE_OPS = ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceL1", "ReduceL2",
+              "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp", "ReduceProd")
 # ONNX opset 13: only ReduceSum takes axes as an input (others: attribute); opset 18: all inputs.
 AXES_AS_INPUT = {13: {"ReduceSum"}, 18: set(REDUCE_OPS)}
+# values each reduction stays finite and well-conditioned on
+REDUCE_DOMAIN = {"ReduceLogSum": Domain(low=0.1, high=4.0, int_low=1, int_high=100),
+                 "ReduceProd": Domain(low=0.8, high=1.25, int_low=-3, int_high=3),
+                 "ReduceSumSquare": Domain(low=-2.0, high=2.0, int_low=-30, int_high=30),
+                 "ReduceL2": Domain(low=-2.0, high=2.0, int_low=-30, int_high=30)}
+SUMMING = ("ReduceSum", "ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSumExp", "ReduceLogSum")
 
 
 @pytest.mark.parametrize("dtype", NUMERIC)
@@ -43,8 +50,12 @@ def test_reduce(op, dtype, data):
     for a in reduced:
         if shape[a] == 0:
             shape[a] = 3
-    dom = Domain(low=-4.0, high=4.0, int_low=-100, int_high=100)
+    if op in ("ReduceLogSum", "ReduceLogSumExp", "ReduceL2") and dtype in ("int32", "int64"):
+        dtype = "float32"     # ONNX defines these on integers too; onnx.reference does not
+    dom = REDUCE_DOMAIN.get(op, Domain(low=-4.0, high=4.0, int_low=-100, int_high=100))
     x = gen(rng, dtype, shape, dom)
+    if op == "ReduceProd" and dtype in ("float32", "float16") and data.draw(st.booleans(), label="signs"):
+        x = np.where(rng.random(x.shape) < 0.3, -x, x).astype(dtype)
     attrs = {"keepdims": keepdims, "noop_with_empty_axes": noop}
     inputs = [("data", x)]
     if as_input:
@@ -52,8 +63,9 @@ def test_reduce(op, dtype, data):
     else:
         attrs["axes"] = axes or None  # opset-13 attribute form: omitted == all axes
     n = math.prod(shape[a] for a in reduced) if shape else 1
-    tol_scale = (n if op in ("ReduceSum",) else 1) * 4.0
-    const = {"axes"} | pick_consts(data, ["data"])
+    tol_scale = (n if op in SUMMING or op == "ReduceProd" else 1) * 4.0
+    # axes are usually constants; fed at run time the session compiles per value of them
+    const = ({"axes"} if data.draw(st.booleans(), label="axes_const") else set()) | pick_consts(data, ["data"])
     check(*node_model(op, inputs, attrs, opset=opset, const=const), scale=tol_scale)
 
 
@@ -124,8 +136,11 @@ def test_layer_normalization(dtype, data):
     const = {"Scale", "B"} if data.draw(st.booleans(), label="params_const") else set()
     const |= pick_consts(data, ["X"])
     n = math.prod(norm_shape)
-    check(*node_model("LayerNormalization", inputs, {"axis": ax, "epsilon": eps}, opset=18, const=const),
-          kind="transcendental", scale=4.0 * (1 + math.log2(n)))
+    # sometimes with the Mean and InvStdDev outputs too (float32: stash_type); not for float16
+    # inputs, where onnx.reference rounds them to float16 first
+    outs = data.draw(st.sampled_from([1, 1, 3]), label="outputs") if dtype == "float32" else 1
+    check(*node_model("LayerNormalization", inputs, {"axis": ax, "epsilon": eps}, n_outputs=outs, opset=18,
+                      const=const), kind="transcendental", scale=4.0 * (1 + math.log2(n)))
 
 
 # --------------------------------------------------------------- contiguous reductions
@@ -193,3 +208,63 @@ def test_reductions_over_adjacent_axes_run_one_loop(axes, merged):
     x = np.random.default_rng(len(axes)).standard_normal((4, 33, 6, 7)).astype(np.float32)
     np.testing.assert_allclose(run_engine(model, {"x": x})[0], run_reference(model, {"x": x})[0],
                                rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------------ ArgMax, ArgMin, Hardmax
+@pytest.mark.parametrize("op", ["ArgMax", "ArgMin"])
+@pytest.mark.parametrize("dtype", ["float32", "int32", "float16"])
+@examples(12)
+@given(data=st.data())
+def test_arg_extreme(op, dtype, data):
+    rng = rng_from(data)
+    shape = list(data.draw(shapes(1, 4, max_size=2048), label="shape"))
+    r = len(shape)
+    # a coarse grid makes ties, where select_last_index decides
+    x = gen(rng, dtype, shape, Domain(low=-3.0, high=3.0, grid=1.0, int_low=-3, int_high=3))
+    attrs = {"axis": data.draw(st.one_of(st.none(), st.integers(-r, r - 1)), label="axis"),
+             "keepdims": data.draw(st.sampled_from([None, 0, 1]), label="keepdims"),
+             "select_last_index": data.draw(st.sampled_from([None, 0, 1]), label="last")}
+    check(*node_model(op, [("x", x)], attrs, opset=13, const=pick_consts(data, ["x"])))
+
+
+@examples(12)
+@given(data=st.data())
+def test_hardmax(data):
+    rng = rng_from(data)
+    shape = list(data.draw(shapes(1, 4, max_size=2048), label="shape"))
+    r = len(shape)
+    opset = 13     # onnx.reference applies opset 13's axis semantics to opset 11's 2-D coercion too
+    x = gen(rng, "float32", shape, Domain(low=-3.0, high=3.0, grid=1.0))
+    ax = data.draw(st.one_of(st.none(), st.integers(-r, r - 1)), label="axis")
+    check(*node_model("Hardmax", [("x", x)], {"axis": ax}, opset=opset, const=pick_consts(data, ["x"])))
+
+
+@examples(10)
+@given(data=st.data())
+def test_lp_normalization(data):
+    rng = rng_from(data)
+    shape = list(data.draw(shapes(1, 4, max_size=2048), label="shape"))
+    r = len(shape)
+    x = gen(rng, "float32", shape, Domain(low=-3.0, high=3.0))
+    if data.draw(st.booleans(), label="zero_row"):
+        x[..., :1] = 0.0          # an all-zero slice along the last axis normalises to 0
+    attrs = {"axis": data.draw(st.one_of(st.none(), st.integers(-r, r - 1)), label="axis"),
+             "p": data.draw(st.sampled_from([None, 1, 2]), label="p")}
+    if attrs["p"] == 1:
+        x = np.abs(x)     # onnx.reference's L1 norm sums x, not |x|
+    check(*node_model("LpNormalization", [("x", x)], attrs, opset=22, const=pick_consts(data, ["x"])),
+          kind="transcendental", scale=8.0)
+
+
+@examples(10)
+@given(data=st.data())
+def test_instance_normalization(data):
+    rng = rng_from(data)
+    shape = list(data.draw(shapes(3, 4, max_size=2048), label="shape"))
+    c = shape[1]
+    x = gen(rng, "float32", shape, Domain(low=-2.0, high=4.0))
+    inputs = [("x", x), ("scale", gen(rng, "float32", [c])), ("B", gen(rng, "float32", [c]))]
+    check(*node_model("InstanceNormalization", inputs, {"epsilon": data.draw(st.sampled_from([None, 1e-2]),
+                                                                              label="eps")},
+                      const={"scale", "B"} if data.draw(st.booleans(), label="const") else set()),
+          kind="transcendental", scale=32.0)

@@ -310,6 +310,34 @@ def test_gather(dtype, ind_dtype, data):
     check(*node_model("Gather", [("data", x), ("indices", idx)], {"axis": ax}, const=const))
 
 
+@pytest.mark.parametrize("dtype", ALL)
+@examples(12)
+@given(data=st.data())
+def test_gather_elements(dtype, data):
+    rng = rng_from(data)
+    shape = list(data.draw(shapes(1, 4, max_size=2048), label="shape"))
+    r = len(shape)
+    ax = data.draw(st.one_of(st.none(), st.integers(-r, r - 1)), label="axis")
+    a = 0 if ax is None else ax % r
+    # indices: any size along the axis, the data's along the others (as onnx.reference needs)
+    ishape = [data.draw(st.integers(0, 5), label="along") if i == a else d for i, d in enumerate(shape)]
+    idx = rng.integers(-shape[a], shape[a], size=ishape).astype(data.draw(st.sampled_from(["int64", "int32"]),
+                                                                        label="ind_dtype"))
+    x = gen(rng, dtype, shape)
+    if ax is not None and ax < 0 and ishape[a] != shape[a]:
+        ax = a      # onnx.reference compares the other dims by the axis as given
+    check(*node_model("GatherElements", [("data", x), ("indices", idx)], {"axis": ax},
+                      const=pick_consts(data, ["data", "indices"])))
+
+
+def test_gather_elements_index_out_of_range_is_an_error():
+    import ember
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    model, feeds = node_model("GatherElements", [("data", x), ("indices", np.array([[0, 4]], np.int64))], {"axis": 1})
+    with pytest.raises(ember.InvalidInputError, match="GatherElements.*outside"):
+        ember.InferenceSession(model.SerializeToString()).run(None, feeds)
+
+
 # --------------------------------------------------------------------------- Expand
 @pytest.mark.parametrize("dtype", ALL)
 @examples(10)
@@ -430,3 +458,118 @@ def test_identity_on_constant(dtype):
     """Identity of an initializer: the output aliases a constant (no runtime input)."""
     arr = gen(np.random.default_rng(0), dtype, (3, 7))
     check(*node_model("Identity", [("x", arr)], const={"x"}))
+
+
+# --------------------------------------------------------------------------- Pad, Trilu
+@pytest.mark.parametrize("mode", ["constant", "reflect", "edge", "wrap"])
+@pytest.mark.parametrize("dtype", ["float32", "int64", "float16"])
+@examples(10)
+@given(data=st.data())
+def test_pad(mode, dtype, data):
+    rng = rng_from(data)
+    shape = list(data.draw(shapes(1, 4, max_size=1024), label="shape"))
+    r = len(shape)
+    use_axes = data.draw(st.booleans(), label="axes")
+    axes = sorted(data.draw(st.lists(st.integers(0, r - 1), min_size=1, max_size=r, unique=True), label="which")) \
+        if use_axes else list(range(r))
+    # pads within the size for reflect (onnx.reference is numpy's single reflection); it cannot
+    # crop (negative pads): test_pad_negative_crops
+    lo = 0
+
+    def pad(d):
+        hi = d - 1 if mode == "reflect" else d if mode == "wrap" else 3
+        return data.draw(st.integers(max(lo, -(d // 2)), max(hi, 0)), label="pad")
+    pads = [pad(shape[a]) for a in axes] + [pad(shape[a]) for a in axes]
+    x = gen(rng, dtype, shape)
+    inputs = [("x", x), ("pads", i64(pads))]
+    if mode == "constant" and data.draw(st.booleans(), label="value"):
+        inputs.append(("value", gen(rng, dtype, ())))
+    if use_axes:
+        inputs += [None] * (3 - len(inputs)) + [("axes", i64([a - r if data.draw(st.booleans(), label="neg") else a
+                                                              for a in axes]))]
+    const = {"pads", "axes"} if data.draw(st.booleans(), label="pads_const") else set()
+    check(*node_model("Pad", inputs, {"mode": mode}, opset=19, const=const | pick_consts(data, ["x", "value"])))
+
+
+@pytest.mark.parametrize("symbolic", [False, True])
+def test_pad_negative_crops(symbolic):
+    import ember
+    x = np.arange(4 * 7, dtype=np.float32).reshape(4, 7)
+    pads = [-1, 2, 1, -3]               # crop a row at the top, 3 columns at the right
+    model, feeds = node_model("Pad", [("x", x), ("pads", i64(pads)), ("v", np.array(9.0, np.float32))],
+                              {"mode": "constant"}, opset=19, const={"pads", "v"})
+    if symbolic:
+        for i, d in enumerate(model.graph.input[0].type.tensor_type.shape.dim):
+            d.Clear()
+            d.dim_param = f"d{i}"
+    (y,) = ember.InferenceSession(model.SerializeToString()).run(None, feeds)
+    want = np.pad(x[1:, :4], [(0, 1), (2, 0)], constant_values=9.0)
+    np.testing.assert_array_equal(y, want)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int32", "bool"])
+@examples(10)
+@given(data=st.data())
+def test_trilu(dtype, data):
+    rng = rng_from(data)
+    shape = list(data.draw(shapes(2, 4, max_size=2048, zero=True), label="shape"))
+    k = data.draw(st.one_of(st.none(), st.integers(-6, 6)), label="k")
+    inputs = [("x", gen(rng, dtype, shape))] + ([("k", np.array(k, np.int64))] if k is not None else [])
+    const = {"k"} if data.draw(st.booleans(), label="k_const") else set()
+    check(*node_model("Trilu", inputs, {"upper": data.draw(st.sampled_from([None, 0, 1]), label="upper")}, opset=14,
+                      const=const | pick_consts(data, ["x"])))
+
+
+# ------------------------------------------------------------- Tile, EyeLike, OneHot, CumSum
+@pytest.mark.parametrize("dtype", ["float32", "int64", "bool"])
+@examples(10)
+@given(data=st.data())
+def test_tile(dtype, data):
+    rng = rng_from(data)
+    shape = list(data.draw(shapes(1, 4, max_size=256, zero=True), label="shape"))
+    reps = [data.draw(st.integers(0 if data.draw(st.booleans(), label="z") else 1, 3), label="rep") for _ in shape]
+    const = {"repeats"} if data.draw(st.booleans(), label="reps_const") else set()
+    check(*node_model("Tile", [("x", gen(rng, dtype, shape)), ("repeats", i64(reps))],
+                      const=const | pick_consts(data, ["x"])))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int32"])
+@examples(8)
+@given(data=st.data())
+def test_eyelike(dtype, data):
+    rng = rng_from(data)
+    shape = [data.draw(st.integers(1, 9), label="r"), data.draw(st.integers(1, 9), label="c")]
+    attrs = {"k": data.draw(st.sampled_from([None, -2, 0, 1, 5]), label="k"),
+             "dtype": data.draw(st.sampled_from([None, 1, 7]), label="dtype")}
+    check(*node_model("EyeLike", [("x", gen(rng, dtype, shape))], attrs, opset=9))
+
+
+@examples(12)
+@given(data=st.data())
+def test_onehot(data):
+    rng = rng_from(data)
+    shape = list(data.draw(shapes(0, 3, max_size=256), label="shape"))
+    depth = data.draw(st.integers(1, 12), label="depth")
+    idx = rng.integers(-depth, depth, size=shape).astype(data.draw(st.sampled_from(["int64", "int32", "float32"]),
+                                                                    label="idx_dtype"))
+    values = gen(rng, "float32", [2])
+    ax = data.draw(st.one_of(st.none(), st.integers(-len(shape) - 1, len(shape))), label="axis")
+    const = {"depth", "values"} if data.draw(st.booleans(), label="const") else set()
+    check(*node_model("OneHot", [("indices", idx), ("depth", np.array(depth, np.int64)), ("values", values)],
+                      {"axis": ax}, opset=11, const=const))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int32", "int64"])
+@examples(12)
+@given(data=st.data())
+def test_cumsum(dtype, data):
+    rng = rng_from(data)
+    shape = list(data.draw(shapes(1, 3, max_size=1024, zero=True), label="shape"))
+    r = len(shape)
+    axis = data.draw(st.integers(-r, r - 1), label="axis")
+    attrs = {"exclusive": data.draw(st.sampled_from([None, 0, 1]), label="exclusive"),
+             "reverse": data.draw(st.sampled_from([None, 0, 1]), label="reverse")}
+    x = gen(rng, dtype, shape, Domain(low=-3.0, high=3.0, int_low=-50, int_high=50))
+    const = {"axis"} if data.draw(st.booleans(), label="axis_const") else set()
+    check(*node_model("CumSum", [("x", x), ("axis", np.array(axis, np.int64))], attrs, opset=14,
+                      const=const | pick_consts(data, ["x"])), scale=float(max(shape)))

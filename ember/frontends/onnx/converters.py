@@ -37,13 +37,48 @@ def attrs_of(node) -> dict:
     return out
 
 
+class NeedsValues(ConvertError):
+    """A value that must be known when compiling is computed from graph inputs alone: a
+    session can compile a variant per value of those inputs (`inputs`, their names)."""
+
+    def __init__(self, message, inputs):
+        super().__init__(message)
+        self.inputs = tuple(inputs)
+
+
+# graph inputs read as shape arguments are specialised on only when this small (elements)
+VALUE_INPUT_LIMIT = 4096
+
+
+def _source_inputs(v) -> list | None:
+    """The graph inputs `v` is computed from, when they are all it depends on (constants
+    aside) and each is small; None otherwise."""
+    found, stack, seen = [], [v], set()
+    while stack:
+        x = stack.pop()
+        if x is None or x.is_const or x.id in seen:
+            continue
+        seen.add(x.id)
+        if x.producer is None:
+            if not all(isinstance(d, int) for d in x.shape) or math.prod(x.shape) > VALUE_INPUT_LIMIT:
+                return None
+            found.append(x.name)
+        else:
+            stack.extend(x.producer.inputs)
+    return found or None
+
+
 def known(v, what: str):
     """The compile-time value of an input that must be constant (possibly symbolic)."""
     if v is None:
         return None
     if not v.is_const:
-        raise ConvertError(f"{what} is computed at run time; Ember needs it known when compiling "
-                           f"(data-dependent shapes are not supported)")
+        msg = (f"{what} is computed at run time; Ember needs it known when compiling "
+               f"(data-dependent shapes are not supported)")
+        src = _source_inputs(v)
+        if src:
+            raise NeedsValues(f"{what} is read from graph input(s) {src} at run time", src)
+        raise ConvertError(msg)
     return v.const
 
 
@@ -96,12 +131,20 @@ def _unary(b, n, ins, opset):
 
 @converter("Mod")
 def _mod(b, n, ins, opset):
-    at = attrs_of(n)
-    if not at.get("fmod", 0) and ins[0].dtype in ("float16", "float32", "float64"):
-        raise ConvertError("Mod with fmod=0 is only defined for integers")
-    if not at.get("fmod", 0):
-        raise ConvertError("integer Mod (Python-style sign) is not supported yet; use fmod=1")
-    return b.op("mod", ins, _name=n.name)
+    """fmod=1: the C remainder (sign of A). fmod=0: the floor remainder (sign of B), from it:
+    a nonzero remainder whose sign differs from B's moves by B; a zero one takes B's sign."""
+    r = b.op("mod", ins, _name=n.name)
+    if attrs_of(n).get("fmod", 0) or ins[0].dtype.startswith("uint"):
+        return r
+    dt = ins[0].dtype
+    zero = b.scalar(0, dt)
+    b_neg = b.op("lt", [ins[1], zero])
+    moved = b.op("and", [b.op("not", [b.op("eq", [r, zero])]), b.op("xor", [b.op("lt", [r, zero]), b_neg])])
+    out = b.op("where", [moved, b.op("add", [r, ins[1]]), r])
+    if dt.startswith("float"):
+        signed_zero = b.op("where", [b_neg, b.scalar(-0.0, dt), zero])
+        out = b.op("where", [b.op("eq", [r, zero]), signed_zero, out])
+    return out
 
 
 @converter("Max", "Min")
@@ -177,8 +220,12 @@ def _gelu(b, n, ins, opset):
 def _identity(b, n, ins, opset):
     if n.op_type == "Dropout":
         at = attrs_of(n)
-        if len(ins) > 2 and ins[2] is not None and ins[2].is_const and bool(ins[2].const):
-            raise ConvertError("Dropout in training mode is not supported for inference")
+        training = len(ins) > 2 and ins[2] is not None
+        if training and bool(np.asarray(known(ins[2], "Dropout training_mode")).any()):
+            ratio = known(ins[1], "Dropout ratio") if len(ins) > 1 and ins[1] is not None else 0.5
+            if float(np.asarray(ratio)) != 0.0:
+                raise ConvertError("Dropout in training mode (random masks) is not supported; Ember "
+                                   "runs Dropout for inference only")
         if len(n.output) > 1 and n.output[1]:
             mask = b.op("expand", [b.scalar(True, "bool")], shape=ins[0].shape)
             return [ins[0], mask]
@@ -282,11 +329,31 @@ def _bn(b, n, ins, opset):
 @converter("LayerNormalization")
 def _ln(b, n, ins, opset):
     at = attrs_of(n)
-    if len(n.output) > 1 and any(n.output[1:]):
-        raise ConvertError("LayerNormalization's Mean/InvStdDev outputs are not supported")
     axis = norm_axis(at.get("axis", -1), ins[0].type.rank)
+    if len(n.output) > 1 and any(n.output[1:]):
+        return _ln_with_stats(b, n, ins, axis, float(at.get("epsilon", 1e-5)), int(at.get("stash_type", 1)))
     return b.op("layer_norm", [v for v in ins if v is not None], axis=axis,
                 epsilon=float(at.get("epsilon", 1e-5)), _name=n.name)
+
+
+def _ln_with_stats(b, n, ins, axis, eps, stash):
+    """LayerNormalization with its Mean and InvStdDev outputs (kept dims of size 1), computed
+    in float32 when stash_type is 1, as the spec's function body does."""
+    x = ins[0]
+    axes = list(range(axis, x.type.rank))
+    work = "float32" if stash == 1 and x.dtype != "float64" else x.dtype
+    xs = x if work == x.dtype else b.op("cast", [x], to=work)
+    mean = b.op("reduce_mean", [xs], axes=axes, keepdims=1)
+    d = b.op("sub", [xs, mean])
+    var = b.op("reduce_mean", [b.op("mul", [d, d])], axes=axes, keepdims=1)
+    inv = b.op("reciprocal", [b.op("sqrt", [b.op("add", [var, b.scalar(eps, work)])])])
+    y = b.op("mul", [d, inv])
+    if work != x.dtype:
+        y = b.op("cast", [y], to=x.dtype)
+    y = b.op("mul", [y, ins[1]])
+    if len(ins) > 2 and ins[2] is not None:
+        y = b.op("add", [y, ins[2]])
+    return [y, mean, inv]
 
 
 @converter("Softmax", "LogSoftmax")
@@ -550,6 +617,12 @@ def _gather(b, n, ins, opset):
     return b.op("gather", ins, axis=axis, _name=n.name)
 
 
+@converter("GatherElements")
+def _gather_elements(b, n, ins, opset):
+    axis = norm_axis(attrs_of(n).get("axis", 0), ins[0].type.rank)
+    return b.op("gather_elements", ins, axis=axis, _name=n.name)
+
+
 @converter("Expand")
 def _expand(b, n, ins, opset):
     shape = ints_of(ins[1], "Expand shape")
@@ -572,3 +645,413 @@ def _range(b, n, ins, opset):
         delta = int(delta)
         length = S.smax(S.floordiv(limit - start + delta - 1, delta), 0)
     return b.op("range", [], start=start, delta=delta, length=length, dtype=dtype, _name=n.name)
+
+
+# ------------------------------------------------------------ activations, as decompositions
+def _f(b, x, v):
+    return b.scalar(v, x.dtype)
+
+
+@converter("Elu", "Selu", "Celu")
+def _elu(b, n, ins, opset):
+    at, x = attrs_of(n), ins[0]
+    if n.op_type == "Celu":     # max(0, x) + min(0, alpha * (exp(x / alpha) - 1))
+        alpha = float(at.get("alpha", 1.0))
+        e = b.op("mul", [_f(b, x, alpha), b.op("sub", [b.op("exp", [b.op("div", [x, _f(b, x, alpha)])]), _f(b, x, 1)])])
+        return b.op("add", [b.op("relu", [x]), b.op("min", [e, _f(b, x, 0)])], _name=n.name)
+    default = 1.0 if n.op_type == "Elu" else 1.67326319217681884765625
+    alpha = float(at.get("alpha", default))
+    neg = b.op("mul", [_f(b, x, alpha), b.op("sub", [b.op("exp", [x]), _f(b, x, 1)])])
+    cond = b.op("lt", [x, _f(b, x, 0)]) if n.op_type == "Elu" else b.op("le", [x, _f(b, x, 0)])
+    y = b.op("where", [cond, neg, x], _name=n.name)
+    if n.op_type == "Selu":
+        y = b.op("mul", [_f(b, x, float(at.get("gamma", 1.05070102214813232421875))), y])
+    return y
+
+
+@converter("ThresholdedRelu")
+def _thresholded_relu(b, n, ins, opset):
+    x = ins[0]
+    alpha = float(attrs_of(n).get("alpha", 1.0))
+    return b.op("where", [b.op("gt", [x, _f(b, x, alpha)]), x, _f(b, x, 0)], _name=n.name)
+
+
+@converter("Shrink")
+def _shrink(b, n, ins, opset):
+    at, x = attrs_of(n), ins[0]
+    bias, lambd = float(at.get("bias", 0.0)), float(at.get("lambd", 0.5))
+    lo = b.op("where", [b.op("lt", [x, _f(b, x, -lambd)]), b.op("add", [x, _f(b, x, bias)]), _f(b, x, 0)])
+    return b.op("where", [b.op("gt", [x, _f(b, x, lambd)]), b.op("sub", [x, _f(b, x, bias)]), lo], _name=n.name)
+
+
+@converter("PRelu")
+def _prelu(b, n, ins, opset):
+    x, slope = ins
+    return b.op("where", [b.op("lt", [x, _f(b, x, 0)]), b.op("mul", [x, slope]), x], _name=n.name)
+
+
+@converter("Sign")
+def _sign(b, n, ins, opset):
+    x = ins[0]
+    if x.dtype.startswith("uint"):
+        return b.op("cast", [b.op("gt", [x, _f(b, x, 0)])], to=x.dtype, _name=n.name)
+    s = b.op("where", [b.op("gt", [x, _f(b, x, 0)]), _f(b, x, 1),
+                       b.op("where", [b.op("lt", [x, _f(b, x, 0)]), _f(b, x, -1), _f(b, x, 0)])])
+    if x.dtype.startswith("float"):       # NaN stays NaN
+        s = b.op("where", [b.op("eq", [x, x]), s, x])
+    return s
+
+
+@converter("Softsign")
+def _softsign(b, n, ins, opset):
+    x = ins[0]
+    return b.op("div", [x, b.op("add", [_f(b, x, 1), b.op("abs", [x])])], _name=n.name)
+
+
+@converter("Mish")
+def _mish(b, n, ins, opset):
+    x = ins[0]
+    return b.op("mul", [x, b.op("tanh", [b.op("softplus", [x])])], _name=n.name)
+
+
+@converter("Swish")
+def _swish(b, n, ins, opset):
+    x = ins[0]
+    alpha = float(attrs_of(n).get("alpha", 1.0))
+    z = x if alpha == 1.0 else b.op("mul", [x, _f(b, x, alpha)])
+    return b.op("mul", [x, b.op("sigmoid", [z])], _name=n.name)
+
+
+@converter("IsNaN")
+def _isnan(b, n, ins, opset):
+    return b.op("not", [b.op("eq", [ins[0], ins[0]])], _name=n.name)
+
+
+@converter("IsInf")
+def _isinf(b, n, ins, opset):
+    at, x = attrs_of(n), ins[0]
+    pos = b.op("eq", [x, _f(b, x, math.inf)]) if at.get("detect_positive", 1) else None
+    neg = b.op("eq", [x, _f(b, x, -math.inf)]) if at.get("detect_negative", 1) else None
+    if pos is None and neg is None:
+        return b.op("expand", [b.scalar(False, "bool")], shape=x.shape)
+    return pos if neg is None else neg if pos is None else b.op("or", [pos, neg], _name=n.name)
+
+
+@converter("Round")
+def _round(b, n, ins, opset):
+    return b.op("round", ins, _name=n.name)
+
+
+@converter("BitwiseAnd", "BitwiseOr", "BitwiseXor", "BitwiseNot")
+def _bitwise(b, n, ins, opset):
+    op = {"BitwiseAnd": "and", "BitwiseOr": "or", "BitwiseXor": "xor", "BitwiseNot": "not"}[n.op_type]
+    return b.op(op, ins, _name=n.name)
+
+
+@converter("BitShift")
+def _bitshift(b, n, ins, opset):
+    d = attrs_of(n).get("direction", "")
+    if d not in ("LEFT", "RIGHT"):
+        raise ShapeError(f"BitShift direction is '{d}', expected 'LEFT' or 'RIGHT'")
+    return b.op("shl" if d == "LEFT" else "shr", ins, _name=n.name)
+
+
+# ----------------------------------------------------------- reductions, as decompositions
+def _reduce_axes(b, n, ins, opset):
+    """(axes, keepdims), or None for a no-op reduction (empty axes, noop_with_empty_axes)."""
+    at = attrs_of(n)
+    rank = ins[0].type.rank
+    axes = ints_of(ins[1], f"{n.op_type} axes") if opset >= 18 and len(ins) > 1 else at.get("axes")
+    keep = int(at.get("keepdims", 1))
+    if keep not in (0, 1):
+        raise ShapeError(f"keepdims = {keep}, expected 0 or 1")
+    if not axes:
+        if at.get("noop_with_empty_axes", 0):
+            return None
+        axes = list(range(rank))
+    return norm_axes(axes, rank), keep
+
+
+@converter("ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp", "ReduceProd")
+def _reduce_more(b, n, ins, opset):
+    x = ins[0]
+    ax = _reduce_axes(b, n, ins, opset)
+    op = n.op_type
+    if ax is None:     # the op's pointwise part still applies to every element
+        return {"ReduceL1": lambda: b.op("abs", [x]), "ReduceL2": lambda: b.op("abs", [x]),
+                "ReduceSumSquare": lambda: b.op("mul", [x, x]), "ReduceLogSum": lambda: b.op("log", [x]),
+                "ReduceLogSumExp": lambda: x, "ReduceProd": lambda: x}[op]()
+    axes, keep = ax
+    if op == "ReduceProd":
+        return b.op("reduce_prod", [x], axes=axes, keepdims=keep, _name=n.name)
+    if op == "ReduceLogSumExp":    # max-shifted; an all -inf (or empty) slice shifts by 0
+        m = b.op("reduce_max", [x], axes=axes, keepdims=1)
+        m = b.op("where", [b.op("eq", [m, _f(b, x, -math.inf)]), _f(b, x, 0), m])
+        s = b.op("reduce_sum", [b.op("exp", [b.op("sub", [x, m])])], axes=axes, keepdims=1)
+        y = b.op("add", [b.op("log", [s]), m])
+        return y if keep else b.op("reshape", [y], shape=tuple(d for i, d in enumerate(x.shape) if i not in axes))
+    src = {"ReduceL1": lambda: b.op("abs", [x]), "ReduceL2": lambda: b.op("mul", [x, x]),
+           "ReduceSumSquare": lambda: b.op("mul", [x, x]), "ReduceLogSum": lambda: x}[op]()
+    s = b.op("reduce_sum", [src], axes=axes, keepdims=keep, _name=n.name)
+    if op == "ReduceL2":
+        if x.dtype.startswith("float"):
+            return b.op("sqrt", [s])
+        return b.op("cast", [b.op("sqrt", [b.op("cast", [s], to="float64")])], to=x.dtype)
+    return b.op("log", [s]) if op == "ReduceLogSum" else s
+
+
+# ------------------------------------------------------------------------------- Pad, Trilu
+@converter("Pad")
+def _pad(b, n, ins, opset):
+    at, x = attrs_of(n), ins[0]
+    rank = x.type.rank
+    mode = at.get("mode", "constant")
+    if mode not in ("constant", "reflect", "edge", "wrap"):
+        raise ShapeError(f"Pad mode is '{mode}', expected constant, reflect, edge or wrap")
+    if opset < 11:
+        pads, value = at.get("pads", []), b.scalar(float(at.get("value", 0.0)), x.dtype)
+        axes = list(range(rank))
+    else:
+        pads = ints_of(ins[1], "Pad pads")
+        value = ins[2] if len(ins) > 2 and ins[2] is not None else b.scalar(0, x.dtype)
+        axes = ints_of(ins[3], "Pad axes") if len(ins) > 3 and ins[3] is not None else list(range(rank))
+        axes = [norm_axis(a, rank) for a in axes]
+    if len(pads) != 2 * len(axes):
+        raise ShapeError(f"Pad pads has {len(pads)} values, expected {2 * len(axes)} (begin and end per axis)")
+    if value.type.rank > 1 or (value.type.rank == 1 and value.shape[0] != 1):
+        raise ShapeError(f"Pad constant_value must be a scalar or one element, got shape {list(value.shape)}")
+    if value.type.rank == 1:
+        value = b.op("reshape", [value], shape=())
+    pre, post = [0] * rank, [0] * rank
+    for k, a in enumerate(axes):
+        pre[a], post[a] = pads[k], pads[k + len(axes)]
+    if mode == "constant":
+        return b.op("pad", [x, value], pre=tuple(pre), post=tuple(post), mode=mode, _name=n.name)
+    return b.op("pad", [x], pre=tuple(pre), post=tuple(post), mode=mode, _name=n.name)
+
+
+def _iota(b, d, rank, axis):
+    """0..d-1 along `axis` of a rank-`rank` tensor of ones elsewhere (int64)."""
+    r = b.op("range", [], start=0, delta=1, length=d, dtype="int64")
+    return b.op("reshape", [r], shape=tuple(d if i == axis else 1 for i in range(rank)))
+
+
+@converter("Trilu")
+def _trilu(b, n, ins, opset):
+    x = ins[0]
+    rank = x.type.rank
+    if rank < 2:
+        raise ShapeError(f"Trilu needs an input of rank >= 2, got rank {rank}")
+    k = known(ins[1], "Trilu k") if len(ins) > 1 and ins[1] is not None else 0
+    k = int(np.asarray(k).reshape(-1)[0])
+    rows, cols = _iota(b, x.shape[-2], rank, rank - 2), _iota(b, x.shape[-1], rank, rank - 1)
+    diff = b.op("sub", [cols, rows])
+    keep = b.op("ge" if attrs_of(n).get("upper", 1) else "le", [diff, b.scalar(k, "int64")])
+    zero = b.scalar(False, "bool") if x.dtype == "bool" else b.scalar(0, x.dtype)
+    return b.op("where", [keep, x, zero], _name=n.name)
+
+
+# ----------------------------------------------------------------- ArgMax, ArgMin, Hardmax
+def _arg_extreme(b, x, axis, keep, largest, last):
+    """The index of the first (or `last`) largest / smallest element along `axis`: the
+    extreme value, then the smallest (largest) index where it occurs."""
+    rank = x.type.rank
+    m = b.op("reduce_max" if largest else "reduce_min", [x], axes=[axis], keepdims=1)
+    hit = b.op("eq", [x, m])
+    if x.dtype.startswith("float"):      # a NaN is the extreme, as numpy's argmax has it
+        nan = b.op("not", [b.op("eq", [x, x])])
+        any_nan = b.op("reduce_max", [b.op("cast", [nan], to="int32")], axes=[axis], keepdims=1)
+        hit = b.op("where", [b.op("gt", [any_nan, b.scalar(0, "int32")]), nan, hit])
+    iota = _iota(b, x.shape[axis], rank, axis)
+    if last:
+        cand = b.op("where", [hit, iota, b.scalar(-1, "int64")])
+        return b.op("reduce_max", [cand], axes=[axis], keepdims=keep)
+    cand = b.op("where", [hit, iota, b.scalar(np.iinfo(np.int64).max, "int64")])
+    return b.op("reduce_min", [cand], axes=[axis], keepdims=keep)
+
+
+@converter("ArgMax", "ArgMin")
+def _argmax(b, n, ins, opset):
+    at, x = attrs_of(n), ins[0]
+    axis = norm_axis(at.get("axis", 0), x.type.rank)
+    keep = int(at.get("keepdims", 1))
+    if keep not in (0, 1):
+        raise ShapeError(f"keepdims = {keep}, expected 0 or 1")
+    return _arg_extreme(b, x, axis, keep, n.op_type == "ArgMax", bool(at.get("select_last_index", 0)))
+
+
+@converter("Hardmax")
+def _hardmax(b, n, ins, opset):
+    x = ins[0]
+    rank = x.type.rank
+    axis = norm_axis(attrs_of(n).get("axis", -1 if opset >= 13 else 1), rank)
+    flat = x
+    if opset < 13:      # coerced to 2-D at `axis`, as Softmax was
+        flat = b.op("reshape", [x], shape=(S.prod(x.shape[:axis]), S.prod(x.shape[axis:])))
+        axis = 1
+    idx = _arg_extreme(b, flat, axis, 1, True, False)
+    y = b.op("cast", [b.op("eq", [_iota(b, flat.shape[axis], flat.type.rank, axis), idx])], to=x.dtype)
+    return y if flat is x else b.op("reshape", [y], shape=x.shape)
+
+
+# ------------------------------------------------------------ Tile, EyeLike, OneHot, CumSum
+@converter("Tile")
+def _tile(b, n, ins, opset):
+    x = ins[0]
+    reps = ints_of(ins[1], "Tile repeats")
+    if len(reps) != x.type.rank:
+        raise ShapeError(f"Tile repeats has {len(reps)} values, expected one per input dimension ({x.type.rank})")
+    if any(isinstance(r, int) and r < 0 for r in reps):
+        raise ShapeError(f"Tile repeats {reps} has a negative value")
+    # [d0, d1] tiled by [r0, r1]: expand [1, d0, 1, d1] to [r0, d0, r1, d1], then merge pairs
+    inter = tuple(v for d in x.shape for v in (1, d))
+    wide = tuple(v for r, d in zip(reps, x.shape) for v in (r, d))
+    y = b.op("expand", [b.op("reshape", [x], shape=inter)], shape=wide)
+    return b.op("reshape", [y], shape=tuple(r * d for r, d in zip(reps, x.shape)), _name=n.name)
+
+
+@converter("EyeLike")
+def _eyelike(b, n, ins, opset):
+    at, x = attrs_of(n), ins[0]
+    if x.type.rank != 2:
+        raise ShapeError(f"EyeLike needs a 2-D input, got rank {x.type.rank}")
+    dtype = from_onnx(at["dtype"]) if "dtype" in at else x.dtype
+    diff = b.op("sub", [_iota(b, x.shape[1], 2, 1), _iota(b, x.shape[0], 2, 0)])
+    on = b.op("eq", [diff, b.scalar(int(at.get("k", 0)), "int64")])
+    return on if dtype == "bool" else b.op("cast", [on], to=dtype, _name=n.name)
+
+
+@converter("OneHot")
+def _onehot(b, n, ins, opset):
+    idx, depth, values = ins
+    d = np.asarray(known(depth, "OneHot depth")).reshape(-1)
+    if d.size != 1:
+        raise ShapeError(f"OneHot depth must hold one value, got {d.size}")
+    d = int(d[0])
+    if d < 1:
+        raise ShapeError(f"OneHot depth is {d}, expected at least 1")
+    if values.type.rank != 1 or (isinstance(values.shape[0], int) and values.shape[0] != 2):
+        raise ShapeError(f"OneHot values must be [off, on], got shape {list(values.shape)}")
+    if not isinstance(values.shape[0], int):    # the reshape's guard checks it holds 2
+        values = b.op("reshape", [values], shape=(2,))
+    rank = idx.type.rank + 1
+    axis = norm_axis(attrs_of(n).get("axis", -1), rank)
+    i = idx if idx.dtype == "int64" else b.op("cast", [idx], to="int64")
+    i = b.op("where", [b.op("lt", [i, b.scalar(0, "int64")]), b.op("add", [i, b.scalar(d, "int64")]), i])
+    i = b.op("reshape", [i], shape=tuple(1 if k == axis else s for k, s in
+                                         enumerate(idx.shape[:axis] + (1,) + idx.shape[axis:])))
+    hit = b.op("eq", [i, _iota(b, d, rank, axis)])
+    off = b.op("gather", [values, b.scalar(0, "int64")], axis=0)
+    on = b.op("gather", [values, b.scalar(1, "int64")], axis=0)
+    return b.op("where", [hit, on, off], _name=n.name)
+
+
+@converter("CumSum")
+def _cumsum(b, n, ins, opset):
+    """y[..., i, ...] = sum over k <= i (k < i: exclusive; k >= i: reverse) of x[..., k, ...]:
+    x broadcast over a new axis of outputs, masked, and summed (one fused reduction)."""
+    at, x = attrs_of(n), ins[0]
+    rank = x.type.rank
+    a = np.asarray(known(ins[1], "CumSum axis")).reshape(-1)
+    axis = norm_axis(int(a[0]), rank)
+    d = x.shape[axis]
+    # x as [..., 1(i), d(k), ...] against i along a new axis just before k
+    xe = b.op("reshape", [x], shape=x.shape[:axis] + (1,) + x.shape[axis:])
+    iv, kv = _iota(b, d, rank + 1, axis), _iota(b, d, rank + 1, axis + 1)
+    rel = {(0, 0): "le", (1, 0): "lt", (0, 1): "ge", (1, 1): "gt"}[(int(at.get("exclusive", 0)),
+                                                                     int(at.get("reverse", 0)))]
+    keep = b.op(rel, [kv, iv])
+    zero = b.scalar(0, x.dtype)
+    return b.op("reduce_sum", [b.op("where", [keep, xe, zero])], axes=[axis + 1], keepdims=0, _name=n.name)
+
+
+# ------------------------------------------------------------------------- normalizations
+@converter("LpNormalization")
+def _lpnorm(b, n, ins, opset):
+    at, x = attrs_of(n), ins[0]
+    axis = norm_axis(at.get("axis", -1), x.type.rank)
+    p = int(at.get("p", 2))
+    if p not in (1, 2):
+        raise ShapeError(f"LpNormalization p is {p}, expected 1 or 2")
+    if p == 1:
+        norm = b.op("reduce_sum", [b.op("abs", [x])], axes=[axis], keepdims=1)
+    else:
+        norm = b.op("sqrt", [b.op("reduce_sum", [b.op("mul", [x, x])], axes=[axis], keepdims=1)])
+    zero = _f(b, x, 0)
+    safe = b.op("where", [b.op("eq", [norm, zero]), _f(b, x, 1), norm])
+    return b.op("where", [b.op("eq", [norm, zero]), zero, b.op("div", [x, safe])], _name=n.name)
+
+
+@converter("InstanceNormalization")
+def _instance_norm(b, n, ins, opset):
+    x, scale, bias = ins
+    rank = x.type.rank
+    eps = float(attrs_of(n).get("epsilon", 1e-5))
+    axes = list(range(2, rank))
+    mean = b.op("reduce_mean", [x], axes=axes, keepdims=1)
+    d = b.op("sub", [x, mean])
+    var = b.op("reduce_mean", [b.op("mul", [d, d])], axes=axes, keepdims=1)
+    chan = tuple(scale.shape) + (1,) * (rank - 2)
+    y = b.op("div", [d, b.op("sqrt", [b.op("add", [var, _f(b, x, eps)])])])
+    y = b.op("mul", [y, b.op("reshape", [scale], shape=chan)])
+    return b.op("add", [y, b.op("reshape", [bias], shape=chan)], _name=n.name)
+
+
+# ---------------------------------------------------------------------------- quantization
+_QRANGE = {"uint8": (0, 255), "int8": (-128, 127), "uint16": (0, 65535), "int16": (-32768, 32767),
+           "int32": (-2**31, 2**31 - 1), "uint32": (0, 2**32 - 1)}
+
+
+def _per_axis(b, p, x, axis, block):
+    """Scale or zero point `p` shaped to broadcast against `x`: a scalar, one value per index
+    along `axis`, or (block > 0) one per `block` indices along it."""
+    rank = x.type.rank
+    if p.type.rank == 0 or (p.type.rank == 1 and p.shape[0] == 1 and block == 0):
+        return p if p.type.rank == 0 else b.op("reshape", [p], shape=())
+    axis = norm_axis(axis, rank)    # only a per-axis or blocked parameter reads it
+    if block > 0:
+        if p.type.rank != rank:
+            raise ShapeError(f"a blocked scale must have the input's rank {rank}, got shape {list(p.shape)}")
+        pos = b.op("div", [_iota(b, x.shape[axis], 1, 0), b.scalar(block, "int64")])
+        return b.op("gather", [p, pos], axis=axis)
+    if p.type.rank != 1:
+        raise ShapeError(f"a per-axis scale must be 1-D, got shape {list(p.shape)}")
+    return b.op("reshape", [p], shape=tuple(p.shape[0] if i == axis else 1 for i in range(rank)))
+
+
+def _q_attrs(n, x):
+    at = attrs_of(n)
+    return int(at.get("axis", 1)), int(at.get("block_size", 0)), at
+
+
+@converter("DequantizeLinear")
+def _dequantize(b, n, ins, opset):
+    x, scale = ins[0], ins[1]
+    zp = ins[2] if len(ins) > 2 and ins[2] is not None else None
+    axis, block, at = _q_attrs(n, x)
+    out = from_onnx(at["output_dtype"]) if at.get("output_dtype") else scale.dtype
+    work = "float32" if out != "float64" else out
+    s = b.op("cast", [_per_axis(b, scale, x, axis, block)], to=work)
+    xf = b.op("cast", [x], to=work)
+    if zp is not None:
+        xf = b.op("sub", [xf, b.op("cast", [_per_axis(b, zp, x, axis, block)], to=work)])
+    y = b.op("mul", [xf, s])
+    return y if out == work else b.op("cast", [y], to=out, _name=n.name)
+
+
+@converter("QuantizeLinear")
+def _quantize(b, n, ins, opset):
+    x, scale = ins[0], ins[1]
+    zp = ins[2] if len(ins) > 2 and ins[2] is not None else None
+    axis, block, at = _q_attrs(n, x)
+    out = from_onnx(at["output_dtype"]) if at.get("output_dtype") else (zp.dtype if zp is not None else "uint8")
+    if out not in _QRANGE:
+        raise ConvertError(f"QuantizeLinear to {out} is not supported (supported: {', '.join(_QRANGE)})")
+    work = "float64" if x.dtype == "float64" or out in ("int32", "uint32") else "float32"
+    q = b.op("round", [b.op("div", [b.op("cast", [x], to=work),
+                                    b.op("cast", [_per_axis(b, scale, x, axis, block)], to=work)])])
+    if zp is not None:
+        q = b.op("add", [q, b.op("cast", [_per_axis(b, zp, x, axis, block)], to=work)])
+    lo, hi = _QRANGE[out]
+    q = b.op("min", [b.op("max", [q, b.scalar(lo, work)]), b.scalar(hi, work)])
+    return b.op("cast", [q], to=out, _name=n.name)

@@ -11,15 +11,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import EmberError, ModelLoadError, UnsupportedOpError
+from ...errors import EmberError, ModelLoadError, ShapeError, UnsupportedOpError, ValueDependentError
 from ...ir import symbolic as S
 from ...ir.builder import Builder
 from ...ir.dtypes import from_onnx
 from ...ir.graph import Graph, TensorType
-from .converters import CONVERTERS, ConvertError, attrs_of
+from . import functions
+from .converters import CONVERTERS, ConvertError, NeedsValues, attrs_of, known
 from .validate import check_dims, check_graph, check_node
 
-MIN_OPSET, MAX_OPSET = 7, 23
+# Ember's converters implement opsets 7 to 23; older models are upgraded to 7 on load, and
+# opsets up to MAX_OPSET load where a node's newer schema adds nothing it sets (`_check_newer`)
+MIN_OPSET, IMPLEMENTED_OPSET, MAX_OPSET = 7, 23, 28
 
 
 def read_model(model):
@@ -60,16 +63,87 @@ def _opset(m) -> int:
     return MAX_OPSET
 
 
-def _check_supported(g, opset, custom_ops):
+def _upgrade(m, opset):
+    """An opset 1-6 model converted to opset MIN_OPSET by onnx's version converter (the
+    legacy semantics, such as BatchNormalization's `spatial` or the `consumed_inputs`
+    attributes, are its adapters' business)."""
+    from onnx import version_converter
+    m = _channel_slopes(m)
+    try:
+        return version_converter.convert_version(m, MIN_OPSET)
+    except Exception as e:  # noqa: BLE001 - the converter raises bare RuntimeErrors
+        raise ModelLoadError(f"model uses ONNX opset {opset}, which Ember reads by converting it to "
+                             f"opset {MIN_OPSET}; onnx.version_converter failed: {str(e).splitlines()[0][:300]}"
+                             ) from None
+
+
+def _channel_slopes(m):
+    """Before opset 7, PRelu's slope of C values applies per channel (axis 1); from 7 on it
+    broadcasts from the right, and the converter has no adapter: reshape such a slope
+    initializer to [C, 1, ...] for the input's rank."""
+    from onnx import numpy_helper, shape_inference
+    inits = {i.name: i for i in m.graph.initializer}
+    todo = [n for n in m.graph.node if n.op_type == "PRelu" and len(n.input) > 1 and n.input[1] in inits
+            and len(inits[n.input[1]].dims) == 1 and inits[n.input[1]].dims[0] > 1]
+    if not todo:
+        return m
+    try:
+        typed = shape_inference.infer_shapes(m)
+    except Exception:   # noqa: BLE001 - untyped: left as it is
+        return m
+    ranks = {vi.name: len(vi.type.tensor_type.shape.dim) for vi in
+             list(typed.graph.input) + list(typed.graph.value_info) if vi.type.tensor_type.HasField("shape")}
+    out = type(m)()
+    out.CopyFrom(m)
+    inits = {i.name: i for i in out.graph.initializer}
+    for n in todo:
+        r = ranks.get(n.input[0])
+        if r is not None and r > 2:
+            init = inits[n.input[1]]
+            arr = numpy_helper.to_array(init)
+            shape = [arr.size] + [1] * (r - 2)
+            init.CopyFrom(numpy_helper.from_array(arr.reshape(shape), init.name))
+            for vi in out.graph.input:      # old models list initializers as inputs too
+                if vi.name == init.name and vi.type.tensor_type.HasField("shape"):
+                    vi.type.tensor_type.shape.ClearField("dim")
+                    for d in shape:
+                        vi.type.tensor_type.shape.dim.add().dim_value = d
+    return out
+
+
+def _check_newer(name, n, opset):
+    """A node of opset > IMPLEMENTED_OPSET whose schema there gained attributes or inputs over
+    opset IMPLEMENTED_OPSET's: refused if it uses any of them, since its converter would ignore them."""
+    from onnx import defs
+    try:
+        new = defs.get_schema(n.op_type, opset, "")
+        old = defs.get_schema(n.op_type, IMPLEMENTED_OPSET, "")
+    except defs.SchemaError:
+        return
+    if new.since_version == old.since_version:
+        return
+    for a in n.attribute:
+        if a.name in new.attributes and a.name not in old.attributes:
+            raise UnsupportedOpError([(name, n.op_type, f"attribute '{a.name}' (opset {new.since_version}) "
+                                                        f"is not supported; Ember implements this op up to "
+                                                        f"opset {old.since_version}")])
+    if len([x for x in n.input if x]) > len(old.inputs) and old.max_input < len(n.input):
+        raise UnsupportedOpError([(name, n.op_type, f"input {len(old.inputs)} ('{new.inputs[len(old.inputs)].name}', "
+                                                    f"opset {new.since_version}) is not supported")])
+
+
+def _check_supported(nodes, custom_ops):
     bad = []
-    for i, n in enumerate(g.node):
+    for i, (n, opset) in enumerate(nodes):
         name = n.name or f"{n.op_type}_{i}"
         if n.domain not in ("", "ai.onnx"):
             if (n.domain, n.op_type) in custom_ops or n.op_type in custom_ops:
                 continue
             bad.append((name, f"{n.domain}.{n.op_type}", "custom-domain op with no registered kernel (register one with ember.custom_op, or pass --ops FILE.py to the ember command)"))
-        elif n.op_type not in CONVERTERS:
+        elif n.op_type not in CONVERTERS and n.op_type not in CONTROL:
             bad.append((name, n.op_type, "operator not implemented"))
+        elif opset > IMPLEMENTED_OPSET:
+            _check_newer(name, n, opset)
     if bad:
         raise UnsupportedOpError(bad)
 
@@ -92,6 +166,31 @@ def _input_type(vi, used_names: set, fixed_dims: dict) -> TensorType:
     return TensorType(dtype, tuple(dims))
 
 
+def declared_inputs(m) -> list:
+    """[(name, dtype, shape)] of the graph inputs of ModelProto `m` (initializers excluded)."""
+    inits = {i.name for i in m.graph.initializer}
+    out = []
+    for vi in m.graph.input:
+        if vi.name not in inits:
+            t = _input_type(vi, set(), {})
+            out.append((vi.name, t.dtype, t.shape))
+    return out
+
+
+def with_values(m, values: dict):
+    """A copy of ModelProto `m` whose graph inputs named in `values` are initializers of
+    those values: the model a session compiles for one value of its shape arguments."""
+    from onnx import numpy_helper
+    out = type(m)()
+    out.CopyFrom(m)
+    keep = [vi for vi in out.graph.input if vi.name not in values]
+    del out.graph.input[:]
+    out.graph.input.extend(keep)
+    for name, arr in values.items():
+        out.graph.initializer.append(numpy_helper.from_array(np.asarray(arr), name))
+    return out
+
+
 def load_onnx(model, custom_ops=None, fixed_dims=None) -> Graph:
     """Import an ONNX model into Ember's graph IR (constants folded while building);
     `fixed_dims` {symbol: size} makes those symbolic input dims static."""
@@ -99,12 +198,17 @@ def load_onnx(model, custom_ops=None, fixed_dims=None) -> Graph:
 
     m = read_model(model)
     opset = _opset(m)
-    if opset < MIN_OPSET or opset > MAX_OPSET:
-        raise ModelLoadError(f"model uses ONNX opset {opset}; Ember supports opsets {MIN_OPSET} to "
-                             f"{MAX_OPSET} (convert it with onnx.version_converter)")
+    if opset < 1 or opset > MAX_OPSET:
+        raise ModelLoadError(f"model uses ONNX opset {opset}; Ember supports opsets 1 to {MAX_OPSET}")
+    if opset < MIN_OPSET:
+        m, opset = _upgrade(m, opset), MIN_OPSET
     g = m.graph
     custom_ops = {**CUSTOM_OPS, **(custom_ops or {})}
-    _check_supported(g, opset, custom_ops)
+    nodes = [(n, opset) for n in g.node]
+    if any(n.domain in ("", "ai.onnx") and n.op_type not in CONVERTERS and functions.has_body(n.op_type, opset)
+           for n in g.node):
+        nodes = functions.expand(list(g.node), opset, CONVERTERS, functions.model_types(m))
+    _check_supported(nodes, custom_ops)
 
     check_graph(g)
     b = Builder(fold=True)
@@ -127,7 +231,18 @@ def load_onnx(model, custom_ops=None, fixed_dims=None) -> Graph:
     if not b.inputs and not g.input:
         pass
 
-    for i, n in enumerate(g.node):
+    _convert_nodes(b, nodes, env, custom_ops)
+    outputs = []
+    for vo in g.output:
+        if vo.name not in env:
+            raise ModelLoadError(f"graph output '{vo.name}' is not produced by any node")
+        outputs.append(env[vo.name])
+    return b.graph(outputs, name=g.name or "graph", output_names=[vo.name for vo in g.output])
+
+
+def _convert_nodes(b, nodes, env, custom_ops):
+    """Convert [(NodeProto, opset)] in order, reading and extending `env` {name: Value}."""
+    for i, (n, opset) in enumerate(nodes):
         name = n.name or f"{n.op_type}_{i}"
         ins = []
         for x in n.input:
@@ -140,20 +255,24 @@ def load_onnx(model, custom_ops=None, fixed_dims=None) -> Graph:
                 ins.append(env[x])
         b.origin = (name,)
         conv = custom_ops.get((n.domain, n.op_type)) or custom_ops.get(n.op_type) \
-            if n.domain not in ("", "ai.onnx") else CONVERTERS[n.op_type]
+            if n.domain not in ("", "ai.onnx") else CONVERTERS.get(n.op_type)
+        if n.op_type in CONTROL and n.domain in ("", "ai.onnx"):
+            conv = _control(CONTROL[n.op_type], env, custom_ops)
         try:
             if n.domain in ("", "ai.onnx"):
                 check_node(name, n, ins, opset, attrs_of(n))
             while ins and ins[-1] is None:      # trailing empty names are absent optional inputs
                 ins.pop()
             outs = conv(b, n, ins, opset)
+        except NeedsValues as e:
+            raise ValueDependentError([(name, n.op_type, str(e))], e.inputs) from None
         except ConvertError as e:
             raise UnsupportedOpError([(name, n.op_type, str(e))]) from None
         except EmberError as e:
             msg = str(e)
             if f"'{name}'" not in msg:
                 msg = f"node '{name}' ({n.op_type}): {msg}"
-            raise type(e)(msg) if type(e) is not UnsupportedOpError else e from None
+            raise e if isinstance(e, UnsupportedOpError) else type(e)(msg) from None
         except Exception as e:    # a malformed node the checks missed: still name it
             kinds = [str(v.type) if v is not None else "-" for v in ins]
             raise ModelLoadError(f"node '{name}' ({n.op_type}) cannot be imported (malformed node?) with inputs "
@@ -165,12 +284,65 @@ def load_onnx(model, custom_ops=None, fixed_dims=None) -> Graph:
             if k >= len(outs) or outs[k] is None:
                 raise UnsupportedOpError([(name, n.op_type, f"output {k} ('{x}') is not supported")])
             env[x] = outs[k]
-    outputs = []
+
+
+def _control(fn, env, custom_ops):
+    """A converter for a control-flow node: `fn` also gets the enclosing scope and custom ops,
+    to convert its subgraphs."""
+    return lambda b, n, ins, opset: fn(b, n, ins, opset, env, custom_ops)
+
+
+def _inline_graph(b, g, env, opset, custom_ops):
+    """The outputs of subgraph `g` converted in place, with the enclosing scope's values visible."""
+    from onnx import numpy_helper
+    scope = dict(env)
+    for init in g.initializer:
+        scope[init.name] = _const(numpy_helper.to_array(init))
+    nodes = [(n, opset) for n in g.node]
+    _check_supported(nodes, custom_ops)
+    _convert_nodes(b, nodes, scope, custom_ops)
+    outs = []
     for vo in g.output:
-        if vo.name not in env:
-            raise ModelLoadError(f"graph output '{vo.name}' is not produced by any node")
-        outputs.append(env[vo.name])
-    return b.graph(outputs, name=g.name or "graph", output_names=[vo.name for vo in g.output])
+        if vo.name not in scope:
+            raise ModelLoadError(f"subgraph '{g.name}' output '{vo.name}' is not produced by any of its nodes")
+        outs.append(scope[vo.name])
+    return outs
+
+
+def _if(b, n, ins, opset, env, custom_ops):
+    """If: with a condition known when compiling (a constant, or from small graph inputs, then
+    per value of them: `known`), the branch taken is compiled inline; a condition computed
+    from data selects between both branches, computed, where their outputs agree in type."""
+    from onnx import helper
+    at = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+    then_g, else_g = at.get("then_branch"), at.get("else_branch")
+    if then_g is None or else_g is None:
+        raise ModelLoadError(f"node '{n.name}' (If) needs both then_branch and else_branch")
+    cond = ins[0]
+    if cond.type.rank > 1 or (cond.type.rank == 1 and cond.shape[0] != 1):
+        raise ShapeError(f"If's condition must hold one element, got shape {list(cond.shape)}")
+    try:
+        c = known(cond, "If condition")
+    except NeedsValues:
+        raise
+    except ConvertError:
+        c = None
+    if c is not None:
+        return _inline_graph(b, then_g if bool(np.asarray(c).reshape(-1)[0]) else else_g, env, opset, custom_ops)
+    t = _inline_graph(b, then_g, env, opset, custom_ops)
+    e = _inline_graph(b, else_g, env, opset, custom_ops)
+    c0 = cond if cond.type.rank == 0 else b.op("reshape", [cond], shape=())
+    outs = []
+    for k, (x, y) in enumerate(zip(t, e)):
+        if x.type != y.type:
+            raise ConvertError(f"output {k} of the branches differs ({x.type} / {y.type}) and the condition is "
+                               f"computed from data: Ember compiles such an If only when both give one type")
+        outs.append(b.op("where", [c0, x, y]))
+    return outs
+
+
+# control-flow ops, converted here since their subgraphs are converted like the graph
+CONTROL = {"If": _if}
 
 
 def _const(arr: np.ndarray):
