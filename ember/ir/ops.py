@@ -591,6 +591,119 @@ def _pad_guards(node, add):
 register(OpDef("pad", "index", _pad_infer, _pad_ref, index_emit=_pad_emit, guards=_pad_guards))
 
 
+# Resize: each output index maps to a source coordinate per axis (`coord`), read by the
+# nearest rule or interpolated from 2 (linear) or 4 (cubic) taps per resized axis.
+# attrs: out (output shape), scales (per axis, float), mode, coord, nearest, cubic_a,
+# exclude_outside, extrapolation, roi (per axis (start, end), tf_crop_and_resize only).
+def _resize_source(o, x, at, i, j, ct):
+    """The source coordinate (compute type `ct`) of output index `j` along axis `i`."""
+    d_in, d_out, s = x.shape[i], at["out"][i], at["scales"][i]
+    f = o.cast(j, ct)
+    one, half = o.const(1.0, ct), o.const(0.5, ct)
+    mode = at["coord"]
+    if mode == "asymmetric":
+        return o.div(f, o.const(s, ct))
+    if mode == "align_corners":     # by the unrounded output length where scales are given
+        span = at["lens"][i] - 1 if at.get("lens") else d_out - 1
+        if span == 0:
+            return o.const(0.0, ct)
+        return o.div(o.mul(f, o.cast(o.size(d_in - 1), ct)), o.const(float(span), ct))
+    if mode == "tf_crop_and_resize":
+        st, en = at["roi"][i]
+        span = o.cast(o.size(d_in - 1), ct)
+        if d_out == 1:
+            return o.mul(o.const(0.5 * (st + en), ct), span)
+        step = o.div(o.mul(o.const(en - st, ct), span), o.cast(o.size(d_out - 1), ct))
+        return o.add(o.mul(o.const(st, ct), span), o.mul(f, step))
+    base = o.sub(o.div(o.add(f, half), o.const(s, ct)), half)
+    if mode == "pytorch_half_pixel":
+        return base if d_out != 1 else o.const(0.0, ct)
+    if mode == "half_pixel_symmetric":
+        adj = o.div(o.cast(o.size(d_out), ct), o.mul(o.const(s, ct), o.cast(o.size(d_in), ct)))
+        center = o.div(o.cast(o.size(d_in), ct), o.const(2.0, ct))
+        return o.add(o.mul(center, o.sub(one, adj)), base)
+    return base      # half_pixel
+
+
+def _resize_taps(o, x, at, i, c, ct):
+    """[(source index, weight or None)] along axis `i` for source coordinate `c`."""
+    d = x.shape[i]
+    last = o.sub(o.size(d), o.iconst(1))
+
+    def clamp(k):
+        return o.min(o.max(k, o.iconst(0)), last)
+    mode = at["mode"]
+    if mode == "nearest":
+        rule = at["nearest"]
+        r = {"round_prefer_floor": lambda: o.ceil(o.sub(c, o.const(0.5, ct))),
+             "round_prefer_ceil": lambda: o.floor(o.add(c, o.const(0.5, ct))),
+             "floor": lambda: o.floor(c), "ceil": lambda: o.ceil(c)}[rule]()
+        return [(clamp(o.cast(r, "int64")), None)]
+    fl = o.floor(c)
+    t = o.sub(c, fl)
+    k0 = o.cast(fl, "int64")
+    if mode == "linear":
+        one = o.const(1.0, ct)
+        taps = [(k0, o.sub(one, t)), (o.add(k0, o.iconst(1)), t)]
+    else:   # cubic, Keys' kernel with coefficient a
+        a = at["cubic_a"]
+        u = [o.add(t, o.const(1.0, ct)), t, o.sub(o.const(1.0, ct), t), o.sub(o.const(2.0, ct), t)]
+
+        def far(z):     # |z| in [1, 2): ((a z - 5a) z + 8a) z - 4a
+            return o.sub(o.mul(o.add(o.mul(o.sub(o.mul(o.const(a, ct), z), o.const(5 * a, ct)), z),
+                                     o.const(8 * a, ct)), z), o.const(4 * a, ct))
+
+        def near(z):    # |z| < 1: ((a + 2) z - (a + 3)) z z + 1
+            return o.add(o.mul(o.mul(o.sub(o.mul(o.const(a + 2, ct), z), o.const(a + 3, ct)), z), z),
+                         o.const(1.0, ct))
+        ws = [far(u[0]), near(u[1]), near(u[2]), far(u[3])]
+        taps = [(o.add(k0, o.iconst(k - 1)), w) for k, w in enumerate(ws)]
+    if at["exclude_outside"]:     # weights of taps outside the input dropped, the rest renormalised
+        zero = o.const(0.0, ct)
+        ws = [o.where(o.and_(o.le(o.iconst(0), k), o.le(k, last)), w, zero) for k, w in taps]
+        total = ws[0]
+        for w in ws[1:]:
+            total = o.add(total, w)
+        taps = [(k, o.div(w, total)) for (k, _), w in zip(taps, ws)]
+    return [(clamp(k), w) for k, w in taps]
+
+
+def _resize_emit(o, node, ins, idx):
+    x, at = node.inputs[0], node.attrs
+    ct = "float64" if x.dtype == "float64" else "float32"
+    per_axis, outside = [], None
+    for i, j in enumerate(idx):
+        if at["out"][i] == x.shape[i] and at["scales"][i] == 1.0 and at["coord"] != "tf_crop_and_resize":
+            per_axis.append([(j, None)])         # this axis is not resized
+            continue
+        c = _resize_source(o, x, at, i, j, ct)
+        if at["coord"] == "tf_crop_and_resize":
+            bad = o.or_(o.lt(c, o.const(0.0, ct)), o.lt(o.cast(o.size(x.shape[i] - 1), ct), c))
+            outside = bad if outside is None else o.or_(outside, bad)
+        per_axis.append(_resize_taps(o, x, at, i, c, ct))
+    total = None
+    for combo in itertools.product(*per_axis):
+        v = ins[0]([k for k, _ in combo])
+        if x.dtype != ct and at["mode"] != "nearest":
+            v = o.cast(v, ct)
+        for _, w in combo:
+            if w is not None:
+                v = o.mul(v, w)
+        total = v if total is None else o.add(total, v)
+    if outside is not None:
+        total = o.where(outside, o.const(at["extrapolation"], total.dtype), total)
+    return total
+
+
+def _resize_guards(node, add):
+    for i, d in enumerate(node.inputs[0].shape):
+        add("le", (1, d), f"input dimension {i}, which Resize reads from (it must not be empty)")
+
+
+register(OpDef("resize", "index", lambda t, at: [TensorType(t[0].dtype, tuple(at["out"]))], None,
+               index_emit=_resize_emit, guards=_resize_guards, cost=8))
+
+
 # GatherElements: out[i] = data[i with i[axis] replaced by indices[i]]; indices may be
 # smaller than data along the other axes
 def _gather_elements_ref(a, at):

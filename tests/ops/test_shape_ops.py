@@ -573,3 +573,44 @@ def test_cumsum(dtype, data):
     const = {"axis"} if data.draw(st.booleans(), label="axis_const") else set()
     check(*node_model("CumSum", [("x", x), ("axis", np.array(axis, np.int64))], attrs, opset=14,
                       const=const | pick_consts(data, ["x"])), scale=float(max(shape)))
+
+
+# --------------------------------------------------------------------------------- Resize
+@pytest.mark.parametrize("mode", ["nearest", "linear", "cubic"])
+@examples(15)
+@given(data=st.data())
+def test_resize(mode, data):
+    rng = rng_from(data)
+    shape = [data.draw(st.integers(1, 2), label="n"), data.draw(st.integers(1, 3), label="c")] + \
+        [data.draw(st.integers(1, 9), label="hw") for _ in range(data.draw(st.integers(1, 2), label="spatial"))]
+    # (cubic half_pixel_symmetric: where a source coordinate is an integer up to rounding,
+    # onnx.reference's float64 and Ember's float32 take different taps)
+    coords = ["half_pixel", "asymmetric", "align_corners", "pytorch_half_pixel"] + \
+        ([] if mode == "cubic" else ["half_pixel_symmetric"])
+    coord = data.draw(st.sampled_from(coords), label="coord")
+    attrs = {"mode": mode, "coordinate_transformation_mode": coord}
+    if mode == "nearest":
+        attrs["nearest_mode"] = data.draw(st.sampled_from(["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"]),
+                                          label="nearest")
+    if mode == "cubic":
+        attrs["cubic_coeff_a"] = data.draw(st.sampled_from([None, -0.5]), label="a")
+        attrs["exclude_outside"] = data.draw(st.sampled_from([None, 1]), label="exclude")
+    x = gen(rng, "float32", shape, Domain(low=-3.0, high=3.0))
+    if data.draw(st.booleans(), label="by_scales"):
+        sc = [1.0, 1.0] + [data.draw(st.sampled_from([0.5, 0.75, 1.0, 1.5, 2.0, 3.0]), label="s") for _ in shape[2:]]
+        inputs = [("x", x), ("roi", None), ("scales", np.array(sc, np.float32))]
+    else:
+        # (a cubic pytorch_half_pixel resize to size 1: onnx.reference reads from -0.5, the spec from 0)
+        lo = 2 if mode == "cubic" and coord == "pytorch_half_pixel" else 1
+        sz = shape[:2] + [data.draw(st.integers(lo, 12), label="size") for _ in shape[2:]]
+        inputs = [("x", x), ("roi", None), ("scales", None), ("sizes", i64(sz))]
+    check(*node_model("Resize", inputs, attrs, opset=19, const={"scales", "sizes"} | pick_consts(data, ["x"])),
+          kind="transcendental", scale=4.0)
+
+
+def test_resize_tf_crop_and_resize_extrapolates():
+    x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    roi = np.array([0, 0, -0.2, 0.1, 1, 1, 0.9, 1.3], np.float32)
+    check(*node_model("Resize", [("x", x), ("roi", roi), ("scales", None), ("sizes", i64([1, 1, 3, 5]))],
+                      {"mode": "linear", "coordinate_transformation_mode": "tf_crop_and_resize",
+                       "extrapolation_value": 7.5}, opset=19, const={"roi", "sizes"}))

@@ -1055,3 +1055,79 @@ def _quantize(b, n, ins, opset):
     lo, hi = _QRANGE[out]
     q = b.op("min", [b.op("max", [q, b.scalar(lo, work)]), b.scalar(hi, work)])
     return b.op("cast", [q], to=out, _name=n.name)
+
+
+# ---------------------------------------------------------------------------------- Resize
+@converter("Resize", "Upsample")
+def _resize(b, n, ins, opset):
+    at, x = attrs_of(n), ins[0]
+    rank = x.type.rank
+    if n.op_type == "Upsample" or opset < 11:       # (X, scales) or the scales attribute, nearest/linear
+        scales_v = ins[1] if len(ins) > 1 else None
+        roi = sizes = None
+        scales = at.get("scales") if scales_v is None else np.asarray(known(scales_v, "Resize scales")).tolist()
+        coord = "asymmetric"
+        mode = {"bilinear": "linear"}.get(at.get("mode", "nearest"), at.get("mode", "nearest"))
+        nearest, cubic_a, excl, extrap, axes, policy = "floor", -0.75, 0, 0.0, None, "stretch"
+    else:
+        roi_v = ins[1] if len(ins) > 1 else None
+        scales_v = ins[2] if len(ins) > 2 else None
+        sizes_v = ins[3] if len(ins) > 3 else None
+        if at.get("antialias", 0):
+            raise ConvertError("Resize with antialias=1 is not supported")
+        mode = at.get("mode", "nearest")
+        coord = at.get("coordinate_transformation_mode", "half_pixel")
+        nearest = at.get("nearest_mode", "round_prefer_floor")
+        cubic_a, excl = float(at.get("cubic_coeff_a", -0.75)), int(at.get("exclude_outside", 0))
+        extrap, axes = float(at.get("extrapolation_value", 0.0)), at.get("axes")
+        policy = at.get("keep_aspect_ratio_policy", "stretch")
+        scales = np.asarray(known(scales_v, "Resize scales")).tolist() if scales_v is not None else None
+        sizes = ints_of(sizes_v, "Resize sizes") if sizes_v is not None else None
+        if scales is not None and len(scales) == 0:
+            scales = None
+        if sizes is not None and len(sizes) == 0:
+            sizes = None
+        roi = np.asarray(known(roi_v, "Resize roi")).tolist() if roi_v is not None and coord == "tf_crop_and_resize" \
+            else None
+    if mode not in ("nearest", "linear", "cubic"):
+        raise ShapeError(f"Resize mode is '{mode}', expected nearest, linear or cubic")
+    if mode != "nearest" and not x.dtype.startswith("float"):
+        raise ConvertError(f"Resize mode '{mode}' on {x.dtype} is not supported (floats only)")
+    if (scales is None) == (sizes is None):
+        raise ShapeError("Resize needs exactly one of scales and sizes")
+    axes = [norm_axis(a, rank) for a in axes] if axes else list(range(rank))
+    if any(not isinstance(d, int) for i, d in enumerate(x.shape) if i in axes) and sizes is None:
+        raise ConvertError("Resize by scales of a dimension of symbolic size is not supported")
+    full_scales, out = [1.0] * rank, list(x.shape)
+    if scales is not None:
+        if len(scales) != len(axes):
+            raise ShapeError(f"Resize scales has {len(scales)} values, expected {len(axes)}")
+        for a, sc in zip(axes, scales):
+            if sc <= 0:
+                raise ShapeError(f"Resize scale {sc} must be positive")
+            full_scales[a], out[a] = float(sc), int(math.floor(x.shape[a] * sc + 1e-9)) if n.op_type != "Upsample" \
+                and opset >= 11 else int(math.floor(x.shape[a] * sc))
+    else:
+        if len(sizes) != len(axes):
+            raise ShapeError(f"Resize sizes has {len(sizes)} values, expected {len(axes)}")
+        if any(not isinstance(x.shape[a], int) for a in axes):
+            raise ConvertError("Resize to sizes along a dimension of symbolic size is not supported")
+        ratios = [sz / x.shape[a] for a, sz in zip(axes, sizes)]
+        if policy != "stretch":
+            r = min(ratios) if policy == "not_larger" else max(ratios)
+            ratios = [r] * len(axes)
+            sizes = [int(math.floor(x.shape[a] * r + 0.5)) for a in axes]
+        for a, sz, r in zip(axes, sizes, ratios):
+            full_scales[a], out[a] = float(r), int(sz)
+    roi_pairs = None
+    if coord == "tf_crop_and_resize":
+        if roi is None or len(roi) != 2 * len(axes):
+            raise ShapeError(f"Resize tf_crop_and_resize needs a roi of {2 * len(axes)} values")
+        roi_pairs = [(0.0, 1.0)] * rank
+        for k, a in enumerate(axes):
+            roi_pairs[a] = (float(roi[k]), float(roi[k + len(axes)]))
+    lens = tuple(float(d * sc) for d, sc in zip(x.shape, full_scales)) if scales is not None else None
+    return b.op("resize", [x], out=tuple(out), scales=tuple(full_scales), lens=lens, mode=mode, coord=coord,
+                nearest=nearest,
+                cubic_a=cubic_a, exclude_outside=excl, extrapolation=extrap,
+                roi=tuple(roi_pairs) if roi_pairs else None, _name=n.name)
