@@ -729,3 +729,54 @@ def test_whole_gemm_panels_carry_no_lane_masks():
         assert bool(found) == masked, n
         x = rng.standard_normal((7, 40)).astype(np.float32)
         np.testing.assert_allclose(run_engine(model, {"x": x})[0], run_reference(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- ConvTranspose
+@examples(20)
+@given(data=st.data())
+def test_conv_transpose(data):
+    rng = rng_from(data)
+    nd = data.draw(st.integers(1, 2), label="spatial")
+    g = 1   # onnx.reference fails on grouped ConvTranspose (the suite has grouped cases)
+    cin, cout_g = g * data.draw(st.integers(1, 3), label="cin"), data.draw(st.integers(1, 3), label="cout")
+    spatial = [data.draw(st.integers(1, 6), label="d") for _ in range(nd)]
+    kernel = [data.draw(st.integers(1, 4), label="k") for _ in range(nd)]
+    strides = [data.draw(st.integers(1, 3), label="s") for _ in range(nd)]
+    dil = [data.draw(st.integers(1, 2), label="dil") for _ in range(nd)]
+    pads = [data.draw(st.integers(0, k - 1), label="p") for k in kernel] * 2
+    outpad = [data.draw(st.integers(0, min(s, dl) - 1), label="op") for s, dl in zip(strides, dil)]
+    x = gen(rng, "float32", [data.draw(st.integers(1, 2), label="n"), cin] + spatial)
+    w = gen(rng, "float32", [cin, cout_g] + kernel)
+    inputs = [("x", x), ("w", w)]
+    if data.draw(st.booleans(), label="bias"):
+        inputs.append(("b", gen(rng, "float32", [g * cout_g])))
+    attrs = {"group": g, "strides": strides, "dilations": dil, "output_padding": outpad}
+    if data.draw(st.booleans(), label="auto"):
+        attrs["auto_pad"] = data.draw(st.sampled_from(["SAME_UPPER", "SAME_LOWER", "VALID"]), label="auto_pad")
+        attrs["output_padding"] = None
+    else:
+        attrs["pads"] = pads
+    check(*node_model("ConvTranspose", inputs, attrs, opset=11,
+                      const={"w", "b"} if data.draw(st.booleans(), label="const") else set()),
+          scale=float(cin * math.prod(kernel)))
+
+
+@pytest.mark.parametrize("xs,ws,attrs", [((1, 4, 3), (4, 1, 2), {"group": 2}),
+                                         ((1, 2, 1), (2, 1, 2), {"group": 2}),
+                                         ((2, 6, 3, 4), (6, 2, 3, 2), {"group": 3, "strides": [2, 1],
+                                                                       "pads": [1, 0, 0, 1]})])
+def test_conv_transpose_grouped_matches_onnxruntime(xs, ws, attrs):
+    import onnxruntime as ort
+
+    import ember
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal(xs).astype(np.float32), rng.standard_normal(ws).astype(np.float32)
+    from onnx import TensorProto, helper
+    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], **attrs)
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, xs),
+                                        helper.make_tensor_value_info("w", TensorProto.FLOAT, ws)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 11)]).SerializeToString()
+    got = ember.InferenceSession(model).run(None, {"x": x, "w": w})[0]
+    want = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x, "w": w})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -946,10 +946,11 @@ def _onehot(b, n, ins, opset):
     return b.op("where", [hit, on, off], _name=n.name)
 
 
-@converter("CumSum")
+@converter("CumSum", "CumProd")
 def _cumsum(b, n, ins, opset):
-    """y[..., i, ...] = sum over k <= i (k < i: exclusive; k >= i: reverse) of x[..., k, ...]:
-    x broadcast over a new axis of outputs, masked, and summed (one fused reduction)."""
+    """y[..., i, ...] = sum (product) over k <= i (k < i: exclusive; k >= i: reverse) of
+    x[..., k, ...]: x broadcast over a new axis of outputs, masked, and reduced (one fused
+    reduction)."""
     at, x = attrs_of(n), ins[0]
     rank = x.type.rank
     a = np.asarray(known(ins[1], "CumSum axis")).reshape(-1)
@@ -961,8 +962,10 @@ def _cumsum(b, n, ins, opset):
     rel = {(0, 0): "le", (1, 0): "lt", (0, 1): "ge", (1, 1): "gt"}[(int(at.get("exclusive", 0)),
                                                                      int(at.get("reverse", 0)))]
     keep = b.op(rel, [kv, iv])
-    zero = b.scalar(0, x.dtype)
-    return b.op("reduce_sum", [b.op("where", [keep, xe, zero])], axes=[axis + 1], keepdims=0, _name=n.name)
+    prod = n.op_type == "CumProd"
+    ident = b.scalar(1 if prod else 0, x.dtype)
+    return b.op("reduce_prod" if prod else "reduce_sum", [b.op("where", [keep, xe, ident])], axes=[axis + 1],
+                keepdims=0, _name=n.name)
 
 
 # ------------------------------------------------------------------------- normalizations
@@ -1131,3 +1134,73 @@ def _resize(b, n, ins, opset):
                 nearest=nearest,
                 cubic_a=cubic_a, exclude_outside=excl, extrapolation=extrap,
                 roi=tuple(roi_pairs) if roi_pairs else None, _name=n.name)
+
+
+# --------------------------------------------------------------------------- ConvTranspose
+@converter("ConvTranspose")
+def _conv_transpose(b, n, ins, opset):
+    """The gradient of Conv, as a Conv: zeros inserted between the inputs (stride), padded by
+    the kernel's extent less the pads (a negative pad crops), convolved with the kernel
+    flipped and its in/out channels swapped per group."""
+    at = attrs_of(n)
+    x, w = ins[0], ins[1]
+    bias = ins[2] if len(ins) > 2 else None
+    rank = x.type.rank
+    nd = rank - 2
+    if nd < 1 or w.type.rank != rank:
+        raise ShapeError(f"ConvTranspose needs input and weights of one rank >= 3, got {x.shape} and {w.shape}")
+    g = int(at.get("group", 1))
+    kernel = list(at.get("kernel_shape") or w.shape[2:])
+    if not all(isinstance(k, int) for k in kernel):
+        raise ConvertError("ConvTranspose kernel size must be known when compiling")
+    strides = list(at.get("strides") or [1] * nd)
+    dil = list(at.get("dilations") or [1] * nd)
+    outpad = list(at.get("output_padding") or [0] * nd)
+    pads = list(at.get("pads") or [0] * (2 * nd))
+    auto = at.get("auto_pad", "NOTSET")
+    spatial = x.shape[2:]
+    eff = [(k - 1) * d + 1 for k, d in zip(kernel, dil)]
+    want = at.get("output_shape")
+    if want is not None or auto in ("SAME_UPPER", "SAME_LOWER"):
+        if not all(isinstance(d, int) for d in spatial):
+            raise ConvertError("ConvTranspose with output_shape or auto_pad SAME needs static spatial dims")
+        want = list(want)[-nd:] if want is not None else [d * s for d, s in zip(spatial, strides)]
+        for i in range(nd):
+            total = strides[i] * (spatial[i] - 1) + outpad[i] + eff[i] - want[i]
+            half = total // 2
+            pads[i], pads[i + nd] = (half, total - half) if auto == "SAME_UPPER" else (total - half, half)
+    elif auto == "VALID":
+        pads = [0] * (2 * nd)
+    cin = w.shape[0]
+    cout_g = w.shape[1]
+    if isinstance(cin, int) and isinstance(x.shape[1], int) and cin != x.shape[1]:
+        raise ShapeError(f"ConvTranspose weights have {cin} input channels, the input {x.shape[1]}")
+    # zero insertion: [N, C, d0, d1] -> [N, C, d0, 1, d1, 1] -> pad each 1 by s - 1 -> merge, crop the tail
+    up = x
+    if any(s > 1 for s in strides):
+        inter = tuple(x.shape[:2]) + tuple(v for d in spatial for v in (d, 1))
+        pre = [0] * len(inter)
+        post = [0] * 2 + [v for s in strides for v in (0, s - 1)]
+        zero = b.scalar(0, x.dtype)
+        up = b.op("pad", [b.op("reshape", [x], shape=inter), zero], pre=tuple(pre), post=tuple(post), mode="constant")
+        up = b.op("reshape", [up], shape=tuple(x.shape[:2]) + tuple(d * s for d, s in zip(spatial, strides)))
+        up = b.op("pad", [up, zero], pre=(0,) * rank, post=(0, 0) + tuple(1 - s for s in strides), mode="constant")
+    lo = [e - 1 - pads[i] for i, e in enumerate(eff)]
+    hi = [e - 1 - pads[i + nd] + outpad[i] for i, e in enumerate(eff)]
+    if any(v != 0 for v in lo + hi):
+        up = b.op("pad", [up, b.scalar(0, x.dtype)], pre=(0, 0) + tuple(lo), post=(0, 0) + tuple(hi), mode="constant")
+    # weights [Cin, Cout/g, k..] -> [g, Cin/g, Cout/g, k..] -> [g, Cout/g, Cin/g, k..] -> [Cout, Cin/g, k..], flipped
+    cin_g = cin // g
+    wk = tuple(w.shape[2:])
+    wt = b.op("reshape", [w], shape=(g, cin_g, cout_g) + wk)
+    wt = b.op("transpose", [wt], perm=(0, 2, 1) + tuple(range(3, 3 + nd)))
+    wt = b.op("reshape", [wt], shape=(g * cout_g, cin_g) + wk)
+    wt = b.op("slice", [wt], starts=(0, 0) + tuple(k - 1 for k in wk), steps=(1, 1) + (-1,) * nd,
+              sizes=tuple(wt.shape))
+    out = [u - e + 1 for u, e in zip(up.shape[2:], eff)]       # `up` is padded by now
+    if any(isinstance(o, int) and o <= 0 for o in out):          # the pads leave nothing
+        shape = (x.shape[0], g * cout_g) + tuple(max(o, 0) if isinstance(o, int) else o for o in out)
+        return b.op("expand", [b.scalar(0, x.dtype)], shape=shape, _name=n.name)
+    conv_ins = [up, wt] + ([bias] if bias is not None else [])
+    return b.op("conv", conv_ins, group=g, kernel=tuple(kernel), strides=(1,) * nd, dilations=tuple(dil),
+                pads=(0,) * (2 * nd), out=tuple(out), _name=n.name)
