@@ -780,3 +780,48 @@ def test_conv_transpose_grouped_matches_onnxruntime(xs, ws, attrs):
     got = ember.InferenceSession(model).run(None, {"x": x, "w": w})[0]
     want = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x, "w": w})[0]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("eq,shapes_", [("ij,jk->ik", [(3, 4), (4, 5)]), ("bij,bjk->bik", [(2, 3, 4), (2, 4, 1)]),
+                                        ("ij->ji", [(3, 5)]), ("ij->", [(3, 5)]), ("i,i", [(7,), (7,)]),
+                                        ("...ij,...jk", [(2, 3, 4), (4, 2)]), ("ij,kl->ikjl", [(2, 3), (1, 2)]),
+                                        ("bhqd,bhkd->bhqk", [(1, 2, 3, 8), (1, 2, 5, 8)]), ("ii", [(3, 3)])])
+def test_einsum(eq, shapes_):
+    rng = np.random.default_rng(len(eq))
+    inputs = [(f"x{k}", gen(rng, "float32", s)) for k, s in enumerate(shapes_)]
+    if eq == "ii":      # a diagonal: refused, with the reason
+        import ember
+        model, _ = node_model("Einsum", inputs, {"equation": eq}, opset=12)
+        with pytest.raises(ember.UnsupportedOpError, match="diagonal"):
+            ember.InferenceSession(model.SerializeToString())
+        return
+    check(*node_model("Einsum", inputs, {"equation": eq}, opset=12), scale=8.0)
+
+
+def _run_ember(model, feeds):
+    import ember
+    return ember.InferenceSession(model.SerializeToString()).run(None, feeds)[0]
+
+
+@pytest.mark.parametrize("size", [1, 3, 4, 5])
+def test_lrn(size):
+    # against the spec's formula: onnx.reference's LRN loops over the batch, not the channels
+    rng = np.random.default_rng(size)
+    x = gen(rng, "float32", (2, 7, 3, 4), Domain(low=-3.0, high=3.0))
+    got = _run_ember(*node_model("LRN", [("x", x)], {"size": size, "alpha": 0.01, "beta": 0.6, "bias": 1.5}))
+    lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
+    sq = np.stack([(x[:, max(0, c - lo):c + hi + 1] ** 2).sum(1) for c in range(7)], axis=1)
+    np.testing.assert_allclose(got, x / (1.5 + 0.01 / size * sq) ** 0.6, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("p", [1, 2, 3])
+@pytest.mark.parametrize("attrs", [{"kernel_shape": [2, 2]}, {"kernel_shape": [3, 2], "strides": [2, 1],
+                                                               "pads": [1, 0, 1, 1]}])
+def test_lp_pool(p, attrs):
+    rng = np.random.default_rng(p)
+    x = gen(rng, "float32", (1, 3, 5, 6), Domain(low=-3.0, high=3.0))
+    check(*node_model("LpPool", [("x", x)], {"p": p, **attrs}, opset=18), kind="transcendental")
+    # GlobalLpPool has no onnx.reference implementation: the formula
+    got = _run_ember(*node_model("GlobalLpPool", [("x", x)], {"p": p}))
+    want = (np.abs(x.astype(np.float64)) ** p).sum(axis=(2, 3), keepdims=True) ** (1.0 / p)
+    np.testing.assert_allclose(got, want, rtol=1e-5)

@@ -1204,3 +1204,107 @@ def _conv_transpose(b, n, ins, opset):
     conv_ins = [up, wt] + ([bias] if bias is not None else [])
     return b.op("conv", conv_ins, group=g, kernel=tuple(kernel), strides=(1,) * nd, dilations=tuple(dil),
                 pads=(0,) * (2 * nd), out=tuple(out), _name=n.name)
+
+
+# ------------------------------------------------------------------------- LpPool, LRN
+@converter("LpPool", "GlobalLpPool")
+def _lppool(b, n, ins, opset):
+    """(sum over the window of |x|^p)^(1/p): the window sum is an average pool that counts
+    the padding, times the window size."""
+    at, x = attrs_of(n), ins[0]
+    p = float(at.get("p", 2))
+    ax = b.op("abs", [x])
+    powed = b.op("mul", [ax, ax]) if p == 2.0 else b.op("pow", [ax, _f(b, x, p)])
+    if n.op_type == "GlobalLpPool":
+        s = b.op("reduce_sum", [powed], axes=tuple(range(2, x.type.rank)), keepdims=1)
+    else:
+        kernel, strides, dil, pads, out = _spatial(x.shape, None, at, n.op_type)
+        avg = b.op("pool", [powed], mode="avg", kernel=tuple(kernel), strides=tuple(strides), dilations=tuple(dil),
+                   pads=tuple(pads), out=tuple(out), count_include_pad=1)
+        s = b.op("mul", [avg, _f(b, x, float(math.prod(kernel)))])
+    return b.op("sqrt", [s]) if p == 2.0 else b.op("pow", [s, _f(b, x, 1.0 / p)], _name=n.name)
+
+
+@converter("LRN")
+def _lrn(b, n, ins, opset):
+    """x / (bias + alpha / size * (sum of x^2 over `size` channels around c))^beta."""
+    at, x = attrs_of(n), ins[0]
+    size = int(at["size"])
+    alpha, beta, bias = float(at.get("alpha", 1e-4)), float(at.get("beta", 0.75)), float(at.get("bias", 1.0))
+    rank = x.type.rank
+    lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
+    sq = b.op("mul", [x, x])
+    padded = b.op("pad", [sq, _f(b, x, 0)], pre=(0, lo) + (0,) * (rank - 2), post=(0, hi) + (0,) * (rank - 2),
+                  mode="constant")
+    c = x.shape[1]
+    total = None
+    for k in range(size):
+        part = b.op("slice", [padded], starts=(0, k) + (0,) * (rank - 2), steps=(1,) * rank, sizes=tuple(x.shape))
+        total = part if total is None else b.op("add", [total, part])
+    del c
+    denom = b.op("add", [_f(b, x, bias), b.op("mul", [_f(b, x, alpha / size), total])])
+    return b.op("div", [x, b.op("pow", [denom, _f(b, x, beta)])], _name=n.name)
+
+
+# ---------------------------------------------------------------------------------- Einsum
+def _einsum_terms(eq, ranks):
+    eq = eq.replace(" ", "")
+    lhs, arrow, rhs = eq.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(ranks):
+        raise ShapeError(f"Einsum equation '{eq}' has {len(terms)} operands, the node {len(ranks)}")
+    letters = sorted({c for t in terms for c in t if c.isalpha()})
+    spare = [c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz" if c not in letters]
+    ell = None
+    out_terms = []
+    for t, r in zip(terms, ranks):
+        if "..." in t:
+            k = r - (len(t) - 3)
+            if ell is None:
+                ell = "".join(spare[:k])
+            if k > len(ell):     # operands may have different ellipsis ranks: the longest wins
+                ell = "".join(spare[:k])
+            t = t.replace("...", ell[len(ell) - k:] if k else "")
+        if len(t) != r:
+            raise ShapeError(f"Einsum term '{t}' has {len(t)} letters for an operand of rank {r}")
+        out_terms.append(t)
+    if arrow:
+        out = rhs.replace("...", ell or "")
+    else:   # implicit: the letters seen once, alphabetically, after the ellipsis dims
+        once = sorted(c for c in letters if sum(t.count(c) for t in terms) == 1)
+        out = (ell or "") + "".join(once)
+    return out_terms, out
+
+
+@converter("Einsum")
+def _einsum(b, n, ins, opset):
+    """Every operand transposed and unsqueezed onto one index space, multiplied (broadcast),
+    and summed over the letters not in the output: one fused reduction, exact for any
+    equation without diagonals, but not a GEMM (a large contraction is slow)."""
+    terms, out = _einsum_terms(attrs_of(n)["equation"], [v.type.rank for v in ins])
+    for t in terms:
+        if len(set(t)) != len(t):
+            raise ConvertError(f"Einsum term '{t}' repeats a letter (a diagonal), which is not supported")
+    space = list(dict.fromkeys(out + "".join(terms)))
+    size = {}
+    for t, v in zip(terms, ins):
+        for c, d in zip(t, v.shape):
+            if size.get(c, 1) == 1:
+                size[c] = d
+    acc = None
+    for t, v in zip(terms, ins):
+        order = [t.index(c) for c in space if c in t]
+        x = b.op("transpose", [v], perm=tuple(order)) if order != list(range(len(t))) else v
+        shape = tuple(v.shape[t.index(c)] if c in t else 1 for c in space)
+        x = b.op("reshape", [x], shape=shape)
+        acc = x if acc is None else b.op("mul", [acc, x])
+    summed = [i for i, c in enumerate(space) if c not in out]
+    if summed:
+        acc = b.op("reduce_sum", [acc], axes=summed, keepdims=0)
+    kept = [c for c in space if c in out]
+    if kept != list(out):
+        acc = b.op("transpose", [acc], perm=tuple(kept.index(c) for c in out))
+    full = tuple(size[c] for c in out)
+    if tuple(acc.shape) != full:
+        acc = b.op("expand", [acc], shape=full)
+    return acc
