@@ -268,3 +268,20 @@ def test_instance_normalization(data):
                                                                               label="eps")},
                       const={"scale", "B"} if data.draw(st.booleans(), label="const") else set()),
           kind="transcendental", scale=32.0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int64"])
+@examples(12)
+@given(data=st.data())
+def test_topk(dtype, data):
+    rng = rng_from(data)
+    shape = list(data.draw(shapes(1, 3, max_size=512), label="shape"))
+    r = len(shape)
+    axis = data.draw(st.integers(-r, r - 1), label="axis")
+    k = data.draw(st.integers(0, min(shape[axis], 6)), label="k")
+    # a coarse grid makes ties: the smaller index comes first
+    x = gen(rng, dtype, shape, Domain(low=-3.0, high=3.0, grid=1.0, int_low=-3, int_high=3))
+    attrs = {"axis": axis, "largest": data.draw(st.sampled_from([None, 0, 1]), label="largest")}
+    const = {"k"} if data.draw(st.booleans(), label="k_const") else set()
+    check(*node_model("TopK", [("x", x), ("k", np.array([k], np.int64))], attrs, n_outputs=2, opset=11,
+                      const=const | pick_consts(data, ["x"])))

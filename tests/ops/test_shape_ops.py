@@ -617,3 +617,44 @@ def test_resize_tf_crop_and_resize_extrapolates():
     check(*node_model("Resize", [("x", x), ("roi", roi), ("scales", None), ("sizes", i64([1, 1, 3, 5]))],
                       {"mode": "linear", "coordinate_transformation_mode": "tf_crop_and_resize",
                        "extrapolation_value": 7.5}, opset=19, const={"roi", "sizes"}))
+
+
+# ------------------------------------------------------------------ ScatterElements, ScatterND
+@pytest.mark.parametrize("reduction", [None, "add", "mul", "max", "min"])
+@examples(10)
+@given(data=st.data())
+def test_scatter_elements(reduction, data):
+    rng = rng_from(data)
+    shape = list(data.draw(shapes(1, 3, max_size=256), label="shape"))
+    r = len(shape)
+    axis = data.draw(st.integers(-r, r - 1), label="axis")
+    a = axis % r
+    k = data.draw(st.integers(1, shape[a]), label="k")
+    ishape = [k if i == a else d for i, d in enumerate(shape)]
+    # distinct targets along the axis for reduction none (repeats there have no defined order)
+    if reduction is None:
+        idx = np.argsort(rng.random([*ishape[:a], shape[a], *ishape[a + 1:]]), axis=a).take(range(k), axis=a)
+    else:
+        idx = rng.integers(0, shape[a], size=ishape)
+    idx = np.where(rng.random(ishape) < 0.3, idx - shape[a], idx).astype(np.int64)    # negative ones too
+    x, u = gen(rng, "float32", shape), gen(rng, "float32", ishape)
+    check(*node_model("ScatterElements", [("data", x), ("indices", idx), ("updates", u)],
+                      {"axis": axis, "reduction": reduction}, opset=18,
+                      const=pick_consts(data, ["data", "indices", "updates"])))
+
+
+@pytest.mark.parametrize("reduction", [None, "add"])
+@examples(10)
+@given(data=st.data())
+def test_scatter_nd(reduction, data):
+    rng = rng_from(data)
+    shape = list(data.draw(shapes(1, 3, max_size=256), label="shape"))
+    q = data.draw(st.integers(1, len(shape)), label="q")
+    lead = shape[:q]
+    n_all = int(np.prod(lead))
+    j = data.draw(st.integers(1, min(n_all, 6)), label="j")
+    flat = rng.choice(n_all, size=j, replace=reduction is not None)
+    idx = np.stack(np.unravel_index(flat, lead), axis=-1).astype(np.int64)
+    u = gen(rng, "float32", [j] + shape[q:])
+    check(*node_model("ScatterND", [("data", gen(rng, "float32", shape)), ("indices", idx), ("updates", u)],
+                      {"reduction": reduction}, opset=18, const=pick_consts(data, ["data", "indices", "updates"])))

@@ -1308,3 +1308,122 @@ def _einsum(b, n, ins, opset):
     if tuple(acc.shape) != full:
         acc = b.op("expand", [acc], shape=full)
     return acc
+
+
+# ------------------------------------------------------------------------------------ TopK
+TOPK_LIMIT = 64     # TopK unrolls one arg-reduction per value taken
+
+
+@converter("TopK")
+def _topk(b, n, ins, opset):
+    """The k largest (smallest) values along `axis` and their indices, sorted, ties to the
+    smaller index: k rounds of an arg-reduction, each masking the element it took."""
+    at, x = attrs_of(n), ins[0]
+    rank = x.type.rank
+    axis = norm_axis(at.get("axis", -1), rank)
+    k = int(np.asarray(known(ins[1], "TopK k")).reshape(-1)[0]) if opset >= 10 else int(at["k"])
+    largest = bool(at.get("largest", 1))
+    d = x.shape[axis]
+    if k < 0 or (isinstance(d, int) and k > d):
+        raise ShapeError(f"TopK k = {k} is outside [0, {d}], the size of axis {axis}")
+    if k > TOPK_LIMIT:
+        raise ConvertError(f"TopK with k = {k} is not supported (at most {TOPK_LIMIT})")
+    if k == 0:
+        shape = tuple(0 if i == axis else s for i, s in enumerate(x.shape))
+        return [b.op("expand", [b.scalar(0, x.dtype)], shape=shape),
+                b.op("expand", [b.scalar(0, "int64")], shape=shape)]
+    iota = _iota(b, d, rank, axis)
+    fill = b.scalar(-math.inf if largest else math.inf, x.dtype) if x.dtype.startswith("float") else \
+        b.scalar(np.iinfo(np.dtype(x.dtype)).min if largest else np.iinfo(np.dtype(x.dtype)).max, x.dtype)
+    taken = b.op("expand", [b.scalar(False, "bool")], shape=x.shape)
+    vals, idxs = [], []
+    for _ in range(k):
+        masked = b.op("where", [taken, fill, x])
+        m = b.op("reduce_max" if largest else "reduce_min", [masked], axes=[axis], keepdims=1)
+        hit = b.op("and", [b.op("eq", [masked, m]), b.op("not", [taken])])
+        i = b.op("reduce_min", [b.op("where", [hit, iota, b.scalar(np.iinfo(np.int64).max, "int64")])],
+                 axes=[axis], keepdims=1)
+        vals.append(b.op("gather_elements", [x, i], axis=axis))
+        idxs.append(i)
+        taken = b.op("or", [taken, b.op("eq", [iota, i])])
+    return [b.op("concat", vals, axis=axis), b.op("concat", idxs, axis=axis, _name=n.name)]
+
+
+# -------------------------------------------------------------------------------- Scatter
+def _scatter_along(b, data, idx, upd, axis, reduction, who):
+    """ScatterElements as a gather: out[p] takes the updates whose index along `axis` is
+    p[axis] (the last such for reduction none), or reduces them into data[p]. Indices and
+    updates must match data's shape off the axis."""
+    rank = data.type.rank
+    d, kk = data.shape[axis], idx.shape[axis]
+    for i, (a, c) in enumerate(zip(data.shape, idx.shape)):
+        if i != axis and isinstance(a, int) and isinstance(c, int) and a != c:
+            raise ConvertError(f"{who} indices smaller than the data off the axis (dimension {i}: {c} vs {a}) "
+                               f"are not supported")
+    if tuple(upd.shape) != tuple(idx.shape):
+        upd = b.op("reshape", [upd], shape=tuple(idx.shape))      # (its guard checks they match)
+    i64 = idx if idx.dtype == "int64" else b.op("cast", [idx], to="int64")
+    i64 = b.op("where", [b.op("lt", [i64, b.scalar(0, "int64")]), b.op("add", [i64, b.op(
+        "cast", [b.sym_scalar(d)], to="int64")]), i64])
+    # rank+1 space: data's dims with the k axis (size K) right after `axis`
+    ext = tuple(idx.shape[:axis]) + (1, kk) + tuple(idx.shape[axis + 1:])
+    idx_e, upd_e = b.op("reshape", [i64], shape=ext), b.op("reshape", [upd], shape=ext)
+    match = b.op("eq", [idx_e, _iota(b, d, rank + 1, axis)])
+    if reduction == "none":
+        k_iota = _iota(b, kk, rank + 1, axis + 1)
+        last = b.op("reduce_max", [b.op("where", [match, k_iota, b.scalar(-1, "int64")])], axes=[axis + 1], keepdims=0)
+        has = b.op("ge", [last, b.scalar(0, "int64")])
+        val = b.op("gather_elements", [upd, b.op("max", [last, b.scalar(0, "int64")])], axis=axis)
+        return b.op("where", [has, val, data])
+    red, ident = {"add": ("reduce_sum", 0), "mul": ("reduce_prod", 1),
+                  "max": ("reduce_max", -math.inf), "min": ("reduce_min", math.inf)}[reduction]
+    if not data.dtype.startswith("float") and reduction in ("max", "min"):
+        info = np.iinfo(np.dtype(data.dtype))
+        ident = info.min if reduction == "max" else info.max
+    r = b.op(red, [b.op("where", [match, upd_e, b.scalar(ident, data.dtype)])], axes=[axis + 1], keepdims=0)
+    if reduction == "add":
+        return b.op("add", [data, r])
+    if reduction == "mul":
+        return b.op("mul", [data, r])
+    has = b.op("reduce_max", [b.op("cast", [match], to="int32")], axes=[axis + 1], keepdims=0)
+    comb = b.op("max" if reduction == "max" else "min", [data, r])
+    return b.op("where", [b.op("gt", [has, b.scalar(0, "int32")]), comb, data])
+
+
+@converter("ScatterElements", "Scatter")
+def _scatter_elements(b, n, ins, opset):
+    at = attrs_of(n)
+    data, idx, upd = ins
+    axis = norm_axis(at.get("axis", 0), data.type.rank)
+    red = at.get("reduction", "none")
+    if red not in ("none", "add", "mul", "max", "min"):
+        raise ShapeError(f"{n.op_type} reduction is '{red}', expected none, add, mul, max or min")
+    return _scatter_along(b, data, idx, upd, axis, red, n.op_type)
+
+
+@converter("ScatterND")
+def _scatter_nd(b, n, ins, opset):
+    """ScatterND as ScatterElements along axis 0 of data viewed as [prod(first q dims), rest]:
+    each index tuple linearised, broadcast over the rest."""
+    data, idx, upd = ins
+    red = attrs_of(n).get("reduction", "none")
+    q = idx.shape[-1]
+    if not isinstance(q, int):
+        raise ConvertError("ScatterND with index tuples of symbolic length is not supported")
+    if q > data.type.rank:
+        raise ShapeError(f"ScatterND index tuples of length {q} for data of rank {data.type.rank}")
+    lead, rest = tuple(data.shape[:q]), tuple(data.shape[q:])
+    jn = tuple(idx.shape[:-1])
+    i64 = idx if idx.dtype == "int64" else b.op("cast", [idx], to="int64")
+    lin = None
+    for t in range(q):
+        part = b.op("reshape", [b.op("gather", [i64, b.scalar(t, "int64")], axis=idx.type.rank - 1)], shape=jn)
+        dim = b.op("cast", [b.sym_scalar(lead[t])], to="int64")
+        part = b.op("where", [b.op("lt", [part, b.scalar(0, "int64")]), b.op("add", [part, dim]), part])
+        lin = part if lin is None else b.op("add", [b.op("mul", [lin, dim]), part])
+    jj, pp = S.prod(jn), S.prod(lead)
+    lin = b.op("reshape", [lin], shape=(jj,) + (1,) * len(rest))
+    lin = b.op("expand", [lin], shape=(jj,) + rest)
+    upd2 = b.op("reshape", [upd], shape=(jj,) + rest)
+    out = _scatter_along(b, b.op("reshape", [data], shape=(pp,) + rest), lin, upd2, 0, red, "ScatterND")
+    return b.op("reshape", [out], shape=tuple(data.shape), _name=n.name)
