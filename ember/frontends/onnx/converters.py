@@ -46,8 +46,9 @@ class NeedsValues(ConvertError):
         self.inputs = tuple(inputs)
 
 
-# graph inputs read as shape arguments are specialised on only when this small (elements)
-VALUE_INPUT_LIMIT = 4096
+# graph inputs read as shape arguments are specialised on only when this small (elements):
+# shapes, axes, counts, scales; a larger tensor would mean a compile per run
+VALUE_INPUT_LIMIT = 64
 
 
 def _source_inputs(v) -> list | None:

@@ -298,7 +298,7 @@ def _inline_graph(b, g, env, opset, custom_ops):
     scope = dict(env)
     for init in g.initializer:
         scope[init.name] = _const(numpy_helper.to_array(init))
-    nodes = [(n, opset) for n in g.node]
+    nodes = functions.expand(list(g.node), opset, CONVERTERS, {})   # (bodies needing types stay)
     _check_supported(nodes, custom_ops)
     _convert_nodes(b, nodes, scope, custom_ops)
     outs = []
