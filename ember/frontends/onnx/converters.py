@@ -220,7 +220,6 @@ def _gelu(b, n, ins, opset):
 @converter("Identity", "Dropout")
 def _identity(b, n, ins, opset):
     if n.op_type == "Dropout":
-        at = attrs_of(n)
         training = len(ins) > 2 and ins[2] is not None
         if training and bool(np.asarray(known(ins[2], "Dropout training_mode")).any()):
             ratio = known(ins[1], "Dropout ratio") if len(ins) > 1 and ins[1] is not None else 0.5
@@ -230,7 +229,6 @@ def _identity(b, n, ins, opset):
         if len(n.output) > 1 and n.output[1]:
             mask = b.op("expand", [b.scalar(True, "bool")], shape=ins[0].shape)
             return [ins[0], mask]
-        del at
     return ins[0]
 
 
@@ -1237,12 +1235,10 @@ def _lrn(b, n, ins, opset):
     sq = b.op("mul", [x, x])
     padded = b.op("pad", [sq, _f(b, x, 0)], pre=(0, lo) + (0,) * (rank - 2), post=(0, hi) + (0,) * (rank - 2),
                   mode="constant")
-    c = x.shape[1]
     total = None
     for k in range(size):
         part = b.op("slice", [padded], starts=(0, k) + (0,) * (rank - 2), steps=(1,) * rank, sizes=tuple(x.shape))
         total = part if total is None else b.op("add", [total, part])
-    del c
     denom = b.op("add", [_f(b, x, bias), b.op("mul", [_f(b, x, alpha / size), total])])
     return b.op("div", [x, b.op("pow", [denom, _f(b, x, beta)])], _name=n.name)
 

@@ -228,15 +228,9 @@ def load_onnx(model, custom_ops=None, fixed_dims=None) -> Graph:
         t = _input_type(vi, syms, fixed_dims or {})
         check_dims(t.shape, t.dtype, f"graph input '{vi.name}'")
         env[vi.name] = b.input(vi.name, t)
-    if not b.inputs and not g.input:
-        pass
 
     _convert_nodes(b, nodes, env, custom_ops)
-    outputs = []
-    for vo in g.output:
-        if vo.name not in env:
-            raise ModelLoadError(f"graph output '{vo.name}' is not produced by any node")
-        outputs.append(env[vo.name])
+    outputs = _graph_outputs(g, env, "graph")
     return b.graph(outputs, name=g.name or "graph", output_names=[vo.name for vo in g.output])
 
 
@@ -301,12 +295,14 @@ def _inline_graph(b, g, env, opset, custom_ops):
     nodes = functions.expand(list(g.node), opset, CONVERTERS, {})   # (bodies needing types stay)
     _check_supported(nodes, custom_ops)
     _convert_nodes(b, nodes, scope, custom_ops)
-    outs = []
-    for vo in g.output:
-        if vo.name not in scope:
-            raise ModelLoadError(f"subgraph '{g.name}' output '{vo.name}' is not produced by any of its nodes")
-        outs.append(scope[vo.name])
-    return outs
+    return _graph_outputs(g, scope, f"subgraph '{g.name}'")
+
+
+def _graph_outputs(g, env, what):
+    missing = [vo.name for vo in g.output if vo.name not in env]
+    if missing:
+        raise ModelLoadError(f"{what} output '{missing[0]}' is not produced by any node")
+    return [env[vo.name] for vo in g.output]
 
 
 def _if(b, n, ins, opset, env, custom_ops):
