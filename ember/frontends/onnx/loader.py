@@ -286,10 +286,15 @@ def _control(fn, env, custom_ops):
     return lambda b, n, ins, opset: fn(b, n, ins, opset, env, custom_ops)
 
 
-def _inline_graph(b, g, env, opset, custom_ops):
-    """The outputs of subgraph `g` converted in place, with the enclosing scope's values visible."""
+def _inline_graph(b, g, env, opset, custom_ops, inputs=()):
+    """The outputs of subgraph `g` converted in place, with the enclosing scope's values visible
+    and its graph inputs bound to `inputs`."""
     from onnx import numpy_helper
     scope = dict(env)
+    if len(inputs) != len(g.input):
+        raise ModelLoadError(f"subgraph '{g.name}' declares {len(g.input)} inputs; its node passes {len(inputs)}")
+    for vi, v in zip(g.input, inputs):
+        scope[vi.name] = v
     for init in g.initializer:
         scope[init.name] = _const(numpy_helper.to_array(init))
     nodes = functions.expand(list(g.node), opset, CONVERTERS, {})   # (bodies needing types stay)
@@ -337,8 +342,108 @@ def _if(b, n, ins, opset, env, custom_ops):
     return outs
 
 
+# a Scan is compiled unrolled, one copy of its body per step: bounded, so that a long scan
+# is refused clearly rather than compiled for minutes
+SCAN_UNROLL_LIMIT = 20000   # body nodes x steps
+
+
+def _take(b, x, axis, t):
+    """x[..., t, ...] along `axis`, that axis removed."""
+    starts = [0] * x.type.rank
+    starts[axis] = t
+    sizes = list(x.shape)
+    sizes[axis] = 1
+    part = b.op("slice", [x], starts=tuple(starts), steps=(1,) * x.type.rank, sizes=tuple(sizes))
+    return b.op("reshape", [part], shape=tuple(d for i, d in enumerate(x.shape) if i != axis))
+
+
+def _stack(b, parts, axis):
+    """The values `parts` stacked along a new `axis`."""
+    ups = [b.op("reshape", [p], shape=tuple(p.shape[:axis]) + (1,) + tuple(p.shape[axis:])) for p in parts]
+    return ups[0] if len(ups) == 1 else b.op("concat", ups, axis=axis)
+
+
+def _steps(x, axis, what):
+    t = x.shape[axis]
+    if not isinstance(t, int):
+        raise ConvertError(f"{what}: the scan length ({t}) must be known when compiling, since Ember unrolls the "
+                           f"scan; fix that input's dim (fixed_dims) to compile it")
+    return t
+
+
+def _scan(b, n, ins, opset, env, custom_ops):
+    """Scan, unrolled: step t binds the states and slice t of every scan input to the body's
+    inputs and converts the body; scan outputs are stacked (reversed where a direction says)."""
+    from onnx import helper
+    at = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+    body = at.get("body")
+    m = at.get("num_scan_inputs")
+    if body is None or m is None:
+        raise ModelLoadError(f"node '{n.name}' (Scan) needs the body and num_scan_inputs attributes")
+    batched = opset < 9     # Scan-8: a leading batch axis on every input, then sequence_lens first
+    if batched:
+        seq_lens, ins = (ins[0] if ins else None), list(ins[1:])
+        if seq_lens is not None:
+            lens = known(seq_lens, "Scan sequence_lens")
+            full = {ins[len(ins) - m].shape[1]} if ins else set()
+            if lens is None or set(np.asarray(lens).reshape(-1).tolist()) - full:
+                raise ConvertError("Scan-8 with sequence_lens shorter than the scan is not supported")
+    nstate = len(ins) - m
+    if nstate < 0:
+        raise ModelLoadError(f"node '{n.name}' (Scan) has {len(ins)} inputs but num_scan_inputs={m}")
+    k_out = len(body.output) - nstate
+    in_axes = list(at.get("scan_input_axes", [0] * m)) if not batched else [1] * m
+    in_dirs = list(at.get("scan_input_directions", at.get("directions", [0] * m)))
+    out_axes = list(at.get("scan_output_axes", [0] * k_out)) if not batched else [1] * k_out
+    out_dirs = list(at.get("scan_output_directions", [0] * k_out)) if not batched else [0] * k_out
+    if len(in_axes) != m or len(in_dirs) != m or len(out_axes) != k_out or len(out_dirs) != k_out:
+        raise ModelLoadError(f"node '{n.name}' (Scan): the axes/directions attributes must list one entry per "
+                             f"scan input ({m}) and scan output ({k_out})")
+    states, scans = list(ins[:nstate]), list(ins[nstate:])
+    if batched:   # each batch row scanned on its own, then the rows stacked back
+        if not scans:
+            raise ModelLoadError(f"node '{n.name}' (Scan) has no scan inputs")
+        batch = scans[0].shape[0]
+        if not isinstance(batch, int):
+            raise ConvertError("Scan-8's batch size must be known when compiling, since Ember unrolls the scan")
+        rows = range(batch)
+        per = [_scan_steps(b, body, [_take(b, s, 0, r) for s in states], [_take(b, x, 0, r) for x in scans],
+                           [0] * m, in_dirs, [0] * k_out, out_dirs, n, opset, env, custom_ops) for r in rows]
+        return [_stack(b, [p[j] for p in per], 0) for j in range(nstate + k_out)]
+    in_axes = [a + scans[i].type.rank if a < 0 else a for i, a in enumerate(in_axes)]
+    return _scan_steps(b, body, states, scans, in_axes, in_dirs, out_axes, out_dirs, n, opset, env, custom_ops)
+
+
+def _scan_steps(b, body, states, scans, in_axes, in_dirs, out_axes, out_dirs, n, opset, env, custom_ops):
+    if not scans:
+        raise ModelLoadError(f"node '{n.name}' (Scan) has no scan inputs")
+    lens = {_steps(x, a, f"node '{n.name}' (Scan)") for x, a in zip(scans, in_axes)}
+    if len(lens) != 1:
+        raise ShapeError(f"node '{n.name}' (Scan): the scan inputs have different lengths {sorted(lens)}")
+    steps = lens.pop()
+    if steps * max(1, len(body.node)) > SCAN_UNROLL_LIMIT:
+        raise ConvertError(f"a scan of {steps} steps over a body of {len(body.node)} nodes is longer than Ember "
+                           f"unrolls ({SCAN_UNROLL_LIMIT} body nodes in all)")
+    nstate = len(states)
+    outs = [[] for _ in range(len(body.output) - nstate)]
+    for t in range(steps):
+        xs = [_take(b, x, a, steps - 1 - t if d else t) for x, a, d in zip(scans, in_axes, in_dirs)]
+        res = _inline_graph(b, body, env, opset, custom_ops, inputs=states + xs)
+        states = list(res[:nstate])
+        for j, y in enumerate(res[nstate:]):
+            outs[j].append(y)
+    stacked = []
+    for j, parts in enumerate(outs):
+        if out_dirs[j]:
+            parts = parts[::-1]
+        rank = parts[0].type.rank + 1
+        axis = out_axes[j] + rank if out_axes[j] < 0 else out_axes[j]
+        stacked.append(_stack(b, parts, axis))
+    return states + stacked
+
+
 # control-flow ops, converted here since their subgraphs are converted like the graph
-CONTROL = {"If": _if}
+CONTROL = {"If": _if, "Scan": _scan}
 
 
 def _const(arr: np.ndarray):
