@@ -23,7 +23,8 @@ import llvmlite.ir as ir
 from . import loop_ir as L
 from .native import has_feature, target_info
 from ..errors import CompileError
-from ..ir.dtypes import FLOATS
+from ..ir.dtypes import FLOATS, NARROW, NARROW_FLOATS, compute_dtype
+from . import narrow
 
 I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 PTR = ir.PointerType()
@@ -32,6 +33,7 @@ UNSIGNED = frozenset({"uint8", "uint16", "uint32", "uint64", "bool"})
 _LLT = {"float32": ir.FloatType(), "float64": ir.DoubleType(), "float16": ir.HalfType(),
         "int64": I64, "uint64": I64, "int32": I32, "uint32": I32, "int16": ir.IntType(16),
         "uint16": ir.IntType(16), "int8": I8, "uint8": I8, "bool": I1}
+_LLT.update({d: (ir.IntType(16) if d == "bfloat16" else I8) for d in NARROW})   # their bits
 
 
 def llt(dtype):
@@ -704,15 +706,20 @@ class FunctionEmitter:
 
     def cast(self, e: L.Cast) -> Val:
         x = self.expr(e.a)
-        src, dst = e.a.dtype, e.dtype
         if x.kind == "r":
             x = Val("v", self.as_vec(x, self.lanes()))
-        v, b = x.v, self.b
+        return Val(x.kind, self._convert(x.v, e.a.dtype, e.dtype, e.saturate))
+
+    def _convert(self, v, src, dst, saturate=True):
+        """LLVM value `v` of Ember type `src` converted to `dst`."""
+        if src == dst:
+            return v
+        if src in NARROW or dst in NARROW:
+            return self._narrow_cast(v, src, dst, saturate)
+        b = self.b
         vec = isinstance(v.type, ir.VectorType)
         dt = llt(dst)
         dt_full = ir.VectorType(dt, v.type.count) if vec else dt
-        if src == dst:
-            return x
         sf, df = src in FLOATS, dst in FLOATS
         if dst == "bool":
             zero = ir.Constant(v.type, None)
@@ -731,7 +738,25 @@ class FunctionEmitter:
                 r = b.trunc(v, dt_full)
             else:
                 r = v
-        return Val(x.kind, r)
+        return r
+
+    def _narrow_cast(self, v, src, dst, saturate):
+        """A cast from or to a narrow type, lane by lane (the conversions are scalar code):
+        decode to the compute type, cast as usual, encode."""
+        if isinstance(v.type, ir.VectorType):
+            out = ir.Constant(ir.VectorType(mem_t(dst), v.type.count), ir.Undefined)
+            for i in range(v.type.count):
+                lane = self._narrow_cast(self.b.extract_element(v, ir.Constant(I32, i)), src, dst, saturate)
+                out = self.b.insert_element(out, lane, ir.Constant(I32, i))
+            return out
+        b, module = self.b, self.mb.module
+        if src in NARROW:
+            v, src = narrow.decode(b, module, v, src), compute_dtype(src)
+        if dst not in NARROW:
+            return self._convert(v, src, dst)
+        if src in FLOATS or dst in NARROW_FLOATS:
+            v, src = self._convert(v, src, "float32"), "float32"
+        return narrow.encode(b, module, v, dst, saturate, src_float=src == "float32")
 
     def _fptrunc(self, v, to):
         """fptrunc, except double -> half: x86 has no instruction for it and LLVM would call

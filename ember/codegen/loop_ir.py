@@ -71,6 +71,7 @@ class Un(Expr):
 class Cast(Expr):
     a: Expr
     dtype: str
+    saturate: bool = True    # to a float8 type: out-of-range values become its largest finite
 
 
 @dataclass(frozen=True, eq=False)

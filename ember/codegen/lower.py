@@ -18,16 +18,12 @@ from . import loop_ir as L
 from .llvm import BufferInfo
 from ..errors import CompileError
 from ..ir import symbolic as S
-from ..ir.dtypes import FLOATS, itemsize, to_numpy
+from ..ir.dtypes import FLOATS, NARROW, compute_dtype, itemsize, to_numpy
 from ..ir.graph import Value
 from ..ir.ops import OPS, broadcast_shapes, library_impl
 from ..ir.target import DEFAULT as DEFAULT_TARGET
 from ..schedule.fusion import KernelGroup, Schedule
 from ..schedule.gemm import ColTiles, plan_gemm
-
-
-def compute_dtype(dtype: str) -> str:
-    return "float32" if dtype == "float16" else dtype
 
 
 # ----------------------------------------------------------------------------- size table
@@ -185,9 +181,9 @@ class KernelCtx:
     def where(self, c, a, b):
         return L.Select(c, a, b, a.dtype)
 
-    def cast(self, x, to):
-        if to == "float16":   # round to half precision, keep computing in float32
-            return L.Cast(L.Cast(x, "float16"), "float32")
+    def cast(self, x, to, saturate=1):
+        if to == "float16" or to in NARROW:   # round to the type, keep computing in its compute type
+            return L.Cast(L.Cast(x, to, bool(saturate)), compute_dtype(to))
         if x.dtype == to:
             return x
         return L.Cast(x, to)
@@ -341,7 +337,7 @@ class KernelCtx:
         if not stored:
             return self.where(cond, self.value(v, safe_idx), self.const(fill, v))
         val = L.Load(self.lw._buf(v), self.linearize(idx, v.shape), v.dtype, cond, fill)
-        return L.Cast(val, "float32") if v.dtype == "float16" else val
+        return L.Cast(val, compute_dtype(v.dtype)) if compute_dtype(v.dtype) != v.dtype else val
 
     def fma(self, a, b, c):
         if a.dtype in FLOATS:
@@ -449,8 +445,8 @@ class Lowering:
         else:
             buf = self.buf_of[base.id]
         val = L.Load(buf, ctx.linearize(idx, v.shape), v.dtype)
-        if v.dtype == "float16":
-            val = L.Cast(val, "float32")
+        if compute_dtype(v.dtype) != v.dtype:
+            val = L.Cast(val, compute_dtype(v.dtype))
         return val
 
     # -- program --------------------------------------------------------------------------
@@ -508,10 +504,8 @@ class Lowering:
 
     def _store(self, ctx, root, idx, val):
         buf = self.buf_of[root.id]
-        if root.dtype == "float16":
-            val = L.Cast(val, "float16")
-        elif val.dtype != root.dtype:
-            val = L.Cast(val, root.dtype)
+        if val.dtype != root.dtype:   # (a decoded float8 inf stays inf: not saturated)
+            val = L.Cast(val, root.dtype, saturate=False)
         return L.Store(buf, ctx.linearize(idx, root.shape), val)
 
     def lower_pointwise(self, grp: KernelGroup):

@@ -1,6 +1,7 @@
 """Tensor element types: one table mapping ONNX enum, numpy dtype and ONNX type string."""
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 
 from ..errors import EmberError
@@ -19,6 +20,18 @@ _TABLE = {
     "float64": (11, np.float64),
     "uint32": (12, np.uint32),
     "uint64": (13, np.uint64),
+    # narrow types: stored as their bits (ml_dtypes' one byte per element, two for
+    # bfloat16), computed in float32 (or int8/uint8) and converted on every load and store
+    "bfloat16": (16, ml_dtypes.bfloat16),
+    "float8e4m3fn": (17, ml_dtypes.float8_e4m3fn),
+    "float8e4m3fnuz": (18, ml_dtypes.float8_e4m3fnuz),
+    "float8e5m2": (19, ml_dtypes.float8_e5m2),
+    "float8e5m2fnuz": (20, ml_dtypes.float8_e5m2fnuz),
+    "uint4": (21, ml_dtypes.uint4),
+    "int4": (22, ml_dtypes.int4),
+    "float4e2m1": (23, ml_dtypes.float4_e2m1fn),
+    "uint2": (25, ml_dtypes.uint2),
+    "int2": (26, ml_dtypes.int2),
 }
 _ONNX_STR = {"float32": "float", "float64": "double"}
 _BY_ENUM = {e: n for n, (e, _) in _TABLE.items()}
@@ -27,6 +40,25 @@ _BY_NP = {np.dtype(t): n for n, (_, t) in _TABLE.items()}
 FLOATS = frozenset({"float16", "float32", "float64"})
 INTS = frozenset({"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"})
 SIGNED = frozenset({"int8", "int16", "int32", "int64"})
+NARROW_FLOATS = frozenset({"bfloat16", "float8e4m3fn", "float8e4m3fnuz", "float8e5m2", "float8e5m2fnuz",
+                           "float4e2m1"})
+NARROW_INTS = frozenset({"int4", "uint4", "int2", "uint2"})
+NARROW = NARROW_FLOATS | NARROW_INTS
+
+
+def compute_dtype(dtype: str) -> str:
+    """The type a kernel computes a `dtype` value in: float32 for the half and narrow floats,
+    int8/uint8 for the sub-byte ints."""
+    if dtype == "float16" or dtype in NARROW_FLOATS:
+        return "float32"
+    if dtype in NARROW_INTS:
+        return "uint8" if dtype.startswith("u") else "int8"
+    return dtype
+
+
+def narrow_bits(dtype: str) -> int:
+    """Bits of a sub-byte int type's value (4 or 2), kept in the low bits of its byte."""
+    return int(dtype[-1])
 
 
 def from_onnx(enum: int) -> str:

@@ -23,6 +23,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
+import ml_dtypes
 import numpy as np
 
 from . import symbolic as S
@@ -314,11 +315,15 @@ def _cast_ref(a, at):
     if x.dtype.kind == "f" and to in INTS:
         with np.errstate(invalid="ignore"):
             return [np.trunc(x).astype(to_numpy(to))]
-    return [x.astype(to_numpy(to))]
+    if to.startswith("float8") and at.get("saturate", 1):   # out of range -> the largest finite
+        info = ml_dtypes.finfo(to_numpy(to))
+        x = np.clip(x.astype(np.float32), np.float32(info.min), np.float32(info.max))
+    with np.errstate(invalid="ignore", over="ignore"):
+        return [x.astype(to_numpy(to))]
 
 
 register(OpDef("cast", "pointwise", lambda t, at: [TensorType(at["to"], t[0].shape)], _cast_ref,
-               lambda o, x, to: o.cast(x, to)))
+               lambda o, x, to, saturate=1: o.cast(x, to, saturate)))
 
 
 # ------------------------------------------------------------------------------ reductions

@@ -94,6 +94,22 @@ def ints_of(v, what, scalar_ok=False):
     return [x if isinstance(x, S.Sym) else int(x) for x in np.asarray(c).reshape(-1).tolist()]
 
 
+def take(b, x, axis, t):
+    """x[..., t, ...] along `axis`, that axis removed."""
+    starts = [0] * x.type.rank
+    starts[axis] = t
+    sizes = list(x.shape)
+    sizes[axis] = 1
+    part = b.op("slice", [x], starts=tuple(starts), steps=(1,) * x.type.rank, sizes=tuple(sizes))
+    return b.op("reshape", [part], shape=tuple(d for i, d in enumerate(x.shape) if i != axis))
+
+
+def stack(b, parts, axis):
+    """The values `parts` stacked along a new `axis`."""
+    ups = [b.op("reshape", [p], shape=tuple(p.shape[:axis]) + (1,) + tuple(p.shape[axis:])) for p in parts]
+    return ups[0] if len(ups) == 1 else b.op("concat", ups, axis=axis)
+
+
 # ------------------------------------------------------------------------------ elementwise
 _BIN = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Pow": "pow", "Equal": "eq",
         "Less": "lt", "Greater": "gt", "LessOrEqual": "le", "GreaterOrEqual": "ge",
@@ -174,17 +190,22 @@ def _where(b, n, ins, opset):
 
 @converter("Cast")
 def _cast(b, n, ins, opset):
-    to = from_onnx(attrs_of(n)["to"])
-    if ins[0].dtype == to:
-        return ins[0]
-    return b.op("cast", [ins[0]], to=to, _name=n.name)
+    at = attrs_of(n)
+    return _cast_to(b, n, ins[0], from_onnx(at["to"]), at)
 
 
 @converter("CastLike")
 def _castlike(b, n, ins, opset):
-    if ins[0].dtype == ins[1].dtype:
-        return ins[0]
-    return b.op("cast", [ins[0]], to=ins[1].dtype, _name=n.name)
+    return _cast_to(b, n, ins[0], ins[1].dtype, attrs_of(n))
+
+
+def _cast_to(b, n, x, to, at):
+    if x.dtype == to:
+        return x
+    if at.get("round_mode", "up") != "up":
+        raise ConvertError(f"Cast's round_mode '{at['round_mode']}' is not supported (only 'up', for float8e8m0)")
+    sat = {"saturate": int(at.get("saturate", 1))} if to.startswith("float8") else {}
+    return b.op("cast", [x], to=to, _name=n.name, **sat)
 
 
 @converter("Clip")
@@ -1001,7 +1022,9 @@ def _instance_norm(b, n, ins, opset):
 
 # ---------------------------------------------------------------------------- quantization
 _QRANGE = {"uint8": (0, 255), "int8": (-128, 127), "uint16": (0, 65535), "int16": (-32768, 32767),
-           "int32": (-2**31, 2**31 - 1), "uint32": (0, 2**32 - 1)}
+           "int32": (-2**31, 2**31 - 1), "uint32": (0, 2**32 - 1),
+           "int4": (-8, 7), "uint4": (0, 15), "int2": (-2, 1), "uint2": (0, 3)}
+_QFLOATS = ("float8e4m3fn", "float8e4m3fnuz", "float8e5m2", "float8e5m2fnuz", "float4e2m1")
 
 
 def _per_axis(b, p, x, axis, block):
@@ -1047,11 +1070,17 @@ def _quantize(b, n, ins, opset):
     zp = ins[2] if len(ins) > 2 and ins[2] is not None else None
     axis, block, at = _q_attrs(n, x)
     out = from_onnx(at["output_dtype"]) if at.get("output_dtype") else (zp.dtype if zp is not None else "uint8")
-    if out not in _QRANGE:
-        raise ConvertError(f"QuantizeLinear to {out} is not supported (supported: {', '.join(_QRANGE)})")
+    if out not in _QRANGE and out not in _QFLOATS:
+        raise ConvertError(f"QuantizeLinear to {out} is not supported "
+                           f"(supported: {', '.join(list(_QRANGE) + list(_QFLOATS))})")
     work = "float64" if x.dtype == "float64" or out in ("int32", "uint32") else "float32"
-    q = b.op("round", [b.op("div", [b.op("cast", [x], to=work),
-                                    b.op("cast", [_per_axis(b, scale, x, axis, block)], to=work)])])
+    q = b.op("div", [b.op("cast", [x], to=work), b.op("cast", [_per_axis(b, scale, x, axis, block)], to=work)])
+    if out in _QFLOATS:    # a float8/float4 result: the scaled value rounded by the cast itself
+        if zp is not None:
+            q = b.op("add", [q, b.op("cast", [_per_axis(b, zp, x, axis, block)], to=work)])
+        sat = {"saturate": int(at.get("saturate", 1))} if out.startswith("float8") else {}
+        return b.op("cast", [q], to=out, _name=n.name, **sat)
+    q = b.op("round", [q])
     if zp is not None:
         q = b.op("add", [q, b.op("cast", [_per_axis(b, zp, x, axis, block)], to=work)])
     lo, hi = _QRANGE[out]

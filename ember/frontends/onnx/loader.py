@@ -14,10 +14,14 @@ import numpy as np
 from ...errors import EmberError, ModelLoadError, ShapeError, UnsupportedOpError, ValueDependentError
 from ...ir import symbolic as S
 from ...ir.builder import Builder
-from ...ir.dtypes import from_onnx
+from ...ir.dtypes import NARROW, compute_dtype, from_onnx
 from ...ir.graph import Graph, TensorType
 from . import functions
-from .converters import CONVERTERS, ConvertError, NeedsValues, attrs_of, known
+from .converters import CONVERTERS as _BASE_CONVERTERS
+from .converters import ConvertError, NeedsValues, attrs_of, known, stack, take
+from .recurrent import RECURRENT
+
+CONVERTERS = {**_BASE_CONVERTERS, **RECURRENT}
 from .validate import check_dims, check_graph, check_node
 
 # Ember's converters implement opsets 7 to 23; older models are upgraded to 7 on load, and
@@ -257,7 +261,11 @@ def _convert_nodes(b, nodes, env, custom_ops):
                 check_node(name, n, ins, opset, attrs_of(n))
             while ins and ins[-1] is None:      # trailing empty names are absent optional inputs
                 ins.pop()
-            outs = conv(b, n, ins, opset)
+            if n.domain in ("", "ai.onnx") and n.op_type not in NARROW_NATIVE \
+                    and any(v is not None and v.dtype in NARROW for v in ins):
+                outs = _in_compute_type(b, n, ins, opset, conv)
+            else:
+                outs = conv(b, n, ins, opset)
         except NeedsValues as e:
             raise ValueDependentError([(name, n.op_type, str(e))], e.inputs) from None
         except ConvertError as e:
@@ -278,6 +286,28 @@ def _convert_nodes(b, nodes, env, custom_ops):
             if k >= len(outs) or outs[k] is None:
                 raise UnsupportedOpError([(name, n.op_type, f"output {k} ('{x}') is not supported")])
             env[x] = outs[k]
+
+
+# ops that read or write the narrow types themselves; every other op computes them in their
+# compute type (float32, int8 or uint8), rounding each output back as ONNX's ops do
+NARROW_NATIVE = frozenset({"Cast", "CastLike", "QuantizeLinear", "DequantizeLinear", "Shape", "Size"})
+
+
+def _in_compute_type(b, n, ins, opset, conv):
+    """Node `n` converted with its narrow-typed inputs widened to their compute type; an
+    output whose schema type variable is a narrow input's is cast back to that type."""
+    from onnx import defs
+    schema = defs.get_schema(n.op_type, opset, "")
+    formal = lambda params, i: params[min(i, len(params) - 1)].type_str if params else None
+    narrow_vars = {formal(schema.inputs, i): v.dtype for i, v in enumerate(ins) if v is not None and v.dtype in NARROW}
+    wide = [b.op("cast", [v], to=compute_dtype(v.dtype)) if v is not None and v.dtype in NARROW else v for v in ins]
+    outs = conv(b, n, wide, opset)
+    outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+    for k, y in enumerate(outs):
+        to = narrow_vars.get(formal(schema.outputs, k))
+        if y is not None and to is not None and y.dtype != to:
+            outs[k] = b.op("cast", [y], to=to)
+    return outs
 
 
 def _control(fn, env, custom_ops):
@@ -347,22 +377,6 @@ def _if(b, n, ins, opset, env, custom_ops):
 SCAN_UNROLL_LIMIT = 20000   # body nodes x steps
 
 
-def _take(b, x, axis, t):
-    """x[..., t, ...] along `axis`, that axis removed."""
-    starts = [0] * x.type.rank
-    starts[axis] = t
-    sizes = list(x.shape)
-    sizes[axis] = 1
-    part = b.op("slice", [x], starts=tuple(starts), steps=(1,) * x.type.rank, sizes=tuple(sizes))
-    return b.op("reshape", [part], shape=tuple(d for i, d in enumerate(x.shape) if i != axis))
-
-
-def _stack(b, parts, axis):
-    """The values `parts` stacked along a new `axis`."""
-    ups = [b.op("reshape", [p], shape=tuple(p.shape[:axis]) + (1,) + tuple(p.shape[axis:])) for p in parts]
-    return ups[0] if len(ups) == 1 else b.op("concat", ups, axis=axis)
-
-
 def _steps(x, axis, what):
     t = x.shape[axis]
     if not isinstance(t, int):
@@ -407,9 +421,9 @@ def _scan(b, n, ins, opset, env, custom_ops):
         if not isinstance(batch, int):
             raise ConvertError("Scan-8's batch size must be known when compiling, since Ember unrolls the scan")
         rows = range(batch)
-        per = [_scan_steps(b, body, [_take(b, s, 0, r) for s in states], [_take(b, x, 0, r) for x in scans],
+        per = [_scan_steps(b, body, [take(b, s, 0, r) for s in states], [take(b, x, 0, r) for x in scans],
                            [0] * m, in_dirs, [0] * k_out, out_dirs, n, opset, env, custom_ops) for r in rows]
-        return [_stack(b, [p[j] for p in per], 0) for j in range(nstate + k_out)]
+        return [stack(b, [p[j] for p in per], 0) for j in range(nstate + k_out)]
     in_axes = [a + scans[i].type.rank if a < 0 else a for i, a in enumerate(in_axes)]
     return _scan_steps(b, body, states, scans, in_axes, in_dirs, out_axes, out_dirs, n, opset, env, custom_ops)
 
@@ -427,7 +441,7 @@ def _scan_steps(b, body, states, scans, in_axes, in_dirs, out_axes, out_dirs, n,
     nstate = len(states)
     outs = [[] for _ in range(len(body.output) - nstate)]
     for t in range(steps):
-        xs = [_take(b, x, a, steps - 1 - t if d else t) for x, a, d in zip(scans, in_axes, in_dirs)]
+        xs = [take(b, x, a, steps - 1 - t if d else t) for x, a, d in zip(scans, in_axes, in_dirs)]
         res = _inline_graph(b, body, env, opset, custom_ops, inputs=states + xs)
         states = list(res[:nstate])
         for j, y in enumerate(res[nstate:]):
@@ -438,7 +452,7 @@ def _scan_steps(b, body, states, scans, in_axes, in_dirs, out_axes, out_dirs, n,
             parts = parts[::-1]
         rank = parts[0].type.rank + 1
         axis = out_axes[j] + rank if out_axes[j] < 0 else out_axes[j]
-        stacked.append(_stack(b, parts, axis))
+        stacked.append(stack(b, parts, axis))
     return states + stacked
 
 
