@@ -188,6 +188,17 @@ class KernelCtx:
             return x
         return L.Cast(x, to)
 
+    def bitcast(self, x, to):
+        """The bits of x (computed in its compute type) as a `to` of the same size. bool is a
+        byte of 0 or 1, and a half is computed in float32, so those convert rather than bitcast."""
+        if "bool" in (x.dtype, to):
+            return self.cast(x, to)
+        src = "float16" if x.dtype == "float32" and to in ("int16", "uint16") else x.dtype
+        if src != x.dtype:
+            x = L.Cast(x, src)
+        y = L.Bitcast(x, to)
+        return L.Cast(y, compute_dtype(to)) if compute_dtype(to) != to else y
+
     # -- index helpers --------------------------------------------------------------------
     def linearize(self, idx, shape):
         idx, shape = _merge_split_indices(list(idx), list(shape), self.size)

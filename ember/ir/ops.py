@@ -326,6 +326,15 @@ register(OpDef("cast", "pointwise", lambda t, at: [TensorType(at["to"], t[0].sha
                lambda o, x, to, saturate=1: o.cast(x, to, saturate)))
 
 
+def _bitcast_ref(a, at):
+    return [np.ascontiguousarray(a[0]).view(to_numpy(at["to"])).reshape(a[0].shape)]
+
+
+# the bits of a value read as another type of the same size
+register(OpDef("bitcast", "pointwise", lambda t, at: [TensorType(at["to"], t[0].shape)], _bitcast_ref,
+               lambda o, x, to: o.bitcast(x, to)))
+
+
 # ------------------------------------------------------------------------------ reductions
 def _reduce_shape(shape, axes, keepdims):
     if keepdims:

@@ -338,6 +338,31 @@ def test_gather_elements_index_out_of_range_is_an_error():
         ember.InferenceSession(model.SerializeToString()).run(None, feeds)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "int64", "bool"])
+@examples(12)
+@given(data=st.data())
+def test_gather_nd(dtype, data):
+    rng = rng_from(data)
+    shape = list(data.draw(shapes(1, 4, max_size=2048), label="shape"))
+    r = len(shape)
+    bd = data.draw(st.integers(0, min(1, r - 1)), label="batch_dims")
+    k = data.draw(st.integers(1, r - bd), label="k")
+    rows = list(data.draw(shapes(0, 2, max_size=16, dims=SMALL_DIMS), label="index_rows"))
+    ishape = shape[:bd] + rows + [k]
+    idx = np.stack([rng.integers(-shape[bd + j], shape[bd + j], size=ishape[:-1]) for j in range(k)], axis=-1)
+    x = gen(rng, dtype, shape)
+    check(*node_model("GatherND", [("data", x), ("indices", idx.astype(np.int64))], {"batch_dims": bd or None},
+                      opset=13, const=pick_consts(data, ["data", "indices"])))
+
+
+def test_gather_nd_index_out_of_range_is_an_error():
+    import ember
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    model, feeds = node_model("GatherND", [("data", x), ("indices", np.array([[0, 4]], np.int64))], opset=13)
+    with pytest.raises(ember.InvalidInputError, match="GatherND.*outside"):
+        ember.InferenceSession(model.SerializeToString()).run(None, feeds)
+
+
 # --------------------------------------------------------------------------- Expand
 @pytest.mark.parametrize("dtype", ALL)
 @examples(10)

@@ -7,7 +7,7 @@ import numpy as np
 
 from ...errors import ShapeError
 from ...ir import symbolic as S
-from ...ir.dtypes import from_onnx
+from ...ir.dtypes import NARROW, from_onnx, itemsize
 from ...ir.graph import const_value
 from ...ir.ops import norm_axes, norm_axis
 
@@ -637,6 +637,45 @@ def _gather(b, n, ins, opset):
     return b.op("gather", ins, axis=axis, _name=n.name)
 
 
+@converter("GatherND")
+def _gather_nd(b, n, ins, opset):
+    """GatherND as one Gather: each index tuple (and its batch position) folded into a row of
+    the data flattened over the batch and indexed dims; a component outside its dim makes
+    the row index invalid, so Gather's bounds check reports it."""
+    data, idx = ins
+    bd = int(attrs_of(n).get("batch_dims", 0))
+    k = idx.shape[-1] if idx.type.rank else 0
+    if idx.type.rank and not isinstance(k, int):
+        raise ConvertError(f"GatherND: the indices' last dim ({k}) must be known when compiling")
+    if idx.type.rank < 1 or bd < 0 or bd + k > data.type.rank or bd >= idx.type.rank:
+        raise ShapeError(f"GatherND: indices of shape {list(idx.shape)} with batch_dims={bd} do not fit data of "
+                         f"shape {list(data.shape)} (batch_dims + the indices' last dim must be <= the data's rank)")
+    for i in range(bd):
+        if isinstance(data.shape[i], int) and isinstance(idx.shape[i], int) and data.shape[i] != idx.shape[i]:
+            raise ShapeError(f"GatherND: batch dim {i} is {data.shape[i]} in data but {idx.shape[i]} in indices")
+    idx64 = idx if idx.dtype == "int64" else b.op("cast", [idx], to="int64")
+    row_shape = tuple(idx.shape[:-1])
+    lin = b.op("expand", [b.scalar(0, "int64")], shape=row_shape)
+    bad = b.op("expand", [b.scalar(False, "bool")], shape=row_shape)
+    for j in range(k):
+        dj = b.sym_scalar(data.shape[bd + j])
+        c = take(b, idx64, idx.type.rank - 1, j)
+        c = b.op("where", [b.op("lt", [c, b.scalar(0, "int64")]), b.op("add", [c, dj]), c])
+        bad = b.op("or", [bad, b.op("or", [b.op("lt", [c, b.scalar(0, "int64")]), b.op("ge", [c, dj])])])
+        lin = b.op("add", [b.op("mul", [lin, dj]), c])
+    inner = S.prod(data.shape[bd:bd + k])
+    if bd:
+        rows = S.prod(data.shape[:bd])
+        pos = b.op("range", [], start=0, delta=1, length=rows, dtype="int64")
+        pos = b.op("reshape", [pos], shape=tuple(data.shape[:bd]) + (1,) * (len(row_shape) - bd))
+        lin = b.op("add", [lin, b.op("mul", [pos, b.sym_scalar(inner)])])
+    else:
+        rows = 1
+    lin = b.op("where", [bad, b.scalar(-2 ** 62, "int64"), lin])
+    flat = b.op("reshape", [data], shape=(rows * inner,) + tuple(data.shape[bd + k:]))
+    return b.op("gather", [flat, lin], axis=0, _name=n.name)
+
+
 @converter("GatherElements")
 def _gather_elements(b, n, ins, opset):
     axis = norm_axis(attrs_of(n).get("axis", 0), ins[0].type.rank)
@@ -1086,6 +1125,82 @@ def _quantize(b, n, ins, opset):
     lo, hi = _QRANGE[out]
     q = b.op("min", [b.op("max", [q, b.scalar(lo, work)]), b.scalar(hi, work)])
     return b.op("cast", [q], to=out, _name=n.name)
+
+
+# ------------------------------------------------------------------- integer and QLinear ops
+def _centered(b, x, zp, like_axis=None, rank=None):
+    """x - zero point, exactly, as float64 (products and sums of such values stay exact)."""
+    xf = b.op("cast", [x], to="float64")
+    if zp is None:
+        return xf
+    z = b.op("cast", [zp], to="float64")
+    if like_axis is not None and z.type.rank == 1 and z.shape[0] != 1:
+        z = b.op("reshape", [z], shape=tuple(z.shape[0] if i == like_axis else 1 for i in range(rank)))
+    elif z.type.rank == 1 and z.shape[0] == 1:
+        z = b.op("reshape", [z], shape=())
+    return b.op("sub", [xf, z])
+
+
+def _requantize(b, acc, multiplier, y_zp, out):
+    """Round acc * multiplier (+ zero point) to nearest even and saturate to `out`."""
+    y = b.op("mul", [acc, b.op("cast", [multiplier], to="float64")])
+    if y_zp is not None:
+        y = b.op("add", [y, b.op("cast", [y_zp], to="float64")])
+    lo, hi = _QRANGE[out]
+    y = b.op("min", [b.op("max", [b.op("round", [y]), b.scalar(lo, "float64")]), b.scalar(hi, "float64")])
+    return b.op("cast", [y], to=out)
+
+
+@converter("MatMulInteger")
+def _matmul_integer(b, n, ins, opset):
+    a, w = ins[0], ins[1]
+    azp = ins[2] if len(ins) > 2 else None
+    wzp = ins[3] if len(ins) > 3 else None
+    acc = b.op("matmul", [_centered(b, a, azp), _centered(b, w, wzp, -1 % max(w.type.rank, 1), w.type.rank)])
+    return b.op("cast", [acc], to="int32", _name=n.name)
+
+
+@converter("QLinearMatMul")
+def _qlinear_matmul(b, n, ins, opset):
+    a, a_s, a_zp, w, w_s, w_zp, y_s, y_zp = (list(ins) + [None] * 8)[:8]
+    out = y_zp.dtype if y_zp is not None else a.dtype
+    acc = b.op("matmul", [_centered(b, a, a_zp), _centered(b, w, w_zp, w.type.rank - 1, w.type.rank)])
+    mult = b.op("div", [b.op("mul", [a_s, w_s]), y_s])     # in float32, as the spec's reference computes it
+    return _requantize(b, acc, mult, y_zp, out)
+
+
+@converter("ConvInteger")
+def _conv_integer(b, n, ins, opset):
+    x, w = ins[0], ins[1]
+    xzp = ins[2] if len(ins) > 2 else None
+    wzp = ins[3] if len(ins) > 3 else None
+    acc = _conv(b, n, [_centered(b, x, xzp), _centered(b, w, wzp, 0, w.type.rank)], opset)
+    return b.op("cast", [acc], to="int32", _name=n.name)
+
+
+@converter("QLinearConv")
+def _qlinear_conv(b, n, ins, opset):
+    x, x_s, x_zp, w, w_s, w_zp, y_s, y_zp, bias = (list(ins) + [None] * 9)[:9]
+    out = y_zp.dtype if y_zp is not None else x.dtype
+    xs = [_centered(b, x, x_zp), _centered(b, w, w_zp, 0, w.type.rank)]
+    if bias is not None:
+        xs.append(b.op("cast", [bias], to="float64"))
+    acc = _conv(b, n, xs, opset)
+    mult = b.op("div", [b.op("mul", [x_s, w_s]), y_s])
+    if mult.type.rank == 1 and mult.shape[0] != 1:     # per output channel
+        mult = b.op("reshape", [mult], shape=(mult.shape[0],) + (1,) * (acc.type.rank - 2))
+    return _requantize(b, acc, mult, y_zp, out)
+
+
+@converter("BitCast")
+def _bitcast(b, n, ins, opset):
+    x, to = ins[0], from_onnx(attrs_of(n)["to"])
+    if itemsize(to) != itemsize(x.dtype) or x.dtype in NARROW or to in NARROW:
+        raise ConvertError(f"BitCast from {x.dtype} to {to} changes the element size; Ember supports BitCast "
+                           f"between types of one size (not the narrow types)")
+    if x.dtype == to:
+        return x
+    return b.op("bitcast", [x], to=to, _name=n.name)
 
 
 # ---------------------------------------------------------------------------------- Resize
