@@ -32,6 +32,16 @@ class ValueDependentError(UnsupportedOpError):
         self.inputs = tuple(inputs)
 
 
+class StructuredIOError(UnsupportedOpError):
+    """The graph takes or returns sequences or optionals: `InferenceSession` then flattens
+    them to tensors at its boundary (runtime/structured.py)."""
+
+    def __init__(self, names):
+        super().__init__([(n, "graph input/output", "a sequence or optional; InferenceSession flattens it to "
+                                                    "tensors (load_onnx alone takes tensors only)") for n in names])
+        self.names = tuple(names)
+
+
 class ShapeError(EmberError):
     """Shapes or types in the graph are inconsistent (names the node)."""
 

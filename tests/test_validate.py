@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from onnx import TensorProto as T, helper, numpy_helper
 
 import ember
-from ember.frontends.onnx import converters
+from ember.frontends.onnx import loader
 from tests.util import make_model
 
 F = T.FLOAT
@@ -237,7 +237,7 @@ def test_converter_crash_names_node(monkeypatch, exc):
     """The safety net: a Python error inside a converter still comes out as an EmberError."""
     def broken(b, n, ins, opset):
         raise exc("boom")
-    monkeypatch.setitem(converters.CONVERTERS, "Relu", broken)
+    monkeypatch.setitem(loader.CONVERTERS, "Relu", broken)
     with pytest.raises(ember.ModelLoadError, match=rf"node 'r' \(Relu\) cannot be imported .*{exc.__name__}.*boom"):
         _load([helper.make_node("Relu", ["x"], ["y"], name="r")], [("x", F, [3])])
 

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from ..errors import EmberError, InvalidInputError, UnsupportedOpError, ValueDependentError
+from ..errors import EmberError, InvalidInputError, StructuredIOError, UnsupportedOpError, ValueDependentError
 from ..ir import guards
 from ..ir import symbolic as S
 from ..ir.dtypes import onnx_type_str, to_numpy
@@ -89,8 +89,12 @@ class InferenceSession:
         self._options = opts
         self._model = model
         self._by_value = None
+        self._structured = None
         try:
             self._c = compile_model(model, use_cache=getattr(opts, "enable_cache", True))
+        except StructuredIOError:
+            self._init_structured()
+            return
         except ValueDependentError as e:
             if kwargs.get("_variant_of_values"):   # a variant of _ValueVariants: it adds the inputs
                 raise
@@ -132,6 +136,16 @@ class InferenceSession:
         self._out_index = {vo.name: i for i, vo in enumerate(proto.graph.output)}
         self._events, self._prof_lock, self._profiling = [], threading.Lock(), False
 
+    def _init_structured(self):
+        """Sequence or optional graph inputs or outputs: flattened per run's structure."""
+        from ..frontends.onnx.loader import read_model
+        from .structured import StructuredModel
+        self._structured = StructuredModel(read_model(self._model), self._options, InferenceSession)
+        self._c = None
+        self._inputs = [NodeArg(n, t, []) for n, t in self._structured.input_types()]
+        self._outputs = [NodeArg(n, t, []) for n, t in self._structured.output_types()]
+        self._events, self._prof_lock, self._profiling = [], threading.Lock(), False
+
     # ---------------------------------------------------------------------- introspection
     def get_inputs(self):
         return list(self._inputs)
@@ -153,6 +167,8 @@ class InferenceSession:
 
     # ------------------------------------------------------------------------------ run
     def run(self, output_names, input_feed, run_options=None):
+        if self._structured is not None:
+            return self._structured.run(output_names, input_feed)
         arrays = self._check_feeds(input_feed)
         if self._by_value is not None:
             if output_names is not None:

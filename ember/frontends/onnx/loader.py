@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import EmberError, ModelLoadError, ShapeError, UnsupportedOpError, ValueDependentError
+from ...errors import (EmberError, ModelLoadError, ShapeError, StructuredIOError, UnsupportedOpError,
+                       ValueDependentError)
 from ...ir import symbolic as S
 from ...ir.builder import Builder
 from ...ir.dtypes import NARROW, compute_dtype, from_onnx
@@ -20,8 +21,13 @@ from . import functions
 from .converters import CONVERTERS as _BASE_CONVERTERS
 from .converters import ConvertError, NeedsValues, attrs_of, known, stack, take
 from .recurrent import RECURRENT
+from .sequences import SEQUENCES, Opt, Seq
 
-CONVERTERS = {**_BASE_CONVERTERS, **RECURRENT}
+CONVERTERS = {**_BASE_CONVERTERS, **RECURRENT, **SEQUENCES}
+
+# metadata key a flattened model carries (runtime/structured.py): its sequence and optional
+# graph outputs become tensors named name[i] (a sequence's items) and name (an optional's value)
+FLATTEN_KEY = "ember.flatten_structured_outputs"
 from .validate import check_dims, check_graph, check_node
 
 # Ember's converters implement opsets 7 to 23; older models are upgraded to 7 on load, and
@@ -214,6 +220,11 @@ def load_onnx(model, custom_ops=None, fixed_dims=None) -> Graph:
         nodes = functions.expand(list(g.node), opset, CONVERTERS, functions.model_types(m))
     _check_supported(nodes, custom_ops)
 
+    structured = [vi.name for vi in g.input if not vi.type.HasField("tensor_type")] + \
+        [vo.name for vo in g.output if vo.type.WhichOneof("value") not in (None, "tensor_type")]
+    flatten = any(p.key == FLATTEN_KEY for p in m.metadata_props)
+    if structured and not flatten:
+        raise StructuredIOError(structured)
     check_graph(g)
     b = Builder(fold=True)
     env: dict = {}
@@ -234,8 +245,25 @@ def load_onnx(model, custom_ops=None, fixed_dims=None) -> Graph:
         env[vi.name] = b.input(vi.name, t)
 
     _convert_nodes(b, nodes, env, custom_ops)
-    outputs = _graph_outputs(g, env, "graph")
-    return b.graph(outputs, name=g.name or "graph", output_names=[vo.name for vo in g.output])
+    outputs, names = [], []
+    for vo, v in zip(g.output, _graph_outputs(g, env, "graph")):
+        if isinstance(v, Opt):
+            v = v.value
+            if v is None:
+                continue
+            if not isinstance(v, Seq):
+                outputs.append(v)
+                names.append(vo.name)
+                continue
+        if isinstance(v, Seq):
+            if not flatten:
+                raise StructuredIOError([vo.name])
+            outputs += v.items
+            names += [f"{vo.name}[{i}]" for i in range(len(v.items))]
+        else:
+            outputs.append(v)
+            names.append(vo.name)
+    return b.graph(outputs, name=g.name or "graph", output_names=names)
 
 
 def _convert_nodes(b, nodes, env, custom_ops):
@@ -365,6 +393,9 @@ def _if(b, n, ins, opset, env, custom_ops):
     c0 = cond if cond.type.rank == 0 else b.op("reshape", [cond], shape=())
     outs = []
     for k, (x, y) in enumerate(zip(t, e)):
+        if isinstance(x, (Seq, Opt)) or isinstance(y, (Seq, Opt)):
+            raise ConvertError(f"output {k} of the branches is a sequence or optional and the condition is "
+                               f"computed from data: Ember compiles such an If only when the condition is known")
         if x.type != y.type:
             raise ConvertError(f"output {k} of the branches differs ({x.type} / {y.type}) and the condition is "
                                f"computed from data: Ember compiles such an If only when both give one type")
@@ -456,8 +487,109 @@ def _scan_steps(b, body, states, scans, in_axes, in_dirs, out_axes, out_dirs, n,
     return states + stacked
 
 
+def _known_bool(v, what):
+    """The value of a one-element condition when it is known while compiling, else None."""
+    try:
+        c = known(v, what)
+    except NeedsValues:
+        raise
+    except ConvertError:
+        return None
+    return None if c is None else bool(np.asarray(c).reshape(-1)[0])
+
+
+def _loop(b, n, ins, opset, env, custom_ops):
+    """Loop, unrolled: iteration i binds i, the condition and the loop-carried values to the
+    body's inputs and converts the body, while i < M and the condition holds. Both must be
+    known while compiling (a constant, or per value of small graph inputs), except that a
+    condition computed from data, with no scan outputs, freezes the carried values once false."""
+    from onnx import helper
+    at = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+    body = at.get("body")
+    if body is None:
+        raise ModelLoadError(f"node '{n.name}' (Loop) needs its body attribute")
+    ins = list(ins) + [None] * max(0, 2 - len(ins))
+    m_in, cond = ins[0], ins[1]
+    carried = list(ins[2:])
+    trips = None if m_in is None else int(np.asarray(known(m_in, "Loop trip count M")).reshape(-1)[0])
+    k_scan = len(body.output) - 1 - len(carried)
+    if k_scan < 0 or len(body.input) != 2 + len(carried):
+        raise ModelLoadError(f"node '{n.name}' (Loop): the body takes {len(body.input)} inputs and gives "
+                             f"{len(body.output)} outputs for {len(carried)} loop-carried values")
+    limit = SCAN_UNROLL_LIMIT // max(1, len(body.node))
+    c = True if cond is None else _known_bool(cond, "Loop condition")
+    active = None if c is not None else cond      # data-dependent: a bool value
+    scans = [[] for _ in range(k_scan)]
+    i = 0
+    while (trips is None or i < trips) and c is not False:
+        if i >= limit:
+            what = f"{trips} iterations" if trips is not None else "a loop whose end is not known while compiling"
+            raise ConvertError(f"{what} over a body of {len(body.node)} nodes is more than Ember unrolls "
+                               f"({SCAN_UNROLL_LIMIT} body nodes in all)")
+        cond_in = cond if cond is not None else b.scalar(True, "bool")
+        res = _inline_graph(b, body, env, opset, custom_ops, inputs=[b.scalar(i, "int64"), cond_in] + carried)
+        new_cond, new_carried = res[0], list(res[1:1 + len(carried)])
+        if active is not None:
+            if k_scan:
+                raise ConvertError("a Loop whose condition is computed from data cannot have scan outputs "
+                                   "(their length would depend on data)")
+            keep = b.op("reshape", [active], shape=())
+            new_carried = [_masked(b, keep, y, x) for y, x in zip(new_carried, carried)]
+            active = b.op("and", [keep, b.op("reshape", [new_cond], shape=())])
+            cond = active
+        else:
+            c = _known_bool(new_cond, "Loop condition")
+            if c is None:
+                if k_scan:
+                    raise ConvertError("a Loop whose condition is computed from data cannot have scan outputs "
+                                       "(their length would depend on data)")
+                if trips is None:
+                    raise ConvertError("a Loop with no trip count whose condition is computed from data is "
+                                       "not supported (Ember unrolls loops while compiling)")
+                active = cond = new_cond
+            else:
+                cond = new_cond
+        carried = new_carried
+        for j, y in enumerate(res[1 + len(carried):]):
+            scans[j].append(y)
+        i += 1
+    outs = carried
+    for j, parts in enumerate(scans):
+        if not parts:
+            raise ConvertError("a Loop that runs no iteration has empty scan outputs of unknown shape")
+        outs.append(stack(b, parts, 0))
+    return outs
+
+
+def _masked(b, keep, new, old):
+    if isinstance(new, (Seq, Opt)) or isinstance(old, (Seq, Opt)):
+        raise ConvertError("a Loop whose condition is computed from data cannot carry sequences or optionals")
+    return b.op("where", [keep, new, old])
+
+
+def _sequence_map(b, n, ins, opset, env, custom_ops):
+    """SequenceMap, unrolled: the body once per position of the input sequences (tensor inputs
+    passed whole to each); each body output becomes a sequence."""
+    from onnx import helper
+    at = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+    body = at.get("body")
+    if body is None:
+        raise ModelLoadError(f"node '{n.name}' (SequenceMap) needs its body attribute")
+    lengths = {len(v.items) for v in ins if isinstance(v, Seq)}
+    if not isinstance(ins[0], Seq) or len(lengths) != 1:
+        raise ShapeError(f"SequenceMap's input sequences must all have one length, got {sorted(lengths)}")
+    count = lengths.pop()
+    outs = [[] for _ in body.output]
+    for i in range(count):
+        args = [v.items[i] if isinstance(v, Seq) else v for v in ins]
+        for j, y in enumerate(_inline_graph(b, body, env, opset, custom_ops, inputs=args)):
+            outs[j].append(y)
+    elems = [vo.type.tensor_type.elem_type for vo in body.output]
+    return [Seq(o, o[0].dtype if o else from_onnx(e or 1)) for o, e in zip(outs, elems)]
+
+
 # control-flow ops, converted here since their subgraphs are converted like the graph
-CONTROL = {"If": _if, "Scan": _scan}
+CONTROL = {"If": _if, "Scan": _scan, "Loop": _loop, "SequenceMap": _sequence_map}
 
 
 def _const(arr: np.ndarray):

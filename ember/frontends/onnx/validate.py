@@ -137,9 +137,9 @@ def _check_input_types(who, n, ins, schema):
         if v is None or not schema.inputs:
             continue
         f = schema.inputs[min(k, len(schema.inputs) - 1)]
-        got = onnx_type_str(v.dtype)
+        got = v.onnx_type if hasattr(v, "onnx_type") else onnx_type_str(v.dtype)   # (a Seq or Opt)
         ok = allowed.get(f.type_str, {f.type_str})
-        if got not in ok:
+        if got not in ok and f"optional({got})" not in ok:     # (a value passes where its optional may)
             raise ShapeError(f"{who}: input {k} ({f.name}) has type {got}, expected one of "
                              f"{', '.join(sorted(ok))}")
         if f.type_str in allowed and f.is_homogeneous:
