@@ -718,6 +718,113 @@ register(OpDef("resize", "index", lambda t, at: [TensorType(t[0].dtype, tuple(at
                index_emit=_resize_emit, guards=_resize_guards, cost=8))
 
 
+# GridSample: out[n, c, p...] = x[n, c] interpolated at the point grid[n, p..., :] (x, y, z
+# normalised to [-1, 1], innermost spatial axis first), with zeros/border/reflection padding.
+# attrs: mode (nearest, linear, cubic), padding, align
+def _reflect(o, c, lo, hi, ct):
+    """c reflected by the borders [lo, hi] until inside (as the spec's reference does it)."""
+    span = o.sub(hi, lo)
+    below, above = o.lt(c, lo), o.lt(hi, c)
+    dx = o.where(below, o.sub(lo, c), o.sub(c, hi))
+    safe = o.where(o.lt(o.const(0.0, ct), span), span, o.const(1.0, ct))
+    times = o.floor(o.div(dx, safe))
+    r = o.sub(dx, o.mul(times, safe))
+    even = o.eq(o.sub(times, o.mul(o.const(2.0, ct), o.floor(o.div(times, o.const(2.0, ct))))), o.const(0.0, ct))
+    from_lo, from_hi = o.add(lo, r), o.sub(hi, r)
+    out = o.where(below, o.where(even, from_lo, from_hi), o.where(above, o.where(even, from_hi, from_lo), c))
+    return o.where(o.lt(o.const(0.0, ct), span), out, lo)
+
+
+def _keys_cubic(o, t, ct, a=-0.75):
+    """Keys' cubic weights of the 4 taps around a point at fraction t past the second."""
+    def far(z):
+        return o.sub(o.mul(o.add(o.mul(o.sub(o.mul(o.const(a, ct), z), o.const(5 * a, ct)), z),
+                                 o.const(8 * a, ct)), z), o.const(4 * a, ct))
+
+    def near(z):
+        return o.add(o.mul(o.mul(o.sub(o.mul(o.const(a + 2, ct), z), o.const(a + 3, ct)), z), z), o.const(1.0, ct))
+    one = o.const(1.0, ct)
+    return [far(o.add(t, one)), near(t), near(o.sub(one, t)), far(o.sub(o.const(2.0, ct), t))]
+
+
+def _grid_sample_emit(o, node, ins, idx):
+    x, at = node.inputs[0], node.attrs
+    ct = "float64" if x.dtype == "float64" else "float32"
+    nsp = x.type.rank - 2
+    mode, pad, align = at["mode"], at["padding"], at["align"]
+    per_axis = []
+    for i in range(nsp):
+        d = o.cast(o.size(x.shape[2 + i]), ct)
+        g = o.cast(ins[1]([idx[0]] + list(idx[2:]) + [o.iconst(nsp - 1 - i)]), ct)
+        one, half = o.const(1.0, ct), o.const(0.5, ct)
+        if align:
+            c = o.mul(o.mul(o.add(g, one), half), o.sub(d, one))
+            lo, hi = o.const(0.0, ct), o.sub(d, one)
+        else:
+            c = o.mul(o.sub(o.mul(o.add(g, one), d), one), half)
+            lo, hi = o.const(-0.5, ct), o.sub(d, half)
+        if mode == "nearest":
+            c = o.math("roundeven", c)
+        outside = o.or_(o.lt(c, lo), o.lt(hi, c))
+        if pad == "border":
+            c = o.where(outside, o.min(o.max(c, o.const(0.0, ct)), o.sub(d, one)), c)
+        elif pad == "reflection":
+            c = o.where(outside, _reflect(o, c, lo, hi, ct), c)
+        if mode == "nearest":
+            taps = [(o.cast(c, "int64"), None)]
+        else:
+            fl = o.floor(c)
+            t = o.sub(c, fl)
+            k0 = o.cast(fl, "int64")
+            ws = [o.sub(one, t), t] if mode == "linear" else _keys_cubic(o, t, ct)
+            first = 0 if mode == "linear" else -1
+            taps = [(o.add(k0, o.iconst(first + k)), w) for k, w in enumerate(ws)]
+        n = x.shape[2 + i]
+        last = o.sub(o.size(n), o.iconst(1))
+        resolved = []
+        for k, w in taps:
+            valid = None
+            if pad == "zeros":
+                valid = o.and_(o.le(o.iconst(0), k), o.le(k, last))
+            elif pad == "reflection":
+                k = o.cast(_reflect(o, o.cast(k, ct), lo, hi, ct), "int64")
+            resolved.append((o.min(o.max(k, o.iconst(0)), last), w, valid))
+        per_axis.append(resolved)
+    total = None
+    for combo in itertools.product(*per_axis):
+        v = ins[0](list(idx[:2]) + [k for k, _, _ in combo])
+        if x.dtype != ct:
+            v = o.cast(v, ct)
+        for _, w, valid in combo:
+            if w is not None:
+                v = o.mul(v, w)
+            if valid is not None:
+                v = o.where(valid, v, o.const(0.0, ct))
+        total = v if total is None else o.add(total, v)
+    return total
+
+
+def _grid_sample_infer(types, at):
+    x, g = types
+    nsp = x.rank - 2
+    if nsp < 1 or g.rank != x.rank or not (isinstance(g.shape[-1], S.Sym) or g.shape[-1] == nsp):
+        raise ShapeError(f"{at.get('_who', 'GridSample')}: input of shape {list(x.shape)} needs a grid of rank "
+                         f"{x.rank} whose last dim is {nsp}, got {list(g.shape)}")
+    return [TensorType(x.dtype, (x.shape[0], x.shape[1]) + tuple(g.shape[1:-1]))]
+
+
+def _grid_sample_guards(node, add):
+    x, g = node.inputs
+    add("eq", (x.shape[0], g.shape[0]), "the grid's batch dim against the input's")
+    add("eq", (g.shape[-1], x.type.rank - 2), "the grid's last dim against the input's spatial rank")
+    for i, d in enumerate(x.shape[2:]):
+        add("le", (1, d), f"input spatial dimension {i}, which GridSample reads from (it must not be empty)")
+
+
+register(OpDef("grid_sample", "index", _grid_sample_infer, None, index_emit=_grid_sample_emit,
+               guards=_grid_sample_guards, cost=16))
+
+
 # GatherElements: out[i] = data[i with i[axis] replaced by indices[i]]; indices may be
 # smaller than data along the other axes
 def _gather_elements_ref(a, at):

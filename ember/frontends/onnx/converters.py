@@ -7,7 +7,7 @@ import numpy as np
 
 from ...errors import ShapeError
 from ...ir import symbolic as S
-from ...ir.dtypes import NARROW, from_onnx, itemsize
+from ...ir.dtypes import NARROW, from_onnx, itemsize, to_numpy
 from ...ir.graph import const_value
 from ...ir.ops import norm_axes, norm_axis
 
@@ -1203,6 +1203,101 @@ def _bitcast(b, n, ins, opset):
     return b.op("bitcast", [x], to=to, _name=n.name)
 
 
+# ------------------------------------------------------------------------------- DFT, STFT
+def _twiddles(b, n_in, n_out, length, inverse, onesided, dtype):
+    """(C, S) [n_in, n_out]: cos and sin of 2 pi j k / length, as constants of `dtype` (for an
+    inverse one-sided transform, rows are bins weighted for the real signal they rebuild)."""
+    j = np.arange(n_in, dtype=np.float64)[:, None]
+    k = np.arange(n_out, dtype=np.float64)[None, :]
+    ang = 2.0 * np.pi * ((j * k) % length) / length
+    c, s = np.cos(ang), np.sin(ang)
+    if inverse:
+        w = np.full((n_in, 1), 1.0 / length)
+        if onesided:        # bins 1 .. length/2 - 1 stand for their conjugate pair too
+            w[1:] *= 2.0
+            if length % 2 == 0 and n_in > length // 2:
+                w[length // 2] /= 2.0
+        c, s = c * w, s * w
+    return const_value(c.astype(to_numpy(dtype))), const_value(s.astype(to_numpy(dtype)))
+
+
+def _fit_length(b, v, n):
+    """v [..., L] cut or zero-padded to [..., n] along its last axis."""
+    d = v.shape[-1]
+    if d == n:
+        return v
+    if d > n:
+        return b.op("slice", [v], starts=(0,) * v.type.rank, steps=(1,) * v.type.rank,
+                    sizes=tuple(v.shape[:-1]) + (n,))
+    return b.op("pad", [v, b.scalar(0.0, v.dtype)], pre=(0,) * v.type.rank,
+                post=(0,) * (v.type.rank - 1) + (n - d,), mode="constant")
+
+
+def dft(b, x, axis, length, inverse, onesided):
+    """The DFT of x [..., L along `axis`, ..., 1 or 2 (real, imaginary)] as matmuls with
+    constant twiddle matrices: [..., bins, ..., 2], or [..., length, ..., 1] for the inverse
+    one-sided (real) transform."""
+    rank = x.type.rank
+    if not isinstance(x.shape[-1], int):
+        raise ConvertError(f"DFT: the last dim ({x.shape[-1]}: real or complex) must be known when compiling")
+    if x.shape[-1] not in (1, 2):
+        raise ShapeError(f"DFT: the last dim holds (real[, imaginary]) and must be 1 or 2, got {x.shape[-1]}")
+    if not 0 <= axis < rank - 1:
+        raise ShapeError(f"DFT: axis {axis} must name a signal dim (not the last, of size {x.shape[-1]})")
+    perm = tuple(i for i in range(rank - 1) if i != axis) + (axis,)
+    parts = [b.op("transpose", [take(b, x, rank - 1, c)], perm=perm) for c in range(x.shape[-1])]
+    if inverse and onesided:
+        bins, n_out = length // 2 + 1, length
+    else:
+        bins, n_out = length, (length // 2 + 1 if onesided else length)
+    parts = [_fit_length(b, p, bins) for p in parts]
+    c, s = _twiddles(b, bins, n_out, length, inverse, onesided, parts[0].dtype)
+    re = parts[0]
+    im = parts[1] if len(parts) > 1 else None
+    mm = lambda u, w: b.op("matmul", [u, w])
+    sign = 1.0 if inverse else -1.0        # e^{sign * i theta}
+    if inverse and onesided:
+        outs = [mm(re, c) if im is None else b.op("sub", [mm(re, c), mm(im, s)])]
+    else:
+        # (re + i im)(cos + i sign sin) = (re cos - sign im sin) + i (im cos + sign re sin)
+        if im is None:
+            y_re = mm(re, c)
+            y_im = mm(re, s) if inverse else b.op("neg", [mm(re, s)])
+        else:
+            rc, rs, ic, is_ = mm(re, c), mm(re, s), mm(im, c), mm(im, s)
+            y_re = b.op("sub", [rc, is_]) if inverse else b.op("add", [rc, is_])
+            y_im = b.op("add", [ic, rs]) if inverse else b.op("sub", [ic, rs])
+        outs = [y_re, y_im]
+    back = [0] * (rank - 1)
+    for pos, src in enumerate(perm):
+        back[src] = pos
+    outs = [b.op("transpose", [o], perm=tuple(back)) for o in outs]
+    return stack(b, outs, rank - 1)
+
+
+@converter("DFT")
+def _dft(b, n, ins, opset):
+    at = attrs_of(n)
+    x = ins[0]
+    if opset >= 20:
+        axis = int(np.asarray(known(ins[2], "DFT axis")).reshape(-1)[0]) if len(ins) > 2 and ins[2] is not None else -2
+    else:
+        axis = int(at.get("axis", 1))
+    axis = axis + x.type.rank if axis < 0 else axis
+    inverse, onesided = bool(at.get("inverse", 0)), bool(at.get("onesided", 0))
+    if len(ins) > 1 and ins[1] is not None:
+        length = int(np.asarray(known(ins[1], "DFT dft_length")).reshape(-1)[0])
+    else:
+        d = x.shape[axis] if 0 <= axis < x.type.rank else None
+        if not isinstance(d, int):
+            raise ConvertError(f"DFT: the signal length ({d}) must be known when compiling (the twiddle factors "
+                               f"are constants)")
+        length = 2 * (d - 1) if inverse and onesided else d
+    if length < 1:
+        raise ShapeError(f"DFT: dft_length must be positive, got {length}")
+    return dft(b, x, axis, length, inverse, onesided)
+
+
 # ---------------------------------------------------------------------------------- Resize
 @converter("Resize", "Upsample")
 def _resize(b, n, ins, opset):
@@ -1280,6 +1375,21 @@ def _resize(b, n, ins, opset):
 
 
 # --------------------------------------------------------------------------- ConvTranspose
+@converter("GridSample")
+def _grid_sample(b, n, ins, opset):
+    at = attrs_of(n)
+    mode = {"bilinear": "linear", "bicubic": "cubic"}.get(at.get("mode", "linear" if opset >= 20 else "bilinear"),
+                                                         at.get("mode", "linear"))
+    pad = at.get("padding_mode", "zeros")
+    if mode not in ("nearest", "linear", "cubic") or pad not in ("zeros", "border", "reflection"):
+        raise ShapeError(f"GridSample mode '{mode}' / padding_mode '{pad}' is not one the spec defines")
+    x, grid = ins
+    if x.dtype not in ("float16", "float32", "float64"):
+        raise ConvertError(f"GridSample of {x.dtype} input is not supported")
+    return b.op("grid_sample", [x, grid], mode=mode, padding=pad, align=int(at.get("align_corners", 0)),
+                _name=n.name)
+
+
 @converter("ConvTranspose")
 def _conv_transpose(b, n, ins, opset):
     """The gradient of Conv, as a Conv: zeros inserted between the inputs (stride), padded by
