@@ -825,6 +825,51 @@ register(OpDef("grid_sample", "index", _grid_sample_infer, None, index_emit=_gri
                guards=_grid_sample_guards, cost=16))
 
 
+# Col2Im: the inverse of im2col, summing overlaps. x [N, C*prod(block), L] -> [N, C, image...];
+# attrs: image, block, strides, pads (begin..., end...), dilations, blocks (column counts per axis)
+def _col2im_emit(o, node, ins, idx):
+    at = node.attrs
+    nd = len(at["image"])
+    kk = math.prod(at["block"])
+    total = None
+    for ks in itertools.product(*[range(k) for k in at["block"]]):
+        k_lin = 0
+        for k, size in zip(ks, at["block"]):
+            k_lin = k_lin * size + k
+        ok, l_lin = None, None
+        for i, k in enumerate(ks):
+            t = o.add(idx[2 + i], o.iconst(at["pads"][i] - k * at["dilations"][i]))
+            st, n_l = at["strides"][i], at["blocks"][i]
+            safe = o.max(t, o.iconst(0))
+            pos = o.div(safe, o.iconst(st))
+            good = o.and_(o.le(o.iconst(0), t), o.lt(pos, o.iconst(n_l)))
+            if st != 1:
+                good = o.and_(good, o.eq(o.mod(safe, o.iconst(st)), o.iconst(0)))
+            pos = o.min(pos, o.iconst(n_l - 1))
+            ok = good if ok is None else o.and_(ok, good)
+            l_lin = pos if l_lin is None else o.add(o.mul(l_lin, o.iconst(n_l)), pos)
+        ch = o.add(o.mul(idx[1], o.iconst(kk)), o.iconst(k_lin))
+        v = o.where(ok, ins[0]([idx[0], ch, l_lin]), o.const(0, node.inputs[0]))
+        total = v if total is None else o.add(total, v)
+    return total
+
+
+def _col2im_infer(types, at):
+    x = types[0]
+    kk = math.prod(at["block"])
+    if x.rank != 3 or (isinstance(x.shape[1], int) and x.shape[1] % kk):
+        raise ShapeError(f"{at.get('_who', 'Col2Im')}: input of shape {list(x.shape)} must be [N, C * {kk}, L]")
+    return [TensorType(x.dtype, (x.shape[0], x.shape[1] // kk) + tuple(at["image"]))]
+
+
+def _col2im_guards(node, add):
+    add("eq", (node.inputs[0].shape[2], math.prod(node.attrs["blocks"])),
+        "the column count against the blocks the image, block, strides and pads give")
+
+
+register(OpDef("col2im", "index", _col2im_infer, None, index_emit=_col2im_emit, guards=_col2im_guards))
+
+
 # GatherElements: out[i] = data[i with i[axis] replaced by indices[i]]; indices may be
 # smaller than data along the other axes
 def _gather_elements_ref(a, at):

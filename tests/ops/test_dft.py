@@ -39,3 +39,36 @@ def test_dft(opset, data):
     n = length or sig
     check(*node_model("DFT", ins, attrs, opset=opset, const={"n", "axis"}),
           kind="transcendental", scale=4.0 * n)
+
+
+@examples(12)
+@given(data=st.data())
+def test_stft(data):
+    rng = rng_from(data)
+    length = data.draw(st.integers(4, 40), label="length")
+    fl = data.draw(st.integers(2, min(16, length)), label="frame_length")
+    step = data.draw(st.integers(1, 6), label="frame_step")
+    complex_in = data.draw(st.booleans(), label="complex")
+    x = gen(rng, "float32", [data.draw(st.integers(1, 2), label="batch"), length, 2 if complex_in else 1],
+            Domain(low=-1.0, high=1.0))
+    use_window = data.draw(st.booleans(), label="window")
+    win = gen(rng, "float32", [fl], Domain(low=0.0, high=1.0)) if use_window else None
+    give_length = not use_window or data.draw(st.booleans(), label="frame_length_input")
+    onesided = 0 if complex_in else data.draw(st.sampled_from([None, 0, 1]), label="onesided")
+    ins = [("x", x), ("step", np.array(step, np.int64)), ("window", win),
+           ("fl", np.array(fl, np.int64) if give_length else None)]
+    check(*node_model("STFT", ins, {"onesided": onesided}, opset=17, const={"step", "fl"}),
+          kind="transcendental", scale=4.0 * fl)
+
+
+@examples(10)
+@given(data=st.data())
+def test_mel_weight_matrix(data):
+    length = data.draw(st.sampled_from([16, 64, 256, 512]), label="dft_length")
+    mels = data.draw(st.integers(1, 12), label="mels")
+    rate = data.draw(st.sampled_from([8000, 16000, 22050]), label="rate")
+    lo = data.draw(st.sampled_from([0.0, 20.0, 300.0]), label="lower")
+    hi = data.draw(st.sampled_from([rate / 2, rate / 3]), label="upper")
+    ins = [("mels", np.array(mels, np.int64)), ("n", np.array(length, np.int64)), ("rate", np.array(rate, np.int64)),
+           ("lo", np.array(lo, np.float32)), ("hi", np.array(hi, np.float32))]
+    check(*node_model("MelWeightMatrix", ins, opset=17, const={"mels", "n", "rate", "lo", "hi"}))

@@ -683,3 +683,22 @@ def test_scatter_nd(reduction, data):
     u = gen(rng, "float32", [j] + shape[q:])
     check(*node_model("ScatterND", [("data", gen(rng, "float32", shape)), ("indices", idx), ("updates", u)],
                       {"reduction": reduction}, opset=18, const=pick_consts(data, ["data", "indices", "updates"])))
+
+
+# --------------------------------------------------------------------------- Col2Im
+@examples(15)
+@given(data=st.data())
+def test_col2im(data):
+    rng = rng_from(data)
+    nd = data.draw(st.integers(1, 2), label="spatial_rank")
+    block = [data.draw(st.integers(1, 3), label="block") for _ in range(nd)]
+    strides = [data.draw(st.integers(1, 2), label="stride") for _ in range(nd)]
+    dil = [data.draw(st.integers(1, 2), label="dilation") for _ in range(nd)]
+    pads = [data.draw(st.integers(0, 1), label="pad") for _ in range(2 * nd)]
+    image = [data.draw(st.integers((b - 1) * d + 1, 7), label="image") for b, d in zip(block, dil)]
+    blocks = [(image[i] + pads[i] + pads[i + nd] - dil[i] * (block[i] - 1) - 1) // strides[i] + 1 for i in range(nd)]
+    c = data.draw(st.integers(1, 3), label="channels")
+    x = gen(rng, "float32", [data.draw(st.integers(1, 2), label="n"), c * math.prod(block), math.prod(blocks)])
+    attrs = {"strides": strides, "dilations": dil, "pads": pads}
+    check(*node_model("Col2Im", [("x", x), ("image", i64(image)), ("block", i64(block))], attrs, opset=18,
+                      const={"image", "block"}))

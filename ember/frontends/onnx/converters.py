@@ -1298,6 +1298,68 @@ def _dft(b, n, ins, opset):
     return dft(b, x, axis, length, inverse, onesided)
 
 
+@converter("STFT")
+def _stft(b, n, ins, opset):
+    """Frames gathered with one constant index (the signal zero-padded past its end),
+    windowed, and transformed by `dft`."""
+    x = ins[0]
+    if x.type.rank != 3 or not all(isinstance(d, int) for d in x.shape[1:]):
+        raise ConvertError(f"STFT: the signal [batch, length, 1 or 2] must have a length known when compiling, got "
+                           f"{list(x.shape)}")
+    step = int(np.asarray(known(ins[1], "STFT frame_step")).reshape(-1)[0])
+    window = ins[2] if len(ins) > 2 else None
+    fl = ins[3] if len(ins) > 3 else None
+    length = x.shape[1]
+    if fl is not None:
+        fl = int(np.asarray(known(fl, "STFT frame_length")).reshape(-1)[0])
+    elif window is not None:
+        fl = window.shape[0]
+    else:
+        fl = length
+    win = window.shape[0] if window is not None else fl
+    if not isinstance(win, int) or step < 1 or fl < 1 or fl > length:
+        raise ShapeError(f"STFT: frame_step {step} and frame_length {fl} (window {win}) do not fit a signal of "
+                         f"{length} samples")
+    frames = 1 + (length - fl) // step
+    need = (frames - 1) * step + win
+    if need > length:
+        x = b.op("pad", [x, b.scalar(0.0, x.dtype)], pre=(0, 0, 0), post=(0, need - length, 0), mode="constant")
+    pos = (np.arange(frames)[:, None] * step + np.arange(win)[None, :]).astype(np.int64)
+    y = b.op("gather", [x, const_value(pos)], axis=1)                   # [batch, frames, win, C]
+    if window is not None:
+        y = b.op("mul", [y, b.op("reshape", [window], shape=(1, 1, win, 1))])
+    return dft(b, y, 2, fl, False, bool(attrs_of(n).get("onesided", 1)))
+
+
+@converter("MelWeightMatrix")
+def _mel_weight_matrix(b, n, ins, opset):
+    """The [dft_length / 2 + 1, num_mel_bins] triangular filter bank, a constant: its inputs
+    are known when compiling."""
+    mels, length, rate, lo, hi = (np.asarray(known(v, "MelWeightMatrix input")).reshape(-1)[0] for v in ins)
+    mels, length, rate = int(mels), int(length), int(rate)
+    if mels < 1 or length < 1 or rate < 1:
+        raise ShapeError(f"MelWeightMatrix: num_mel_bins {mels}, dft_length {length} and sample_rate {rate} must "
+                         f"be positive")
+    to_mel = lambda hz: 2595.0 * np.log10(1.0 + hz / 700.0)
+    edges = to_mel(float(lo)) + np.arange(mels + 2) * (to_mel(float(hi)) - to_mel(float(lo))) / (mels + 2)
+    hz = 700.0 * (10.0 ** (edges / 2595.0) - 1.0)
+    bins = (((length + 1) * hz) // rate).astype(np.int64)
+    if bins.min() < 0 or bins.max() > length // 2:
+        raise ShapeError(f"MelWeightMatrix: the band {lo} to {hi} Hz reaches outside the {length // 2 + 1} bins of a "
+                         f"{length}-point DFT at {rate} Hz")
+    out = np.zeros((length // 2 + 1, mels))
+    for i in range(mels):
+        left, mid, right = bins[i], bins[i + 1], bins[i + 2]
+        if mid == left:
+            out[mid, i] = 1.0
+        else:
+            out[left:mid + 1, i] = (np.arange(left, mid + 1) - left) / (mid - left)
+        if right > mid:
+            out[mid:right, i] = (right - np.arange(mid, right)) / (right - mid)
+    dtype = from_onnx(attrs_of(n).get("output_datatype", 1))
+    return const_value(out.astype(to_numpy(dtype)))
+
+
 # ---------------------------------------------------------------------------------- Resize
 @converter("Resize", "Upsample")
 def _resize(b, n, ins, opset):
@@ -1375,6 +1437,25 @@ def _resize(b, n, ins, opset):
 
 
 # --------------------------------------------------------------------------- ConvTranspose
+@converter("Col2Im")
+def _col2im(b, n, ins, opset):
+    at = attrs_of(n)
+    image = [int(v) for v in np.asarray(known(ins[1], "Col2Im image_shape")).reshape(-1)]
+    block = [int(v) for v in np.asarray(known(ins[2], "Col2Im block_shape")).reshape(-1)]
+    nd = len(image)
+    strides = list(at.get("strides", [1] * nd))
+    dil = list(at.get("dilations", [1] * nd))
+    pads = list(at.get("pads", [0] * 2 * nd))
+    if len(block) != nd or len(strides) != nd or len(dil) != nd or len(pads) != 2 * nd or min(block + strides + dil) < 1:
+        raise ShapeError(f"Col2Im: image_shape {image}, block_shape {block}, strides {strides}, dilations {dil} and "
+                         f"pads {pads} must agree in length (pads twice) and be positive")
+    blocks = [(image[i] + pads[i] + pads[i + nd] - dil[i] * (block[i] - 1) - 1) // strides[i] + 1 for i in range(nd)]
+    if min(blocks) < 1:
+        raise ShapeError(f"Col2Im: block_shape {block} does not fit image_shape {image} with these pads")
+    return b.op("col2im", [ins[0]], image=tuple(image), block=tuple(block), strides=tuple(strides),
+                pads=tuple(pads), dilations=tuple(dil), blocks=tuple(blocks), _name=n.name)
+
+
 @converter("GridSample")
 def _grid_sample(b, n, ins, opset):
     at = attrs_of(n)
