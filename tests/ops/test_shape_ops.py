@@ -702,3 +702,39 @@ def test_col2im(data):
     attrs = {"strides": strides, "dilations": dil, "pads": pads}
     check(*node_model("Col2Im", [("x", x), ("image", i64(image)), ("block", i64(block))], attrs, opset=18,
                       const={"image", "block"}))
+
+
+# ------------------------------------------------------------------ NonZero, Compress
+@examples(12)
+@given(data=st.data())
+def test_compress(data):
+    rng = rng_from(data)
+    shape = list(data.draw(shapes(1, 3, max_size=512), label="shape"))
+    r = len(shape)
+    ax = data.draw(st.one_of(st.none(), st.integers(-r, r - 1)), label="axis")
+    d = math.prod(shape) if ax is None else shape[ax]
+    cond = rng.random(data.draw(st.integers(1, min(d, 64)), label="cond_len")) < 0.5
+    x = gen(rng, "float32", shape)
+    # the condition as a constant or a small graph input (then compiled per value of it)
+    check(*node_model("Compress", [("x", x), ("cond", cond)], {"axis": ax}, opset=11,
+                      const=pick_consts(data, ["cond"])))
+
+
+@examples(8)
+@given(data=st.data())
+def test_nonzero_of_known_values(data):
+    rng = rng_from(data)
+    shape = list(data.draw(shapes(1, 3, max_size=64), label="shape"))
+    x = (rng.random(shape) < 0.4).astype(np.float32) * rng.standard_normal(shape).astype(np.float32)
+    check(*node_model("NonZero", [("x", x)], opset=13, const=pick_consts(data, ["x"])))
+
+
+def test_nonzero_of_computed_data_is_refused_clearly():
+    import ember
+    from onnx import TensorProto, helper
+    vi = lambda n, s: helper.make_tensor_value_info(n, TensorProto.FLOAT, s)
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("NonZero", ["r"], ["nz"])]
+    g = helper.make_graph(nodes, "g", [vi("x", [1000])], [helper.make_tensor_value_info("nz", TensorProto.INT64, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    with pytest.raises(ember.errors.UnsupportedOpError, match="NonZero.*computed from data"):
+        ember.InferenceSession(m.SerializeToString())

@@ -676,6 +676,43 @@ def _gather_nd(b, n, ins, opset):
     return b.op("gather", [flat, lin], axis=0, _name=n.name)
 
 
+# NonZero and Compress give shapes that depend on values: compiled where those values are
+# known (constants, or small graph inputs, per value); computed from data, they are refused
+def _data_known(v, what):
+    try:
+        return known(v, what)
+    except NeedsValues:
+        raise
+    except ConvertError:
+        raise ConvertError(f"{what} is computed from data, and the output's shape depends on its values: Ember "
+                           f"compiles this op only where they are known when compiling (constants, or graph "
+                           f"inputs of up to 64 elements)") from None
+
+
+@converter("NonZero")
+def _nonzero(b, n, ins, opset):
+    x = np.asarray(_data_known(ins[0], "NonZero's input"))
+    if x.dtype == object:
+        raise ConvertError("NonZero of a shape tensor is not supported")
+    return const_value(np.array(np.nonzero(x), dtype=np.int64).reshape(x.ndim, -1))
+
+
+@converter("Compress")
+def _compress(b, n, ins, opset):
+    x = ins[0]
+    cond = np.asarray(_data_known(ins[1], "Compress's condition")).reshape(-1).astype(bool)
+    at = attrs_of(n)
+    if "axis" in at:
+        axis = norm_axis(int(at["axis"]), x.type.rank)
+    else:
+        x, axis = b.op("reshape", [x], shape=(S.prod(x.shape),)), 0
+    d = x.shape[axis]
+    if isinstance(d, int) and len(cond) > d:
+        raise ShapeError(f"Compress: the condition has {len(cond)} values for a dim of {d}")
+    picked = np.nonzero(cond)[0].astype(np.int64)
+    return b.op("gather", [x, const_value(picked)], axis=axis, _name=n.name)
+
+
 @converter("GatherElements")
 def _gather_elements(b, n, ins, opset):
     axis = norm_axis(attrs_of(n).get("axis", 0), ins[0].type.rank)
