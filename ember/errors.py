@@ -32,6 +32,15 @@ class ValueDependentError(UnsupportedOpError):
         self.inputs = tuple(inputs)
 
 
+class DataDependentError(UnsupportedOpError):
+    """A node's output shape depends on values computed from data (NonZero): `InferenceSession`
+    then runs the model in native stages split at `node` (runtime/staged.py)."""
+
+    def __init__(self, nodes, node):
+        super().__init__(nodes)
+        self.node = node
+
+
 class StructuredIOError(UnsupportedOpError):
     """The graph takes or returns sequences or optionals: `InferenceSession` then flattens
     them to tensors at its boundary (runtime/structured.py)."""

@@ -14,7 +14,8 @@ import time
 
 import numpy as np
 
-from ..errors import EmberError, InvalidInputError, StructuredIOError, UnsupportedOpError, ValueDependentError
+from ..errors import (DataDependentError, EmberError, InvalidInputError, StructuredIOError, UnsupportedOpError,
+                      ValueDependentError)
 from ..ir import guards
 from ..ir import symbolic as S
 from ..ir.dtypes import onnx_type_str, to_numpy
@@ -95,6 +96,9 @@ class InferenceSession:
         except StructuredIOError:
             self._init_structured()
             return
+        except DataDependentError as e:
+            self._init_staged(e)
+            return
         except ValueDependentError as e:
             if kwargs.get("_variant_of_values"):   # a variant of _ValueVariants: it adds the inputs
                 raise
@@ -136,6 +140,20 @@ class InferenceSession:
         self._out_index = {vo.name: i for i, vo in enumerate(proto.graph.output)}
         self._events, self._prof_lock, self._profiling = [], threading.Lock(), False
 
+    def _init_staged(self, err):
+        """An output shape computed from data: native stages split at that node."""
+        from ..frontends.onnx.loader import declared_inputs, read_model
+        from .staged import StagedModel
+        proto = read_model(self._model)
+        try:
+            self._structured = StagedModel(proto, err.node, self._options, InferenceSession)
+        except LookupError:      # (inside a subgraph or a function body: no stage boundary there)
+            raise err from None
+        self._c = None
+        self._inputs = [NodeArg(n, t, s) for n, t, s in declared_inputs(proto)]
+        self._outputs = [NodeArg(vo.name, "float32", []) for vo in proto.graph.output]
+        self._events, self._prof_lock, self._profiling = [], threading.Lock(), False
+
     def _init_structured(self):
         """Sequence or optional graph inputs or outputs: flattened per run's structure."""
         from ..frontends.onnx.loader import read_model
@@ -160,6 +178,8 @@ class InferenceSession:
 
     @property
     def compile_stats(self) -> dict:
+        if self._structured is not None:
+            return {"staged" if hasattr(self._structured, "stage_a") else "structured": True}
         if self._c is None:
             last = self._by_value.last
             return dict(last.compile_stats, value_variants=len(self._by_value.sessions)) if last else {}
@@ -191,6 +211,9 @@ class InferenceSession:
 
     # ------------------------------------------------------------------------ io binding
     def io_binding(self) -> IOBinding:
+        if self._structured is not None:
+            raise EmberError("io_binding is not available for a model run in stages or with sequence or optional "
+                             "inputs or outputs: call run()")
         if self._by_value is not None:
             raise EmberError("io_binding is not available for a model that reads graph inputs as shape "
                              f"arguments ({list(self._by_value.names)}): call run()")

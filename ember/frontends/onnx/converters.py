@@ -37,6 +37,11 @@ def attrs_of(node) -> dict:
     return out
 
 
+class DataDependentShape(ConvertError):
+    """The node's output shape depends on values computed from data: a session runs the model
+    in stages split at it."""
+
+
 class NeedsValues(ConvertError):
     """A value that must be known when compiling is computed from graph inputs alone: a
     session can compile a variant per value of those inputs (`inputs`, their names)."""
@@ -684,9 +689,9 @@ def _data_known(v, what):
     except NeedsValues:
         raise
     except ConvertError:
-        raise ConvertError(f"{what} is computed from data, and the output's shape depends on its values: Ember "
-                           f"compiles this op only where they are known when compiling (constants, or graph "
-                           f"inputs of up to 64 elements)") from None
+        raise DataDependentShape(f"{what} is computed from data, and the output's shape depends on its values: "
+                                 f"InferenceSession runs such a model in native stages split at this node "
+                                 f"(load_onnx alone compiles it only where the values are known)") from None
 
 
 @converter("NonZero")

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import (EmberError, ModelLoadError, ShapeError, StructuredIOError, UnsupportedOpError,
-                       ValueDependentError)
+from ...errors import (DataDependentError, EmberError, ModelLoadError, ShapeError, StructuredIOError,
+                       UnsupportedOpError, ValueDependentError)
 from ...ir import symbolic as S
 from ...ir.builder import Builder
 from ...ir.dtypes import NARROW, compute_dtype, from_onnx
 from ...ir.graph import Graph, TensorType
 from . import functions
 from .converters import CONVERTERS as _BASE_CONVERTERS
-from .converters import ConvertError, NeedsValues, attrs_of, known, stack, take
+from .converters import ConvertError, DataDependentShape, NeedsValues, attrs_of, known, stack, take
 from .recurrent import RECURRENT
 from .sequences import SEQUENCES, Opt, Seq
 
@@ -296,6 +296,8 @@ def _convert_nodes(b, nodes, env, custom_ops):
                 outs = conv(b, n, ins, opset)
         except NeedsValues as e:
             raise ValueDependentError([(name, n.op_type, str(e))], e.inputs) from None
+        except DataDependentShape as e:
+            raise DataDependentError([(name, n.op_type, str(e))], n) from None
         except ConvertError as e:
             raise UnsupportedOpError([(name, n.op_type, str(e))]) from None
         except EmberError as e:

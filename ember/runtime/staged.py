@@ -1,0 +1,213 @@
+"""Models whose shapes depend on values computed from data, run in native stages.
+
+A node like NonZero, fed from data, gives an output whose length only its input's values
+decide. The model is split there: stage A (the nodes before it, a compiled model) computes
+its input and every value the rest needs; the node itself runs as one native kernel
+(written in Ember's kernel language) that counts and writes its output into a buffer of
+the largest possible size; stage B (the nodes after it, compiled once with that length as
+a symbolic dim) takes it from there. Between the stages, Python only passes arrays on. A
+later such node splits stage B the same way, since B is an `InferenceSession` too."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from ..lang import Tensor, int64, kernel
+
+
+@kernel
+def nonzero_flat(x, strides: Tensor[int64, 1], out: Tensor[int64, 2]) -> int64:
+    """The coordinates of x's non-zero elements (x flattened, `strides` its row-major strides)
+    written to out[:, 0:count] in order; returns count."""
+    n = 0
+    for i in range(len(x)):
+        if x[i] != 0:
+            r = i
+            for d in range(len(strides)):
+                out[d, n] = r // strides[d]
+                r = r % strides[d]
+            n += 1
+    return n
+
+
+def nonzero(x: np.ndarray) -> np.ndarray:
+    """ONNX NonZero, by the native kernel: int64 [rank, count]."""
+    x = np.ascontiguousarray(x)
+    if x.dtype == np.bool_:
+        x = x.view(np.uint8)
+    elif x.dtype.kind not in "fiu":     # (the narrow types: their bits are non-zero where they are)
+        x = x.astype(np.float32)
+    shape = x.shape if x.ndim else (1,)
+    strides = np.array([int(np.prod(shape[i + 1:])) for i in range(len(shape))], np.int64)
+    out = np.empty((len(shape), x.size), np.int64)
+    count = int(nonzero_flat(x.reshape(-1), strides, out)) if x.size else 0
+    return np.ascontiguousarray(out[: x.ndim, :count])
+
+
+# the ops a stage boundary can be placed at, with the native kernel that computes them
+STAGE_KERNELS = {"NonZero": nonzero}
+
+
+def _compress_as_nonzero(n):
+    """Compress(x, cond[, axis]) as NonZero(cond) -> Reshape [-1] -> Gather (x flattened without
+    an axis): its one data-dependent step is then the NonZero."""
+    from onnx import helper
+    axis = next((helper.get_attribute_value(a) for a in n.attribute if a.name == "axis"), None)
+    base = n.output[0]
+    shape = helper.make_node("Constant", [], [base + "/minus_one"],
+                             value=helper.make_tensor(base + "/minus_one", 7, [1], [-1]))
+    nodes = [shape, helper.make_node("NonZero", [n.input[1]], [base + "/nonzero"]),
+             helper.make_node("Reshape", [base + "/nonzero", base + "/minus_one"], [base + "/picked"])]
+    x = n.input[0]
+    if axis is None:
+        nodes.append(helper.make_node("Reshape", [x, base + "/minus_one"], [base + "/flat"]))
+        x, axis = base + "/flat", 0
+    nodes.append(helper.make_node("Gather", [x, base + "/picked"], [base], axis=axis))
+    return nodes
+
+
+# data-dependent ops written with one that has a stage kernel
+STAGE_REWRITES = {"Compress": _compress_as_nonzero}
+
+
+def _referenced(nodes) -> set:
+    """Every name the nodes read, their subgraphs' reads of the enclosing scope included."""
+    from onnx import helper
+    names = set()
+    for n in nodes:
+        names.update(x for x in n.input if x)
+        for a in n.attribute:
+            v = helper.get_attribute_value(a)
+            for g in (v if isinstance(v, list) else [v]):
+                if hasattr(g, "node") and hasattr(g, "output"):
+                    names |= _referenced(g.node)
+                    names.update(o.name for o in g.output)
+    return names
+
+
+class StagedModel:
+    """A model split at a data-dependent node into stage A, the node's kernel, and stage B."""
+
+    LIMIT = 16
+
+    def __init__(self, proto, node, options, session_type):
+        from onnx import helper
+        g = proto.graph
+        at = [k for k, n in enumerate(g.node) if list(n.output) == list(node.output) and n.op_type == node.op_type]
+        if not at or (node.op_type not in STAGE_KERNELS and node.op_type not in STAGE_REWRITES):
+            raise LookupError(node.op_type)
+        k = at[0]
+        if node.op_type in STAGE_REWRITES:
+            new = type(proto)()
+            new.CopyFrom(proto)
+            nodes = list(new.graph.node)
+            nodes[k:k + 1] = STAGE_REWRITES[node.op_type](nodes[k])
+            del new.graph.node[:]
+            new.graph.node.extend(nodes)
+            proto, g = new, new.graph
+            k = next(i for i in range(k, len(nodes)) if nodes[i].op_type in STAGE_KERNELS)
+        before, self.node, after = list(g.node[:k]), g.node[k], list(g.node[k + 1:])
+        self.options, self.session_type = options, session_type
+        self.kernel = STAGE_KERNELS[self.node.op_type]
+        produced = [o for n in before for o in n.output if o]
+        needed = _referenced(after) | {o.name for o in g.output}
+        self.x = self.node.input[0]
+        self.carried = [o for o in dict.fromkeys(produced) if o in needed]
+        inputs = {vi.name for vi in g.input}
+        self.passed = [vi for vi in g.input if vi.name in needed]
+        self.a_outputs = list(dict.fromkeys(([self.x] if self.x in produced else []) + self.carried))
+        self.stage_a = None
+        if self.a_outputs:
+            a = type(proto)()
+            a.CopyFrom(proto)
+            del a.graph.node[:]
+            a.graph.node.extend(before)
+            del a.graph.output[:]
+            a.graph.output.extend(helper.make_empty_tensor_value_info(o) for o in self.a_outputs)
+            self.stage_a = session_type(a.SerializeToString(), options)
+        elif self.x not in inputs and self.x not in {i.name for i in g.initializer}:
+            raise LookupError(self.x)
+        # (a plain compiled stage A knows its outputs' shapes; a per-value or staged one does not)
+        self.a_shapes = {o.name: o.shape for o in self.stage_a.get_outputs()} \
+            if self.stage_a is not None and getattr(self.stage_a, "_c", None) is not None else {}
+        self.proto, self.after, self.outputs = proto, after, [o.name for o in g.output]
+        self.b_produced = {o for n in after for o in n.output if o} | set(self.node.output)
+        self.sessions: dict = {}
+        self.lock = threading.Lock()
+
+    def _stage_b(self, values: dict):
+        """Stage B for the dtypes and ranks of the values it takes (each dim a symbol)."""
+        from onnx import helper
+        from onnx.helper import np_dtype_to_tensor_dtype
+        key = tuple((n, a.dtype.str, tuple(self._dims(n, a))) for n, a in values.items())
+        with self.lock:
+            sess = self.sessions.get(key)
+        if sess is not None:
+            return sess
+        m = type(self.proto)()
+        m.CopyFrom(self.proto)
+        g = m.graph
+        passed = {vi.name for vi in self.passed}
+        decl = [vi for vi in g.input if vi.name in passed]
+        for name, a in values.items():
+            if name in passed:
+                continue
+            decl.append(helper.make_tensor_value_info(name, np_dtype_to_tensor_dtype(a.dtype), self._dims(name, a)))
+        del g.input[:]
+        g.input.extend(decl)
+        del g.node[:]
+        g.node.extend(self.after)
+        outs = [vo for vo in g.output if vo.name in self.b_produced]
+        del g.output[:]
+        g.output.extend(outs)
+        sess = self.session_type(m.SerializeToString(), self.options) if outs else None
+        with self.lock:
+            self.sessions[key] = sess
+            if len(self.sessions) > self.LIMIT:
+                self.sessions.pop(next(iter(self.sessions)))
+        return sess
+
+    def _dims(self, name, a):
+        """Stage B's declared dims for value `name` (array `a`): the node's output is [rank,
+        count] with count a symbol; a value from stage A keeps the dims stage A's compiled
+        outputs give (ints, or symbols of the model's inputs), else its actual ones."""
+        if name == self.node.output[0]:
+            return [a.shape[0], f"{self.node.output[0]}_count".replace(".", "_")]
+        shape = self.a_shapes.get(name)
+        if shape is None or len(shape) != a.ndim:
+            return list(a.shape)
+        return [d if isinstance(d, int) else (str(d) if str(d).isidentifier() else int(a.shape[i]))
+                for i, d in enumerate(shape)]
+
+    def run(self, output_names, feed):
+        from ..errors import InvalidInputError
+        if not isinstance(feed, dict):
+            raise InvalidInputError(f"feeds must be a dict of input name -> array, got {type(feed).__name__}")
+        got = {}
+        if self.stage_a is not None:
+            got.update(zip(self.a_outputs, self.stage_a.run(None, feed)))
+        x = got[self.x] if self.x in got else feed.get(self.x)
+        if x is None:
+            x = next(self._initializer(self.x))
+        got[self.node.output[0]] = self.kernel(np.asarray(x))
+        values = {self.node.output[0]: got[self.node.output[0]]}
+        values.update((c, got[c]) for c in self.carried)
+        values.update((vi.name, feed[vi.name]) for vi in self.passed if vi.name in feed)
+        sess = self._stage_b(values)
+        if sess is not None:
+            names = [o.name for o in sess.get_outputs()]
+            feed_b = {n: values[n] for n in (i.name for i in sess.get_inputs()) if n in values}
+            outs = sess.run(None, feed_b)
+            got.update(zip([o.name for o in sess.get_outputs()] or names, outs))
+        names = output_names if output_names is not None else self.outputs
+        missing = [n for n in names if n not in got]
+        if missing:
+            raise InvalidInputError(f"unknown output name(s) {missing}; the model's outputs are {self.outputs}")
+        return [got[n] for n in names]
+
+    def _initializer(self, name):
+        from onnx import numpy_helper
+        for i in self.proto.graph.initializer:
+            if i.name == name:
+                yield numpy_helper.to_array(i)
