@@ -1,6 +1,6 @@
 """Models whose shapes depend on values computed from data, run in native stages.
 
-A node like NonZero, fed from data, gives an output whose length only its input's values
+A node like NonZero or NonMaxSuppression, fed from data, gives an output whose length only its input's values
 decide. The model is split there: stage A (the nodes before it, a compiled model) computes
 its input and every value the rest needs; the node itself runs as one native kernel
 (written in Ember's kernel language) that counts and writes its output into a buffer of
@@ -13,7 +13,7 @@ import threading
 
 import numpy as np
 
-from ..lang import Tensor, int64, kernel
+from ..lang import Tensor, float32, int8, int64, kernel
 
 
 @kernel
@@ -31,7 +31,7 @@ def nonzero_flat(x, strides: Tensor[int64, 1], out: Tensor[int64, 2]) -> int64:
     return n
 
 
-def nonzero(x: np.ndarray) -> np.ndarray:
+def nonzero(node, x: np.ndarray) -> np.ndarray:
     """ONNX NonZero, by the native kernel: int64 [rank, count]."""
     x = np.ascontiguousarray(x)
     if x.dtype == np.bool_:
@@ -45,8 +45,99 @@ def nonzero(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(out[: x.ndim, :count])
 
 
-# the ops a stage boundary can be placed at, with the native kernel that computes them
-STAGE_KERNELS = {"NonZero": nonzero}
+@kernel
+def nms_rows(boxes: Tensor[float32, 3], scores: Tensor[float32, 3], max_out: int64, iou: float32,
+             score_thr: float32, use_score: int64, center: int64, taken: Tensor[int8, 1],
+             out: Tensor[int64, 2]) -> int64:
+    """Greedy non-maximum suppression per batch and class: the highest-scoring box left (the
+    lowest index among equals) is kept unless its IoU with one kept before exceeds `iou`;
+    rows (batch, class, box) written to `out`; returns their count."""
+    count = 0
+    n = boxes.shape[1]
+    for b in range(boxes.shape[0]):
+        for c in range(scores.shape[1]):
+            for i in range(n):
+                taken[i] = int8(0)
+                if use_score != 0 and not (scores[b, c, i] > score_thr):
+                    taken[i] = int8(1)
+            sel = 0
+            while sel < max_out:
+                best = -1
+                top = float32(0.0)
+                for i in range(n):
+                    if taken[i] == int8(0):
+                        s = scores[b, c, i]
+                        if best < 0 or s > top:
+                            best = i
+                            top = s
+                if best < 0:
+                    break
+                taken[best] = int8(1)
+                keep = True
+                for j in range(sel):
+                    other = out[count - sel + j, 2]
+                    if center == 0:
+                        ax0 = min(boxes[b, best, 1], boxes[b, best, 3])
+                        ax1 = max(boxes[b, best, 1], boxes[b, best, 3])
+                        ay0 = min(boxes[b, best, 0], boxes[b, best, 2])
+                        ay1 = max(boxes[b, best, 0], boxes[b, best, 2])
+                        bx0 = min(boxes[b, other, 1], boxes[b, other, 3])
+                        bx1 = max(boxes[b, other, 1], boxes[b, other, 3])
+                        by0 = min(boxes[b, other, 0], boxes[b, other, 2])
+                        by1 = max(boxes[b, other, 0], boxes[b, other, 2])
+                    else:
+                        ax0 = boxes[b, best, 0] - boxes[b, best, 2] / 2
+                        ax1 = boxes[b, best, 0] + boxes[b, best, 2] / 2
+                        ay0 = boxes[b, best, 1] - boxes[b, best, 3] / 2
+                        ay1 = boxes[b, best, 1] + boxes[b, best, 3] / 2
+                        bx0 = boxes[b, other, 0] - boxes[b, other, 2] / 2
+                        bx1 = boxes[b, other, 0] + boxes[b, other, 2] / 2
+                        by0 = boxes[b, other, 1] - boxes[b, other, 3] / 2
+                        by1 = boxes[b, other, 1] + boxes[b, other, 3] / 2
+                    iw = min(ax1, bx1) - max(ax0, bx0)
+                    ih = min(ay1, by1) - max(ay0, by0)
+                    if iw > 0 and ih > 0:
+                        inter = iw * ih
+                        area_a = (ax1 - ax0) * (ay1 - ay0)
+                        area_b = (bx1 - bx0) * (by1 - by0)
+                        union = area_a + area_b - inter
+                        if area_a > 0 and area_b > 0 and union > 0 and inter / union > iou:
+                            keep = False
+                            break
+                if keep:
+                    out[count, 0] = int64(b)
+                    out[count, 1] = int64(c)
+                    out[count, 2] = int64(best)
+                    count += 1
+                    sel += 1
+    return count
+
+
+def non_max_suppression(node, boxes, scores, max_out=None, iou=None, score_thr=None):
+    """ONNX NonMaxSuppression, by the native kernel: int64 [selected, 3]."""
+    from onnx import helper
+
+    from ..errors import InvalidInputError
+    center = next((int(helper.get_attribute_value(a)) for a in node.attribute if a.name == "center_point_box"), 0)
+    boxes = np.ascontiguousarray(boxes, dtype=np.float32)
+    scores = np.ascontiguousarray(scores, dtype=np.float32)
+    if boxes.ndim != 3 or boxes.shape[2] != 4 or scores.ndim != 3 or scores.shape[0] != boxes.shape[0] \
+            or scores.shape[2] != boxes.shape[1]:
+        raise InvalidInputError(f"node '{node.name}' (NonMaxSuppression): boxes {list(boxes.shape)} and scores "
+                                f"{list(scores.shape)} must be [batches, boxes, 4] and [batches, classes, boxes]")
+    one = lambda v, d: d if v is None or np.size(v) == 0 else np.asarray(v).reshape(-1)[0]
+    limit = max(int(one(max_out, 0)), 0)
+    n = boxes.shape[1]
+    out = np.empty((boxes.shape[0] * scores.shape[1] * min(limit, n), 3), np.int64)
+    taken = np.empty(max(n, 1), np.int8)
+    count = nms_rows(boxes, scores, min(limit, n), np.float32(one(iou, 0.0)), np.float32(one(score_thr, 0.0)),
+                     0 if score_thr is None or np.size(score_thr) == 0 else 1, center, taken, out) if out.size else 0
+    return np.ascontiguousarray(out[:count])
+
+
+# the ops a stage boundary can be placed at: the native kernel that computes one (from the
+# node and its input arrays, None for an absent one) and the axis of its output that the data sets
+STAGE_KERNELS = {"NonZero": (nonzero, 1), "NonMaxSuppression": (non_max_suppression, 0)}
 
 
 def _compress_as_nonzero(n):
@@ -109,14 +200,14 @@ class StagedModel:
             k = next(i for i in range(k, len(nodes)) if nodes[i].op_type in STAGE_KERNELS)
         before, self.node, after = list(g.node[:k]), g.node[k], list(g.node[k + 1:])
         self.options, self.session_type = options, session_type
-        self.kernel = STAGE_KERNELS[self.node.op_type]
+        self.kernel, self.data_axis = STAGE_KERNELS[self.node.op_type]
         produced = [o for n in before for o in n.output if o]
         needed = _referenced(after) | {o.name for o in g.output}
-        self.x = self.node.input[0]
+        self.args = list(self.node.input)
         self.carried = [o for o in dict.fromkeys(produced) if o in needed]
         inputs = {vi.name for vi in g.input}
         self.passed = [vi for vi in g.input if vi.name in needed]
-        self.a_outputs = list(dict.fromkeys(([self.x] if self.x in produced else []) + self.carried))
+        self.a_outputs = list(dict.fromkeys([x for x in self.args if x in produced] + self.carried))
         self.stage_a = None
         if self.a_outputs:
             a = type(proto)()
@@ -126,8 +217,9 @@ class StagedModel:
             del a.graph.output[:]
             a.graph.output.extend(helper.make_empty_tensor_value_info(o) for o in self.a_outputs)
             self.stage_a = session_type(a.SerializeToString(), options)
-        elif self.x not in inputs and self.x not in {i.name for i in g.initializer}:
-            raise LookupError(self.x)
+        known = inputs | {i.name for i in g.initializer} | set(produced)
+        if any(x and x not in known for x in self.args):
+            raise LookupError(self.node.op_type)
         # (a plain compiled stage A knows its outputs' shapes; a per-value or staged one does not)
         self.a_shapes = {o.name: o.shape for o in self.stage_a.get_outputs()} \
             if self.stage_a is not None and getattr(self.stage_a, "_c", None) is not None else {}
@@ -173,7 +265,8 @@ class StagedModel:
         count] with count a symbol; a value from stage A keeps the dims stage A's compiled
         outputs give (ints, or symbols of the model's inputs), else its actual ones."""
         if name == self.node.output[0]:
-            return [a.shape[0], f"{self.node.output[0]}_count".replace(".", "_")]
+            sym = "".join(ch if ch.isalnum() else "_" for ch in name) + "_count"
+            return [sym if i == self.data_axis else d for i, d in enumerate(a.shape)]
         shape = self.a_shapes.get(name)
         if shape is None or len(shape) != a.ndim:
             return list(a.shape)
@@ -187,10 +280,13 @@ class StagedModel:
         got = {}
         if self.stage_a is not None:
             got.update(zip(self.a_outputs, self.stage_a.run(None, feed)))
-        x = got[self.x] if self.x in got else feed.get(self.x)
-        if x is None:
-            x = next(self._initializer(self.x))
-        got[self.node.output[0]] = self.kernel(np.asarray(x))
+        args = []
+        for x in self.args:
+            v = None if not x else got[x] if x in got else feed.get(x)
+            if x and v is None:
+                v = next(self._initializer(x))
+            args.append(None if v is None else np.asarray(v))
+        got[self.node.output[0]] = self.kernel(self.node, *args)
         values = {self.node.output[0]: got[self.node.output[0]]}
         values.update((c, got[c]) for c in self.carried)
         values.update((vi.name, feed[vi.name]) for vi in self.passed if vi.name in feed)

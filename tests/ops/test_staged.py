@@ -92,3 +92,44 @@ def test_two_data_dependent_nodes_give_three_stages():
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     for _ in range(3):
         _run_both(m, {"x": rng.standard_normal((4, 5)).astype(np.float32)})
+
+
+@pytest.mark.parametrize("center", [0, 1])
+@examples(15)
+@given(data=st.data())
+def test_non_max_suppression(center, data):
+    rng = rng_from(data)
+    nb, nc, n = (data.draw(st.integers(1, 3), label="batches"), data.draw(st.integers(1, 3), label="classes"),
+                 data.draw(st.integers(1, 20), label="boxes"))
+    boxes = rng.uniform(0, 1, (nb, n, 4)).astype(np.float32)
+    # scores on a coarse grid: equal scores, where the lower box index goes first
+    scores = np.round(rng.uniform(0, 1, (nb, nc, n)), 1).astype(np.float32)
+    # (onnx.reference needs max_output_boxes_per_class and iou_threshold given)
+    ins = ["b", "s", "m", "i", "t"][:data.draw(st.integers(4, 5), label="inputs")]
+    feeds = {"b": boxes, "s": scores, "m": np.array([data.draw(st.integers(0, 6), label="max")], np.int64),
+             "i": np.array([rng.uniform(0, 0.8)], np.float32), "t": np.array([rng.uniform(0, 0.6)], np.float32)}
+    feeds = {k: v for k, v in feeds.items() if k in ins}
+    computed = data.draw(st.booleans(), label="boxes_computed")   # from data, or straight from the inputs
+    nodes = ([helper.make_node("Abs", ["b"], ["ab"])] if computed else []) + \
+        [helper.make_node("NonMaxSuppression", ["ab" if computed else "b"] + ins[1:], ["sel"], center_point_box=center),
+         helper.make_node("Cast", ["sel"], ["self"], to=TensorProto.FLOAT),
+         helper.make_node("ReduceSum", ["self"], ["total"], keepdims=0)]
+    t = {"b": TensorProto.FLOAT, "s": TensorProto.FLOAT, "m": TensorProto.INT64, "i": TensorProto.FLOAT,
+         "t": TensorProto.FLOAT}
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(k, t[k], list(v.shape)) for k, v in feeds.items()],
+                          [helper.make_tensor_value_info("sel", TensorProto.INT64, None),
+                           helper.make_tensor_value_info("total", TensorProto.FLOAT, None)])
+    _run_both(helper.make_model(g, opset_imports=[helper.make_opsetid("", 11)]), feeds)
+
+
+def test_non_max_suppression_without_a_box_limit_selects_none():
+    """max_output_boxes_per_class absent means 0: an empty [0, 3] result, per the spec."""
+    g = helper.make_graph([helper.make_node("NonMaxSuppression", ["b", "s"], ["sel"])], "g",
+                          [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 3, 4]),
+                           helper.make_tensor_value_info("s", TensorProto.FLOAT, [1, 1, 3])],
+                          [helper.make_tensor_value_info("sel", TensorProto.INT64, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 11)])
+    rng = np.random.default_rng(0)
+    (sel,) = ember.InferenceSession(m.SerializeToString()).run(
+        None, {"b": rng.random((1, 3, 4), np.float32), "s": rng.random((1, 1, 3), np.float32)})
+    assert sel.shape == (0, 3) and sel.dtype == np.int64

@@ -681,31 +681,34 @@ def _gather_nd(b, n, ins, opset):
     return b.op("gather", [flat, lin], axis=0, _name=n.name)
 
 
-# NonZero and Compress give shapes that depend on values: compiled where those values are
-# known (constants, or small graph inputs, per value); computed from data, they are refused
-def _data_known(v, what):
-    try:
-        return known(v, what)
-    except NeedsValues:
-        raise
-    except ConvertError:
-        raise DataDependentShape(f"{what} is computed from data, and the output's shape depends on its values: "
-                                 f"InferenceSession runs such a model in native stages split at this node "
-                                 f"(load_onnx alone compiles it only where the values are known)") from None
+# NonZero, Compress and NonMaxSuppression give shapes that depend on values: folded where
+# those are constants; otherwise a session runs the model in stages split there
 
 
 @converter("NonZero")
 def _nonzero(b, n, ins, opset):
-    x = np.asarray(_data_known(ins[0], "NonZero's input"))
+    if not ins[0].is_const:   # (from graph inputs too: a stage, rather than a compile per value)
+        raise DataDependentShape("NonZero's input is not a constant, and the output's shape depends on its "
+                                 "values: InferenceSession runs such a model in native stages split at this node")
+    x = np.asarray(ins[0].const)
     if x.dtype == object:
         raise ConvertError("NonZero of a shape tensor is not supported")
     return const_value(np.array(np.nonzero(x), dtype=np.int64).reshape(x.ndim, -1))
 
 
+@converter("NonMaxSuppression")
+def _non_max_suppression(b, n, ins, opset):
+    raise DataDependentShape("NonMaxSuppression's output length depends on the boxes and scores: "
+                             "InferenceSession runs such a model in native stages split at this node")
+
+
 @converter("Compress")
 def _compress(b, n, ins, opset):
     x = ins[0]
-    cond = np.asarray(_data_known(ins[1], "Compress's condition")).reshape(-1).astype(bool)
+    if not ins[1].is_const:
+        raise DataDependentShape("Compress's condition is not a constant, and the output's shape depends on its "
+                                 "values: InferenceSession runs such a model in native stages split at this node")
+    cond = np.asarray(ins[1].const).reshape(-1).astype(bool)
     at = attrs_of(n)
     if "axis" in at:
         axis = norm_axis(int(at["axis"]), x.type.rank)
