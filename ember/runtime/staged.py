@@ -1,6 +1,6 @@
 """Models whose shapes depend on values computed from data, run in native stages.
 
-A node like NonZero or NonMaxSuppression, fed from data, gives an output whose length only its input's values
+A node like NonZero, Unique or NonMaxSuppression, fed from data, gives an output whose length only its input's values
 decide. The model is split there: stage A (the nodes before it, a compiled model) computes
 its input and every value the rest needs; the node itself runs as one native kernel
 (written in Ember's kernel language) that counts and writes its output into a buffer of
@@ -135,9 +135,127 @@ def non_max_suppression(node, boxes, scores, max_out=None, iou=None, score_thr=N
     return np.ascontiguousarray(out[:count])
 
 
+@kernel
+def unique_rows(x, by_value: int64, order: Tensor[int64, 1], tmp: Tensor[int64, 1], group: Tensor[int64, 1],
+                first: Tensor[int64, 1], counts: Tensor[int64, 1], rank: Tensor[int64, 1],
+                y, indices: Tensor[int64, 1], inverse: Tensor[int64, 1], out_counts: Tensor[int64, 1]) -> int64:
+    """The distinct rows of x [n, m]: y, their first indices and counts, sorted by value
+    (`by_value`) or by first occurrence, and each row's position among them (inverse)."""
+    n = x.shape[0]
+    m = x.shape[1]
+
+    def less(a, b):
+        # rows a < b lexicographically; equal rows keep index order (the sort is stable)
+        r = 0
+        c = 0
+        while c < m and r == 0:
+            if x[a, c] < x[b, c]:
+                r = -1
+            elif x[b, c] < x[a, c]:
+                r = 1
+            c += 1
+        return r
+
+    def ordered(a, b, rows):
+        if rows:
+            return less(a, b) <= 0
+        return first[a] <= first[b]
+
+    def sort(arr, count, rows):
+        # stable bottom-up merge sort of arr[0:count], by row (rows) or by first index
+        width = 1
+        while width < count:
+            lo = 0
+            while lo < count:
+                mid = min(lo + width, count)
+                hi = min(lo + 2 * width, count)
+                i = lo
+                j = mid
+                k = lo
+                while k < hi:
+                    if j >= hi or (i < mid and ordered(arr[i], arr[j], rows)):
+                        tmp[k] = arr[i]
+                        i += 1
+                    else:
+                        tmp[k] = arr[j]
+                        j += 1
+                    k += 1
+                lo = hi
+            for t in range(count):
+                arr[t] = tmp[t]
+            width *= 2
+
+    for i in range(n):
+        order[i] = i
+    sort(order, n, True)
+    groups = 0
+    for t in range(n):          # runs of equal rows: one group each, in value order
+        if t == 0 or less(order[t - 1], order[t]) != 0:
+            first[groups] = order[t]
+            counts[groups] = 0
+            groups += 1
+        group[order[t]] = groups - 1
+        counts[groups - 1] += 1
+    for g in range(groups):
+        rank[g] = g
+    if by_value == 0:           # by first occurrence: the groups sorted by their first index
+        sort(rank, groups, False)
+    for p in range(groups):     # rank[p]: the group at output position p
+        g = rank[p]
+        indices[p] = first[g]
+        out_counts[p] = counts[g]
+        for c in range(m):
+            y[p, c] = x[first[g], c]
+        tmp[g] = p
+    for r in range(n):
+        inverse[r] = tmp[group[r]]
+    return groups
+
+
+def _unique2d(x, by_value):
+    n = x.shape[0]
+    bufs = [np.empty(max(n, 1), np.int64) for _ in range(6)]
+    y = np.empty_like(x)
+    idx, inv, cnt = (np.empty(max(n, 1), np.int64) for _ in range(3))
+    k = unique_rows(x, by_value, *bufs, y, idx, inv, cnt) if n else 0
+    return y[:k], idx[:k], inv[:n], cnt[:k]
+
+
+def unique(node, x):
+    """ONNX Unique, by the native kernel: (Y, indices, inverse_indices, counts)."""
+    from onnx import helper
+    at = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    x = np.asarray(x)
+    dtype = x.dtype
+    if x.dtype == np.bool_:
+        x = x.view(np.uint8)
+    sorted_ = int(at.get("sorted", 1))
+    if "axis" not in at:
+        y, idx, inv, cnt = _unique2d(np.ascontiguousarray(x.reshape(-1, 1)), sorted_)
+        return y.reshape(-1).view(dtype), idx, inv, cnt
+    axis = int(at["axis"])
+    axis = axis + x.ndim if axis < 0 else axis
+    front = np.moveaxis(x, axis, 0)
+    rest = front.shape[1:]
+    y, idx, inv, cnt = _unique2d(np.ascontiguousarray(front.reshape(front.shape[0], -1)), sorted_)
+    y = np.ascontiguousarray(np.moveaxis(y.reshape((-1,) + rest), 0, axis))
+    return y.view(dtype), idx, inv, cnt
+
+
+def _unique_axis(node, k, a):
+    from onnx import helper
+    axis = next((int(helper.get_attribute_value(t)) for t in node.attribute if t.name == "axis"), None)
+    if k == 0:
+        return 0 if axis is None else (axis + a.ndim if axis < 0 else axis)
+    return None if k == 2 else 0      # inverse_indices: one per input row, not data-set
+
+
 # the ops a stage boundary can be placed at: the native kernel that computes one (from the
-# node and its input arrays, None for an absent one) and the axis of its output that the data sets
-STAGE_KERNELS = {"NonZero": (nonzero, 1), "NonMaxSuppression": (non_max_suppression, 0)}
+# node and its input arrays, None for an absent one; an output or a tuple of them) and, per
+# output, the axis whose length the data sets
+STAGE_KERNELS = {"NonZero": (nonzero, lambda node, k, a: 1),
+                 "NonMaxSuppression": (non_max_suppression, lambda node, k, a: 0),
+                 "Unique": (unique, _unique_axis)}
 
 
 def _compress_as_nonzero(n):
@@ -261,12 +379,15 @@ class StagedModel:
         return sess
 
     def _dims(self, name, a):
-        """Stage B's declared dims for value `name` (array `a`): the node's output is [rank,
-        count] with count a symbol; a value from stage A keeps the dims stage A's compiled
-        outputs give (ints, or symbols of the model's inputs), else its actual ones."""
-        if name == self.node.output[0]:
-            sym = "".join(ch if ch.isalnum() else "_" for ch in name) + "_count"
-            return [sym if i == self.data_axis else d for i, d in enumerate(a.shape)]
+        """Stage B's declared dims for value `name` (array `a`): an output of the node has its
+        data-set axis a symbol (one count for all its outputs); a value from stage A keeps the
+        dims stage A's compiled outputs give (ints, or symbols of the model's inputs), else its
+        actual ones."""
+        outs = list(self.node.output)
+        if name in outs:
+            axis = self.data_axis(self.node, outs.index(name), a)
+            sym = "".join(ch if ch.isalnum() else "_" for ch in outs[0]) + "_count"
+            return [sym if i == axis else d for i, d in enumerate(a.shape)]
         shape = self.a_shapes.get(name)
         if shape is None or len(shape) != a.ndim:
             return list(a.shape)
@@ -286,8 +407,11 @@ class StagedModel:
             if x and v is None:
                 v = next(self._initializer(x))
             args.append(None if v is None else np.asarray(v))
-        got[self.node.output[0]] = self.kernel(self.node, *args)
-        values = {self.node.output[0]: got[self.node.output[0]]}
+        results = self.kernel(self.node, *args)
+        values = {}
+        for name, r in zip(self.node.output, results if isinstance(results, tuple) else (results,)):
+            if name:
+                got[name] = values[name] = r
         values.update((c, got[c]) for c in self.carried)
         values.update((vi.name, feed[vi.name]) for vi in self.passed if vi.name in feed)
         sess = self._stage_b(values)

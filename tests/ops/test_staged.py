@@ -133,3 +133,40 @@ def test_non_max_suppression_without_a_box_limit_selects_none():
     (sel,) = ember.InferenceSession(m.SerializeToString()).run(
         None, {"b": rng.random((1, 3, 4), np.float32), "s": rng.random((1, 1, 3), np.float32)})
     assert sel.shape == (0, 3) and sel.dtype == np.int64
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int64", "bool"])
+@examples(12)
+@given(data=st.data())
+def test_unique(dtype, data):
+    rng = rng_from(data)
+    shape = list(data.draw(shapes(1, 3, max_size=256), label="shape"))
+    r = len(shape)
+    axis = data.draw(st.one_of(st.none(), st.integers(-r, r - 1)), label="axis")
+    x = rng.integers(0, 3, shape).astype(dtype)      # few values: many repeats
+    attrs = {"sorted": data.draw(st.sampled_from([None, 0, 1]), label="sorted")}
+    if axis is not None:
+        attrs["axis"] = axis
+    computed = data.draw(st.booleans(), label="computed")
+    nodes = ([helper.make_node("Identity", ["x"], ["xi"])] if computed else []) + \
+        [helper.make_node("Unique", ["xi" if computed else "x"], ["y", "idx", "inv", "cnt"],
+                          **{k: v for k, v in attrs.items() if v is not None})]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", NP[dtype], shape)],
+                          [helper.make_tensor_value_info("y", NP[dtype], None)] +
+                          [helper.make_tensor_value_info(o, TensorProto.INT64, None) for o in ("idx", "inv", "cnt")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 11)])
+    if attrs["sorted"] != 0:
+        _run_both(m, {"x": x})
+        return
+    # unsorted (by first occurrence): onnx.reference takes the rows along axis 0 of the
+    # unflattened input then, so the spec's order is spelled out with numpy here
+    flat = x.reshape(-1) if axis is None else x
+    u, first, inv, cnt = np.unique(flat, return_index=True, return_inverse=True, return_counts=True, axis=axis)
+    order = np.argsort(first, kind="stable")
+    pos = np.empty_like(order)
+    pos[order] = np.arange(len(order))
+    want = [np.take(u, order, axis=0 if axis is None else axis), first[order], pos[inv.reshape(-1)], cnt[order]]
+    got = ember.InferenceSession(m.SerializeToString()).run(None, {"x": x})
+    for a, e in zip(got, want):
+        assert a.dtype == e.dtype and a.shape == e.shape, (a.dtype, a.shape, e.dtype, e.shape)
+        np.testing.assert_array_equal(a, e)

@@ -702,6 +702,12 @@ def _non_max_suppression(b, n, ins, opset):
                              "InferenceSession runs such a model in native stages split at this node")
 
 
+@converter("Unique")
+def _unique(b, n, ins, opset):
+    raise DataDependentShape("Unique's output length depends on the values: InferenceSession runs such a model "
+                             "in native stages split at this node")
+
+
 @converter("Compress")
 def _compress(b, n, ins, opset):
     x = ins[0]
