@@ -870,6 +870,85 @@ def _col2im_guards(node, add):
 register(OpDef("col2im", "index", _col2im_infer, None, index_emit=_col2im_emit, guards=_col2im_guards))
 
 
+# RoiAlign: out[r, c, ph, pw] = the average (or max) of grid_h x grid_w bilinear samples of
+# x[batch[r], c] over bin (ph, pw) of region rois[r] = (x1, y1, x2, y2) * spatial_scale.
+# attrs: out (oh, ow), grid (samples per bin, h and w), scale, half_pixel, mode
+def _roi_align_emit(o, node, ins, idx):
+    x, at = node.inputs[0], node.attrs
+    ct = "float64" if x.dtype == "float64" else "float32"
+    r, ch, ph, pw = idx
+    c = lambda v: o.const(float(v), ct)
+    h_n, w_n = x.shape[2], x.shape[3]
+    hf, wf = o.cast(o.size(h_n), ct), o.cast(o.size(w_n), ct)
+    box = [o.cast(ins[1]([r, o.iconst(k)]), ct) for k in range(4)]
+    off = c(0.5 if at["half_pixel"] else 0.0)
+    x0, y0 = o.sub(o.mul(box[0], c(at["scale"])), off), o.sub(o.mul(box[1], c(at["scale"])), off)
+    x1, y1 = o.sub(o.mul(box[2], c(at["scale"])), off), o.sub(o.mul(box[3], c(at["scale"])), off)
+    rw, rh = o.sub(x1, x0), o.sub(y1, y0)
+    if not at["half_pixel"]:
+        rw, rh = o.max(rw, c(1.0)), o.max(rh, c(1.0))
+    (oh, ow), (gh, gw) = at["out"], at["grid"]
+    bh, bw = o.div(rh, c(oh)), o.div(rw, c(ow))
+    n_img = x.shape[0]
+    b = o.cast(ins[2]([r]), "int64")
+    o.check(o.or_(o.lt(b, o.iconst(0)), o.le(o.size(n_img), b)),
+            f"node '{', '.join(node.origin) or node.name}' (RoiAlign): a batch index is outside [0, {n_img})")
+    b = o.min(o.max(b, o.iconst(0)), o.sub(o.size(n_img), o.iconst(1)))
+    total = None
+    for iy in range(gh):
+        for ix in range(gw):
+            y = o.add(o.add(y0, o.mul(o.cast(ph, ct), bh)), o.mul(c((iy + 0.5) / gh), bh))
+            xx = o.add(o.add(x0, o.mul(o.cast(pw, ct), bw)), o.mul(c((ix + 0.5) / gw), bw))
+            inside = o.and_(o.and_(o.le(c(-1.0), y), o.le(y, hf)), o.and_(o.le(c(-1.0), xx), o.le(xx, wf)))
+            taps = []
+            for v, d in ((y, h_n), (xx, w_n)):
+                v = o.max(v, c(0.0))
+                last = o.sub(o.size(d), o.iconst(1))
+                lo = o.cast(o.floor(v), "int64")
+                edge = o.le(last, lo)
+                lo = o.min(lo, last)
+                v = o.where(edge, o.cast(lo, ct), v)
+                hi = o.where(edge, lo, o.add(lo, o.iconst(1)))
+                frac = o.sub(v, o.cast(lo, ct))
+                taps.append(((lo, o.sub(c(1.0), frac)), (hi, frac)))
+            vals = []
+            for (ky, wy) in taps[0]:
+                for (kx, wx) in taps[1]:
+                    v = ins[0]([b, ch, ky, kx])
+                    if x.dtype != ct:
+                        v = o.cast(v, ct)
+                    vals.append(o.where(inside, o.mul(o.mul(wy, wx), v), c(0.0)))
+            if at["mode"] == "max":
+                s = vals[0]
+                for v in vals[1:]:
+                    s = o.max(s, v)
+                total = s if total is None else o.max(total, s)
+            else:
+                for v in vals:
+                    total = v if total is None else o.add(total, v)
+    return total if at["mode"] == "max" else o.div(total, c(max(gh * gw, 1)))
+
+
+def _roi_align_infer(types, at):
+    x, rois, bi = types
+    if x.rank != 4 or rois.rank != 2 or bi.rank != 1:
+        raise ShapeError(f"{at.get('_who', 'RoiAlign')}: expected X [N, C, H, W], rois [R, 4] and batch_indices "
+                         f"[R], got {list(x.shape)}, {list(rois.shape)}, {list(bi.shape)}")
+    return [TensorType(x.dtype, (rois.shape[0], x.shape[1]) + tuple(at["out"]))]
+
+
+def _roi_align_guards(node, add):
+    x, rois, bi = node.inputs
+    add("eq", (rois.shape[1], 4), "the rois' last dim against 4 (x1, y1, x2, y2)")
+    add("eq", (rois.shape[0], bi.shape[0]), "the rois against the batch indices")
+    for i in (2, 3):
+        add("le", (1, x.shape[i]), f"input dimension {i}, which RoiAlign reads from (it must not be empty)")
+
+
+register(OpDef("roi_align", "index", _roi_align_infer, None, index_emit=_roi_align_emit, guards=_roi_align_guards,
+               cost=16))
+
+
 # GatherElements: out[i] = data[i with i[axis] replaced by indices[i]]; indices may be
 # smaller than data along the other axes
 def _gather_elements_ref(a, at):

@@ -27,3 +27,28 @@ def test_grid_sample(mode, padding, data):
     attrs = {"mode": mode, "padding_mode": padding, "align_corners": align}
     check(*node_model("GridSample", [("x", x), ("grid", grid)], attrs, opset=20,
                       const=pick_consts(data, ["x", "grid"])), kind="transcendental", scale=8.0)
+
+
+@pytest.mark.parametrize("mode", ["avg", "max"])
+@pytest.mark.parametrize("ctm", ["half_pixel", "output_half_pixel"])
+@examples(8)
+@given(data=st.data())
+def test_roi_align(mode, ctm, data):
+    import numpy as np
+    rng = rng_from(data)
+    n, c = data.draw(st.integers(1, 2), label="n"), data.draw(st.integers(1, 3), label="c")
+    h, w = data.draw(st.integers(1, 9), label="h"), data.draw(st.integers(1, 9), label="w")
+    r = data.draw(st.integers(1, 4), label="rois")
+    x = gen(rng, "float32", [n, c, h, w], Domain(low=-2.0, high=2.0))
+    # regions partly outside the image too, corners in either order of size
+    p = rng.uniform(-2, max(h, w) + 2, (r, 2)).astype(np.float32)
+    size = rng.uniform(0, max(h, w), (r, 2)).astype(np.float32)
+    rois = np.concatenate([p, p + size], axis=1).astype(np.float32)
+    batch = rng.integers(0, n, r).astype(np.int64)
+    attrs = {"mode": mode, "coordinate_transformation_mode": ctm,
+             "output_height": data.draw(st.integers(1, 4), label="oh"),
+             "output_width": data.draw(st.integers(1, 4), label="ow"),
+             "sampling_ratio": data.draw(st.integers(1, 3), label="ratio"),
+             "spatial_scale": data.draw(st.sampled_from([1.0, 0.5]), label="scale")}
+    check(*node_model("RoiAlign", [("x", x), ("rois", rois), ("batch", batch)], attrs, opset=16,
+                      const=pick_consts(data, ["rois", "batch"])), kind="transcendental", scale=8.0)

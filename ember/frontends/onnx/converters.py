@@ -1507,6 +1507,25 @@ def _col2im(b, n, ins, opset):
                 pads=tuple(pads), dilations=tuple(dil), blocks=tuple(blocks), _name=n.name)
 
 
+@converter("RoiAlign")
+def _roi_align(b, n, ins, opset):
+    at = attrs_of(n)
+    ratio = int(at.get("sampling_ratio", 0))
+    if ratio <= 0:
+        raise ConvertError("RoiAlign with sampling_ratio 0 (samples per bin from each region's size, which the "
+                           "data sets) is not supported; give a positive sampling_ratio")
+    mode = at.get("mode", "avg")
+    ctm = at.get("coordinate_transformation_mode", "half_pixel" if opset >= 16 else "output_half_pixel")
+    if mode not in ("avg", "max") or ctm not in ("half_pixel", "output_half_pixel"):
+        raise ShapeError(f"RoiAlign mode '{mode}' / coordinate_transformation_mode '{ctm}' is not one the spec defines")
+    x = ins[0]
+    if x.dtype not in ("float16", "float32", "float64"):
+        raise ConvertError(f"RoiAlign of {x.dtype} input is not supported")
+    out = (int(at.get("output_height", 1)), int(at.get("output_width", 1)))
+    return b.op("roi_align", list(ins), out=out, grid=(ratio, ratio), scale=float(at.get("spatial_scale", 1.0)),
+                half_pixel=int(ctm == "half_pixel"), mode=mode, _name=n.name)
+
+
 @converter("GridSample")
 def _grid_sample(b, n, ins, opset):
     at = attrs_of(n)
