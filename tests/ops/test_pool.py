@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from .harness import FLOATS, build_model, check, node_model, ort_skip
 from .strategies import (DIMS, Domain, conv_params, examples, gen, geometry_attrs,
@@ -192,3 +192,48 @@ def test_max_pool_3x3_stride2_library_kernel(shape, pads, ceil):
                                                           ceil_mode=ceil))
     assert [k for _, k, _ in compile_model(model.SerializeToString(), use_cache=False).kernel_info] == ["library"]
     check(model, feeds)
+
+
+@pytest.mark.parametrize("storage_order", [0, 1])
+@examples(8)
+@given(data=st.data())
+def test_maxpool_indices_and_maxunpool(storage_order, data):
+    """MaxPool's Indices (row- or column-major flat indices over the whole input) and MaxUnpool
+    putting the maxima back; against onnxruntime
+    (onnx.reference gives padded windows' indices in padded coordinates, and drops the
+    channel offset in some geometries)."""
+    ort = pytest.importorskip("onnxruntime")
+    rng = rng_from(data)
+    k = [data.draw(st.integers(1, 3), label="k") for _ in range(2)]
+    s = [data.draw(st.integers(1, 3), label="s") for _ in range(2)]
+    # (with pads, MaxUnpool's output can be smaller than the positions the indices name)
+    pads = [data.draw(st.integers(0, kk - 1), label="pad") for kk in k + k] if storage_order else [0] * 4
+    hw = [data.draw(st.integers(max(kk, 2), 9), label="hw") for kk in k]
+    n, c = data.draw(st.integers(1, 2), label="n"), data.draw(st.integers(1, 3), label="c")
+    x = rng.permutation(n * c * hw[0] * hw[1]).astype(np.float32).reshape(n, c, *hw)   # distinct values
+    out = [(hw[d] + pads[d] + pads[d + 2] - k[d]) // s[d] + 1 for d in range(2)]
+    unpooled = [(out[d] - 1) * s[d] + k[d] - pads[d] - pads[d + 2] for d in range(2)]
+    # (a larger output_shape: onnxruntime counts the indices in it, the spec's example and
+    # reference in the unpooled shape, padded after; the backend suite's case checks that one)
+    grow = False
+    nodes = [helper.make_node("MaxPool", ["x"], ["y", "i"], kernel_shape=k, strides=s, pads=pads,
+                              storage_order=storage_order)]
+    outs = ["y", "i"]
+    inits = []
+    if storage_order == 0 and all(u >= h for u, h in zip(unpooled, hw)):     # (indices inside the output)
+        nodes.append(helper.make_node("MaxUnpool", ["y", "i"] + (["shape"] if grow else []), ["u"],
+                                      kernel_shape=k, strides=s, pads=pads))
+        outs.append("u")
+        if grow:
+            inits = [("shape", np.array([n, c] + [u + 1 for u in unpooled], np.int64))]
+    from onnx import TensorProto
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+                          [helper.make_tensor_value_info(o, TensorProto.INT64 if o == "i" else TensorProto.FLOAT, None)
+                           for o in outs], initializer=[numpy_helper.from_array(a, nm) for nm, a in inits])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 12)])
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    import ember
+    got = ember.InferenceSession(model.SerializeToString()).run(None, {"x": x})
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        np.testing.assert_array_equal(g, w)

@@ -325,14 +325,51 @@ def _conv(b, n, ins, opset):
 @converter("MaxPool", "AveragePool")
 def _pool(b, n, ins, opset):
     at = attrs_of(n)
-    if n.op_type == "MaxPool" and len(n.output) > 1 and n.output[1]:
-        raise ConvertError("MaxPool's Indices output is not supported")
-    if at.get("storage_order", 0):
-        raise ConvertError("MaxPool storage_order=1 is not supported")
+    indices = n.op_type == "MaxPool" and len(n.output) > 1 and n.output[1]
     kernel, strides, dil, pads, out = _spatial(ins[0].shape, None, at, n.op_type)
-    return b.op("pool", [ins[0]], mode="max" if n.op_type == "MaxPool" else "avg",
-                kernel=tuple(kernel), strides=tuple(strides), dilations=tuple(dil), pads=tuple(pads),
-                out=tuple(out), count_include_pad=int(at.get("count_include_pad", 0)), _name=n.name)
+    geometry = dict(kernel=tuple(kernel), strides=tuple(strides), dilations=tuple(dil), pads=tuple(pads),
+                    out=tuple(out))
+    y = b.op("pool", [ins[0]], mode="max" if n.op_type == "MaxPool" else "avg",
+             count_include_pad=int(at.get("count_include_pad", 0)), _name=n.name, **geometry)
+    return [y, b.op("pool_argmax", [ins[0]], column_major=int(at.get("storage_order", 0)), **geometry)] \
+        if indices else y
+
+
+@converter("MaxUnpool")
+def _max_unpool(b, n, ins, opset):
+    at = attrs_of(n)
+    x = ins[0]
+    nd = x.type.rank - 2
+    kernel = list(at.get("kernel_shape", []))
+    strides = list(at.get("strides", [1] * nd))
+    pads = list(at.get("pads", [0] * 2 * nd))
+    if len(kernel) != nd or len(strides) != nd or len(pads) != 2 * nd:
+        raise ShapeError(f"MaxUnpool: kernel_shape {kernel}, strides {strides} and pads {pads} must give "
+                         f"{nd} spatial dims (pads twice)")
+    if not all(isinstance(d, int) for d in x.shape[2:]):
+        raise ConvertError("MaxUnpool needs the input's spatial dims known when compiling")
+    out = [(x.shape[2 + d] - 1) * strides[d] + kernel[d] - pads[d] - pads[d + nd] for d in range(nd)]
+    given = None
+    if len(ins) > 2 and ins[2] is not None:
+        given = [int(v) for v in np.asarray(known(ins[2], "MaxUnpool output_shape")).reshape(-1)][2:]
+        if len(given) != nd or any(g < o for g, o in zip(given, out)):
+            raise ShapeError(f"MaxUnpool: output_shape's spatial dims {given} must be at least the {out} the "
+                             f"kernel, strides and pads give")
+    # out[n, c] (flattened) takes x[n, c, q] at indices[n, c, q] (flat over the whole output,
+    # as MaxPool gives them): one scatter per image and channel
+    rows, p_in, p_out = S.prod(x.shape[:2]), S.prod(x.shape[2:]), math.prod(out)
+    idx = ins[1] if ins[1].dtype == "int64" else b.op("cast", [ins[1]], to="int64")
+    base = b.op("mul", [b.op("reshape", [b.op("range", [], start=0, delta=1, length=rows, dtype="int64")],
+                             shape=(rows, 1)), b.scalar(p_out, "int64")])
+    local = b.op("sub", [b.op("reshape", [idx], shape=(rows, p_in)), base])
+    zeros = b.op("expand", [b.scalar(0, x.dtype)], shape=(rows, p_out))
+    flat = _scatter_along(b, zeros, local, b.op("reshape", [x], shape=(rows, p_in)), 1, "none", "MaxUnpool")
+    y = b.op("reshape", [flat], shape=tuple(x.shape[:2]) + tuple(out))
+    if given is None or given == out:
+        return y
+    # a larger output_shape: the unpooled image at its start, zeros after (as the spec's reference)
+    return b.op("pad", [y, b.scalar(0, x.dtype)], pre=(0,) * (nd + 2),
+                post=(0, 0) + tuple(g - o for g, o in zip(given, out)), mode="constant", _name=n.name)
 
 
 @converter("GlobalAveragePool", "GlobalMaxPool")

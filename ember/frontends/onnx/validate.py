@@ -77,7 +77,7 @@ def check_node(name, n, ins, opset, attrs):
     _check_arity(who, n, schema)
     _check_attrs(who, n, schema, opset)
     _check_input_types(who, n, ins, schema)
-    if "kernel_shape" in schema.attributes and n.op_type != "ConvTranspose":   # it widens its input
+    if "kernel_shape" in schema.attributes and n.op_type not in ("ConvTranspose", "MaxUnpool"):   # (they widen their input)
         _check_window(who, ins, attrs)
     check = _OP_CHECKS.get(n.op_type)
     if check is not None:
