@@ -90,7 +90,7 @@ class InferenceSession:
         self._options = opts
         self._model = model
         self._by_value = None
-        self._structured = None
+        self._wrapper = None      # a StagedModel or StructuredModel, when runs go through one
         try:
             self._c = compile_model(model, use_cache=getattr(opts, "enable_cache", True))
         except StructuredIOError:
@@ -146,7 +146,7 @@ class InferenceSession:
         from .staged import StagedModel
         proto = read_model(self._model)
         try:
-            self._structured = StagedModel(proto, err.node, self._options, InferenceSession)
+            self._wrapper = StagedModel(proto, err.node, self._options, InferenceSession)
         except LookupError:      # (inside a subgraph or a function body: no stage boundary there)
             raise err from None
         self._c = None
@@ -158,10 +158,10 @@ class InferenceSession:
         """Sequence or optional graph inputs or outputs: flattened per run's structure."""
         from ..frontends.onnx.loader import read_model
         from .structured import StructuredModel
-        self._structured = StructuredModel(read_model(self._model), self._options, InferenceSession)
+        self._wrapper = StructuredModel(read_model(self._model), self._options, InferenceSession)
         self._c = None
-        self._inputs = [NodeArg(n, t, []) for n, t in self._structured.input_types()]
-        self._outputs = [NodeArg(n, t, []) for n, t in self._structured.output_types()]
+        self._inputs = [NodeArg(n, t, []) for n, t in self._wrapper.input_types()]
+        self._outputs = [NodeArg(n, t, []) for n, t in self._wrapper.output_types()]
         self._events, self._prof_lock, self._profiling = [], threading.Lock(), False
 
     # ---------------------------------------------------------------------- introspection
@@ -178,8 +178,8 @@ class InferenceSession:
 
     @property
     def compile_stats(self) -> dict:
-        if self._structured is not None:
-            return {"staged" if hasattr(self._structured, "stage_a") else "structured": True}
+        if self._wrapper is not None:
+            return {type(self._wrapper).__name__: True}
         if self._c is None:
             last = self._by_value.last
             return dict(last.compile_stats, value_variants=len(self._by_value.sessions)) if last else {}
@@ -187,8 +187,8 @@ class InferenceSession:
 
     # ------------------------------------------------------------------------------ run
     def run(self, output_names, input_feed, run_options=None):
-        if self._structured is not None:
-            return self._structured.run(output_names, input_feed)
+        if self._wrapper is not None:
+            return self._wrapper.run(output_names, input_feed)
         arrays = self._check_feeds(input_feed)
         if self._by_value is not None:
             if output_names is not None:
@@ -211,7 +211,7 @@ class InferenceSession:
 
     # ------------------------------------------------------------------------ io binding
     def io_binding(self) -> IOBinding:
-        if self._structured is not None:
+        if self._wrapper is not None:
             raise EmberError("io_binding is not available for a model run in stages or with sequence or optional "
                              "inputs or outputs: call run()")
         if self._by_value is not None:

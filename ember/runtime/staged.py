@@ -416,10 +416,9 @@ class StagedModel:
         values.update((vi.name, feed[vi.name]) for vi in self.passed if vi.name in feed)
         sess = self._stage_b(values)
         if sess is not None:
-            names = [o.name for o in sess.get_outputs()]
             feed_b = {n: values[n] for n in (i.name for i in sess.get_inputs()) if n in values}
-            outs = sess.run(None, feed_b)
-            got.update(zip([o.name for o in sess.get_outputs()] or names, outs))
+            outs = sess.run(None, feed_b)      # (first: a by-value stage names its outputs once run)
+            got.update(zip([o.name for o in sess.get_outputs()], outs))
         names = output_names if output_names is not None else self.outputs
         missing = [n for n in names if n not in got]
         if missing:

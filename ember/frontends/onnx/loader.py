@@ -22,13 +22,13 @@ from .converters import CONVERTERS as _BASE_CONVERTERS
 from .converters import ConvertError, DataDependentShape, NeedsValues, attrs_of, known, stack, take
 from .recurrent import RECURRENT
 from .sequences import SEQUENCES, Opt, Seq
+from .validate import check_dims, check_graph, check_node
 
 CONVERTERS = {**_BASE_CONVERTERS, **RECURRENT, **SEQUENCES}
 
 # metadata key a flattened model carries (runtime/structured.py): its sequence and optional
 # graph outputs become tensors named name[i] (a sequence's items) and name (an optional's value)
 FLATTEN_KEY = "ember.flatten_structured_outputs"
-from .validate import check_dims, check_graph, check_node
 
 # Ember's converters implement opsets 7 to 23; older models are upgraded to 7 on load, and
 # opsets up to MAX_OPSET load where a node's newer schema adds nothing it sets (`_check_newer`)
