@@ -1202,35 +1202,6 @@ def _pool_emit(o, node, ins, idx):
     return o.div(acc, o.cast(o.max(cnt, o.iconst(1)), dt))
 
 
-def _pool_argmax_emit(o, node, ins, idx):
-    """MaxPool's Indices: the flat index ((n*C + c)*H + h)*W + w of each window's first maximum
-    (((n*C + c)*W + w)*H + h in column-major order)."""
-    at = node.attrs
-    nd = len(at["kernel"])
-    x_shape = node.inputs[0].shape
-    dt = node.inputs[0].dtype
-    fill = -math.inf if dt in FLOATS else np.iinfo(to_numpy(dt)).min
-    best_v = best_i = None
-    for ks in itertools.product(*[range(k) for k in at["kernel"]]):
-        src, safe, inside = _window(o, at, x_shape, idx[:2], idx[2:2 + nd], [o.iconst(k) for k in ks])
-        v = ins[0](src, guard=(inside, fill, safe))
-        # (storage_order 1: column-major, the first spatial dim varying fastest)
-        dims = list(range(nd)) if not at["column_major"] else list(reversed(range(nd)))
-        flat = o.add(o.mul(idx[0], o.size(x_shape[1])), idx[1])
-        for d in dims:
-            flat = o.add(o.mul(flat, o.size(x_shape[2 + d])), safe[2 + d])
-        if best_v is None:
-            best_v, best_i = v, flat
-        else:
-            take = o.lt(best_v, v)
-            best_v, best_i = o.where(take, v, best_v), o.where(take, flat, best_i)
-    return best_i
-
-
-register(OpDef("pool_argmax", "index", lambda t, at: [TensorType("int64", tuple(t[0].shape[:2]) + tuple(at["out"]))],
-               None, index_emit=_pool_argmax_emit, cost=4))
-
-
 # 3x3 stride-2 max pooling, separable (ember/kernels/pool.py); other pools lower generically
 register(OpDef("pool", "index", _pool_infer, None, index_emit=_pool_emit, reduction=True, cost=4,
                library=LibraryImpl(lambda node: node.attrs["mode"] == "max" and window_3x3_s2(node),

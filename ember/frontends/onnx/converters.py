@@ -326,13 +326,14 @@ def _conv(b, n, ins, opset):
 def _pool(b, n, ins, opset):
     at = attrs_of(n)
     indices = n.op_type == "MaxPool" and len(n.output) > 1 and n.output[1]
+    if indices:
+        raise ConvertError("MaxPool's Indices output is not supported")
     kernel, strides, dil, pads, out = _spatial(ins[0].shape, None, at, n.op_type)
     geometry = dict(kernel=tuple(kernel), strides=tuple(strides), dilations=tuple(dil), pads=tuple(pads),
                     out=tuple(out))
     y = b.op("pool", [ins[0]], mode="max" if n.op_type == "MaxPool" else "avg",
              count_include_pad=int(at.get("count_include_pad", 0)), _name=n.name, **geometry)
-    return [y, b.op("pool_argmax", [ins[0]], column_major=int(at.get("storage_order", 0)), **geometry)] \
-        if indices else y
+    return y
 
 
 @converter("MaxUnpool")
