@@ -829,7 +829,6 @@ register(OpDef("grid_sample", "index", _grid_sample_infer, None, index_emit=_gri
 # attrs: image, block, strides, pads (begin..., end...), dilations, blocks (column counts per axis)
 def _col2im_emit(o, node, ins, idx):
     at = node.attrs
-    nd = len(at["image"])
     kk = math.prod(at["block"])
     total = None
     for ks in itertools.product(*[range(k) for k in at["block"]]):

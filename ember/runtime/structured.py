@@ -13,7 +13,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..errors import EmberError, InvalidInputError
+from ..errors import InvalidInputError
 
 
 def _kind(t) -> str:
@@ -189,6 +189,3 @@ def _type_name(t) -> str:
     from onnx import TensorProto
     return f"tensor({TensorProto.DataType.Name(t.tensor_type.elem_type).lower()})"
 
-
-def unsupported(what):
-    raise EmberError(f"{what} is not available for a model with sequence or optional inputs or outputs: call run()")

@@ -1344,11 +1344,11 @@ def dft(b, x, axis, length, inverse, onesided):
     re = parts[0]
     im = parts[1] if len(parts) > 1 else None
     mm = lambda u, w: b.op("matmul", [u, w])
-    sign = 1.0 if inverse else -1.0        # e^{sign * i theta}
+    # forward: x e^{-i theta}; inverse: x e^{+i theta} (the 1/length is in the twiddles)
     if inverse and onesided:
         outs = [mm(re, c) if im is None else b.op("sub", [mm(re, c), mm(im, s)])]
     else:
-        # (re + i im)(cos + i sign sin) = (re cos - sign im sin) + i (im cos + sign re sin)
+        # (re + i im)(cos + i sign sin), sign +1 inverse, -1 forward: (re cos - sign im sin) + i (im cos + sign re sin)
         if im is None:
             y_re = mm(re, c)
             y_im = mm(re, s) if inverse else b.op("neg", [mm(re, s)])
