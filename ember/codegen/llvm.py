@@ -1145,14 +1145,20 @@ def _buffer_pointer(b: ir.IRBuilder, info: BufferInfo, bases, sizes):
     return b.gep(base, [off], source_etype=I8)
 
 
-def _canon(x, bufs: dict, memo: dict | None = None):
+def _canon(x, bufs: dict):
     """A hashable structural key of loop IR with buffer ids renumbered in order of first use
     (recorded in `bufs`): equal keys mean the same code over different buffers. Expressions
-    are DAGs (an inlined erf reuses its argument many times): shared nodes are keyed once."""
-    if memo is None:
-        memo = {}
+    are DAGs (an inlined erf reuses its argument many times; a tree walk chains gathers of
+    gathers), so the key is flat: one entry per distinct node, children named by entry number.
+    A nested key would cost time exponential in the chain's depth to hash."""
+    table: dict = {}
+    root = _canon_node(x, bufs, {}, table)
+    return (tuple(table), root)
+
+
+def _canon_node(x, bufs, memo, table):
     if isinstance(x, (list, tuple)):
-        return tuple(_canon(y, bufs, memo) for y in x)
+        return tuple(_canon_node(y, bufs, memo, table) for y in x)
     if isinstance(x, float):
         return ("f", repr(x))           # nan == nan here, and 0.0 != -0.0
     cls = type(x)
@@ -1170,8 +1176,8 @@ def _canon(x, bufs: dict, memo: dict | None = None):
         if n == "buf" and isinstance(v, int):
             out.append(("buf", bufs.setdefault(v, len(bufs))))
         else:
-            out.append(_canon(v, bufs, memo))
-    r = tuple(out)
+            out.append(_canon_node(v, bufs, memo, table))
+    r = ("#", table.setdefault(tuple(out), len(table)))
     memo[id(x)] = (x, r)               # hold x: ids of dead objects get reused
     return r
 

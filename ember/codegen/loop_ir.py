@@ -407,6 +407,7 @@ class _Verifier:
         self.vars: list = []            # loop/lane variables in scope
         self.locals: dict = {}          # name -> lanes (None: scalar or the context's)
         self.loops: list = []           # labels (None for unlabelled) of enclosing loops
+        self.seen: dict = {}            # (expr id, vars in scope) -> (expr, lanes): DAGs checked once
 
     def fail(self, what, where):
         from ..errors import LoopIRError
@@ -495,7 +496,18 @@ class _Verifier:
         return known.pop() if known else None
 
     def expr(self, e, where):
-        """Checks `e`; returns its explicit lane count (None: scalar, or the context's)."""
+        """Checks `e`; returns its explicit lane count (None: scalar, or the context's). An
+        expression shared within a DAG (a tree walk's chained gathers) is checked once per
+        scope: walked as a tree it would take time exponential in the chain's length."""
+        key = (id(e), tuple(self.vars))
+        hit = self.seen.get(key)
+        if hit is not None:
+            return hit[1]
+        n = self._expr(e, where)
+        self.seen[key] = (e, n)         # (holds e: ids of dead objects get reused)
+        return n
+
+    def _expr(self, e, where):
         if isinstance(e, (Const, SizeRef, ScalarArg)):
             return None
         if isinstance(e, Var):

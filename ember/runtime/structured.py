@@ -129,6 +129,8 @@ class StructuredModel:
 
     def _regroup(self, vo, got):
         k = _kind(vo.type)
+        if k == "sequence_type" and _kind(vo.type.sequence_type.elem_type) == "map_type":
+            return _zip_map(self.proto, vo.name, got[vo.name])
         if k == "sequence_type":
             return _items(vo.name, got)
         if k == "optional_type":
@@ -137,6 +139,16 @@ class StructuredModel:
             items = _items(vo.name, got)
             return items if items else None
         return got[vo.name]
+
+
+def _zip_map(proto, name, probs):
+    """ZipMap's list of {label: probability} dicts (one per row), as onnxruntime returns it."""
+    from onnx import helper
+    node = next(n for n in proto.graph.node if n.op_type == "ZipMap" and name in n.output)
+    at = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    labels = at.get("classlabels_int64s") or [x.decode() for x in at.get("classlabels_strings", [])]
+    labels = [int(x) for x in labels] if "classlabels_int64s" in at else labels
+    return [dict(zip(labels, row)) for row in probs.tolist()]
 
 
 def _items(name, got):
@@ -186,6 +198,10 @@ def _type_name(t) -> str:
         return f"seq({_type_name(t.sequence_type.elem_type)})"
     if k == "optional_type":
         return f"optional({_type_name(t.optional_type.elem_type)})"
+    if k == "map_type":
+        from onnx import TensorProto
+        key = TensorProto.DataType.Name(t.map_type.key_type).lower()
+        return f"map({key},{_type_name(t.map_type.value_type)})"
     from onnx import TensorProto
     return f"tensor({TensorProto.DataType.Name(t.tensor_type.elem_type).lower()})"
 

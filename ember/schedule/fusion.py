@@ -205,6 +205,8 @@ def _fuse_epilogues(groups, users, kernel_of, out_ids):
             continue
         if not _identity_path(mm, k, users):
             continue
+        if any(OPS[n.op].reduction for n in k.nodes):
+            continue        # an epilogue runs per accumulator element: it has no level to hoist a reduction to
         g.nodes = g.nodes + k.nodes
         g.root = k.root
         # the merged kernel runs where the epilogue did: its other inputs (a residual from

@@ -20,11 +20,14 @@ from ...ir.graph import Graph, TensorType
 from . import functions
 from .converters import CONVERTERS as _BASE_CONVERTERS
 from .converters import ConvertError, DataDependentShape, NeedsValues, attrs_of, known, stack, take
+from .ml import ML_CONVERTERS, ZipMapped
 from .recurrent import RECURRENT
 from .sequences import SEQUENCES, Opt, Seq
 from .validate import check_dims, check_graph, check_node
 
 CONVERTERS = {**_BASE_CONVERTERS, **RECURRENT, **SEQUENCES}
+
+ML_DOMAIN = "ai.onnx.ml"
 
 # metadata key a flattened model carries (runtime/structured.py): its sequence and optional
 # graph outputs become tensors named name[i] (a sequence's items) and name (an optional's value)
@@ -149,6 +152,10 @@ def _check_supported(nodes, custom_ops):
         if n.domain not in ("", "ai.onnx"):
             if (n.domain, n.op_type) in custom_ops or n.op_type in custom_ops:
                 continue
+            if n.domain == ML_DOMAIN:
+                if n.op_type not in ML_CONVERTERS:
+                    bad.append((name, f"{n.domain}.{n.op_type}", "ai.onnx.ml operator not implemented"))
+                continue
             bad.append((name, f"{n.domain}.{n.op_type}", "custom-domain op with no registered kernel (register one with ember.custom_op, or pass --ops FILE.py to the ember command)"))
         elif n.op_type not in CONVERTERS and n.op_type not in CONTROL:
             bad.append((name, n.op_type, "operator not implemented"))
@@ -247,6 +254,10 @@ def load_onnx(model, custom_ops=None, fixed_dims=None) -> Graph:
     _convert_nodes(b, nodes, env, custom_ops)
     outputs, names = [], []
     for vo, v in zip(g.output, _graph_outputs(g, env, "graph")):
+        if isinstance(v, ZipMapped):        # its list of dicts is built at the session boundary
+            if not flatten:
+                raise StructuredIOError([vo.name])
+            v = v.value
         if isinstance(v, Opt):
             v = v.value
             if v is None:
@@ -282,6 +293,8 @@ def _convert_nodes(b, nodes, env, custom_ops):
         b.origin = (name,)
         conv = custom_ops.get((n.domain, n.op_type)) or custom_ops.get(n.op_type) \
             if n.domain not in ("", "ai.onnx") else CONVERTERS.get(n.op_type)
+        if conv is None and n.domain == ML_DOMAIN:
+            conv = ML_CONVERTERS[n.op_type]
         if n.op_type in CONTROL and n.domain in ("", "ai.onnx"):
             conv = _control(CONTROL[n.op_type], env, custom_ops)
         try:
