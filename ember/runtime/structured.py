@@ -31,6 +31,7 @@ class StructuredModel:
         self.inputs = [vi for vi in proto.graph.input if vi.name not in inits]
         self.outputs = list(proto.graph.output)
         self.sessions: OrderedDict = OrderedDict()
+        self.labels: dict = {}      # output name -> the labels its strings / ZipMap dicts use
         self.lock = threading.Lock()
 
     # -------------------------------------------------------------------- description
@@ -127,12 +128,21 @@ class StructuredModel:
         m.metadata_props.append(_prop(FLATTEN_KEY))
         return m
 
+    def _labels(self, name, find):
+        hit = self.labels.get(name)
+        if hit is None:
+            hit = self.labels[name] = find(self.proto, name)
+        return hit
+
     def _regroup(self, vo, got):
         k = _kind(vo.type)
         if k == "sequence_type" and _kind(vo.type.sequence_type.elem_type) == "map_type":
-            return _zip_map(self.proto, vo.name, got[vo.name])
+            labels = self._labels(vo.name, _zip_map_labels)
+            return [dict(zip(labels, row)) for row in got[vo.name].tolist()]
         if k == "sequence_type":
             return _items(vo.name, got)
+        if k == "tensor_type" and vo.type.tensor_type.elem_type == _STRING:
+            return np.array(self._labels(vo.name, _string_labels), dtype=object)[got[vo.name]]
         if k == "optional_type":
             if vo.name in got:
                 return got[vo.name]
@@ -141,14 +151,30 @@ class StructuredModel:
         return got[vo.name]
 
 
-def _zip_map(proto, name, probs):
-    """ZipMap's list of {label: probability} dicts (one per row), as onnxruntime returns it."""
+_STRING = 8     # TensorProto.STRING
+
+
+def _producer_attrs(proto, name):
+    """The attributes of the node that makes graph output `name`, through Identity nodes."""
     from onnx import helper
-    node = next(n for n in proto.graph.node if n.op_type == "ZipMap" and name in n.output)
-    at = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    labels = at.get("classlabels_int64s") or [x.decode() for x in at.get("classlabels_strings", [])]
-    labels = [int(x) for x in labels] if "classlabels_int64s" in at else labels
-    return [dict(zip(labels, row)) for row in probs.tolist()]
+    makers = {o: n for n in proto.graph.node for o in n.output}
+    node = makers[name]
+    while node.op_type == "Identity":
+        node = makers[node.input[0]]
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _string_labels(proto, name):
+    """A classifier's string labels, for the label indices its compiled model returns."""
+    return [x.decode() for x in _producer_attrs(proto, name)["classlabels_strings"]]
+
+
+def _zip_map_labels(proto, name):
+    """The keys of ZipMap's {label: probability} dicts (one per row, as onnxruntime returns them)."""
+    at = _producer_attrs(proto, name)
+    if at.get("classlabels_int64s"):
+        return [int(x) for x in at["classlabels_int64s"]]
+    return [x.decode() for x in at.get("classlabels_strings", [])]
 
 
 def _items(name, got):

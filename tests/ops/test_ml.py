@@ -257,12 +257,33 @@ def test_transformers_match_reference(data):
     check(m, {"X": x, "X2": x2})
 
 
-def test_string_labels_are_refused_by_name():
-    node = helper.make_node("LinearClassifier", ["X"], ["label", "Y"], domain="ai.onnx.ml", coefficients=[1.0, 2.0],
-                            classlabels_strings=["a", "b"])
-    m = _model(node, np.zeros((1, 2), np.float32), outputs=[("label", TensorProto.STRING), ("Y", TensorProto.FLOAT)])
+def test_string_maps_are_refused_by_name():
+    node = helper.make_node("LabelEncoder", ["X"], ["Y"], domain="ai.onnx.ml", keys_int64s=[1, 2],
+                            values_strings=["a", "b"])
+    m = _model(node, np.zeros((1, 2), np.int64), outputs=[("Y", TensorProto.STRING)], x_dtype=TensorProto.INT64)
     with pytest.raises(ember.errors.EmberError, match="string"):
         ember.InferenceSession(m.SerializeToString())
+
+
+def test_string_labels_come_back_as_onnxruntime_gives_them():
+    """A classifier's string labels (through Identity) as an object array of str, as onnxruntime."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(6, 3)).astype(np.float32)
+    node = helper.make_node("LinearClassifier", ["X"], ["label", "Y"], domain="ai.onnx.ml",
+                            coefficients=rng.normal(size=9).tolist(), intercepts=[0.1, -0.2, 0.3],
+                            classlabels_strings=["ant", "bee", "cat"],
+                            post_transform="SOFTMAX")
+    ident = helper.make_node("Identity", ["label"], ["out_label"])
+    g = helper.make_graph([node, ident], "ml", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 3])],
+                          [helper.make_tensor_value_info("out_label", TensorProto.STRING, ["N"]),
+                           helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", 3])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("ai.onnx.ml", 1)])
+    m.ir_version = 10
+    want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"X": x})
+    got = ember.InferenceSession(m.SerializeToString()).run(None, {"X": x})
+    assert got[0].dtype == want[0].dtype and got[0].shape == want[0].shape
+    assert got[0].tolist() == want[0].tolist()
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-6)
 
 
 # ------------------------------------------------------------------ scikit-learn
@@ -282,7 +303,11 @@ def _sklearn_cases():
     x2, y2 = make_classification(300, 12, random_state=1)
     xr, yr = make_regression(300, 12, random_state=2)
     f32 = lambda a: a.astype(np.float32)
+    names = np.array(["setosa", "versicolor", "virginica"])
     return {
+        "random_forest_strings": (RandomForestClassifier(10, random_state=0), f32(x3), names[y3]),
+        "logistic_regression_strings": (LogisticRegression(max_iter=1000), f32(x3), names[y3]),
+        "svc_strings_2": (SVC(), f32(x2), names[y2]),
         "random_forest_3": (RandomForestClassifier(30, random_state=0), f32(x3), y3),
         "random_forest_2": (RandomForestClassifier(10, random_state=0), f32(x2), y2),
         "deep_tree": (DecisionTreeClassifier(random_state=0), f32(x3), y3),
@@ -304,7 +329,7 @@ def _sklearn_cases():
     }
 
 
-CASES = ["random_forest_3", "random_forest_2", "deep_tree", "gradient_boosting_2", "gradient_boosting_3",
+CASES = ["random_forest_strings", "logistic_regression_strings", "svc_strings_2", "random_forest_3", "random_forest_2", "deep_tree", "gradient_boosting_2", "gradient_boosting_3",
          "logistic_regression_3", "logistic_regression_2", "svc_rbf", "svc_linear_2", "linear_svc",
          "scaler_pca_logistic", "minmax_random_forest", "random_forest_regressor", "gradient_boosting_regressor",
          "linear_regression", "svr"]

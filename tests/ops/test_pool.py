@@ -192,3 +192,31 @@ def test_max_pool_3x3_stride2_library_kernel(shape, pads, ceil):
                                                           ceil_mode=ceil))
     assert [k for _, k, _ in compile_model(model.SerializeToString(), use_cache=False).kernel_info] == ["library"]
     check(model, feeds)
+
+
+@pytest.mark.parametrize("op", ["Conv", "MaxPool", "AveragePool", "AveragePoolCounted", "LpPool"])
+@pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER"])
+def test_same_auto_pad_over_symbolic_spatial_dims(op, auto_pad):
+    """auto_pad SAME with the image's height and width symbolic (as tf2onnx writes Keras' SAME
+    for dynamic images; one dim named '-1'): one build serves every size, each padded by the
+    amounts its size modulo the stride gives; against onnxruntime at sizes 1, odd and even."""
+    import onnxruntime as ort
+    from onnx import TensorProto
+
+    import ember
+    rng = np.random.default_rng(5)
+    w = rng.normal(size=(4, 3, 3, 2)).astype(np.float32)
+    at = dict(kernel_shape=[3, 2], strides=[2, 3])
+    if op == "AveragePoolCounted":
+        op, at = "AveragePool", dict(at, count_include_pad=1)
+    ins = ["x", "w"] if op == "Conv" else ["x"]
+    node = helper.make_node(op, ins, ["y"], auto_pad=auto_pad, **at)
+    g = helper.make_graph([node], "same", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "-1", "W"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          initializer=[numpy_helper.from_array(w, "w")] if op == "Conv" else [])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    sess = ember.InferenceSession(m.SerializeToString())
+    want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    for h, wd in [(1, 1), (11, 8), (12, 7), (5, 13)]:
+        x = rng.normal(size=(2, 3, h, wd)).astype(np.float32)
+        np.testing.assert_allclose(sess.run(None, {"x": x})[0], want.run(None, {"x": x})[0], rtol=1e-5, atol=1e-5)

@@ -310,12 +310,44 @@ def _spatial(x_shape, w_kernel, at, what):
     return kernel, strides, dil, pads, out
 
 
+def _same_padded(b, x, w_kernel, at, fill):
+    """auto_pad SAME_UPPER / SAME_LOWER over symbolic spatial dims: x padded explicitly (with
+    `fill`) by the symbolic amounts SAME gives, and the attributes with auto_pad VALID; x and
+    `at` unchanged otherwise. (SAME's pads depend on each size modulo the stride.)"""
+    auto = at.get("auto_pad", "NOTSET")
+    spatial = x.shape[2:]
+    if auto not in ("SAME_UPPER", "SAME_LOWER") or all(isinstance(d, int) for d in spatial):
+        return x, at
+    nd = len(spatial)
+    kernel = list(at.get("kernel_shape") or w_kernel or [])
+    if len(kernel) != nd or not all(isinstance(k, int) for k in kernel):
+        return x, at        # (_spatial names the problem)
+    strides = list(at.get("strides") or [1] * nd)
+    dil = list(at.get("dilations") or [1] * nd)
+    pre, post = [0, 0], [0, 0]
+    for i, d in enumerate(spatial):
+        o = S.floordiv(d + strides[i] - 1, strides[i])
+        total = S.smax((o - 1) * strides[i] + (kernel[i] - 1) * dil[i] + 1 - d, 0)
+        small = S.floordiv(total, 2)
+        big = total - small
+        pre.append(small if auto == "SAME_UPPER" else big)
+        post.append(big if auto == "SAME_UPPER" else small)
+    y = b.op("pad", [x, b.scalar(fill, x.dtype)], pre=tuple(pre), post=tuple(post), mode="constant")
+    return y, {**at, "auto_pad": "VALID", "pads": [0] * (2 * nd)}
+
+
+def _lowest(dtype):
+    return -np.inf if dtype.startswith(("float", "bfloat")) else int(np.iinfo(to_numpy(dtype)).min)
+
+
 @converter("Conv")
 def _conv(b, n, ins, opset):
     at = attrs_of(n)
     x, w = ins[0], ins[1]
     if x.type.rank < 3:
         raise ConvertError(f"Conv input must have rank >= 3, got {x.shape}")
+    x, at = _same_padded(b, x, w.shape[2:], at, 0)
+    ins = [x] + list(ins[1:])
     kernel, strides, dil, pads, out = _spatial(x.shape, w.shape[2:], at, "Conv")
     return b.op("conv", [v for v in ins if v is not None], group=int(at.get("group", 1)),
                 kernel=tuple(kernel), strides=tuple(strides), dilations=tuple(dil), pads=tuple(pads),
@@ -328,10 +360,20 @@ def _pool(b, n, ins, opset):
     indices = n.op_type == "MaxPool" and len(n.output) > 1 and n.output[1]
     if indices:
         raise ConvertError("MaxPool's Indices output is not supported")
-    kernel, strides, dil, pads, out = _spatial(ins[0].shape, None, at, n.op_type)
+    x, avg = ins[0], n.op_type == "AveragePool"
+    padded, at2 = _same_padded(b, x, None, at, 0 if avg else _lowest(x.dtype))
+    kernel, strides, dil, pads, out = _spatial(padded.shape, None, at2, n.op_type)
     geometry = dict(kernel=tuple(kernel), strides=tuple(strides), dilations=tuple(dil), pads=tuple(pads),
                     out=tuple(out))
-    y = b.op("pool", [ins[0]], mode="max" if n.op_type == "MaxPool" else "avg",
+    if avg and padded is not x and not int(at.get("count_include_pad", 0)):
+        # SAME over symbolic dims, padding not counted: the window sums over the padded
+        # image divided by those over padded ones (the count of real elements per window)
+        ones = b.op("expand", [b.scalar(1, x.dtype)], shape=tuple(x.shape))
+        ones, _ = _same_padded(b, ones, None, at, 0)
+        s = b.op("pool", [padded], mode="avg", count_include_pad=1, **geometry)
+        c = b.op("pool", [ones], mode="avg", count_include_pad=1, **geometry)
+        return b.op("div", [s, c], _name=n.name)
+    y = b.op("pool", [padded], mode="max" if n.op_type == "MaxPool" else "avg",
              count_include_pad=int(at.get("count_include_pad", 0)), _name=n.name, **geometry)
     return y
 
@@ -1660,7 +1702,8 @@ def _lppool(b, n, ins, opset):
     if n.op_type == "GlobalLpPool":
         s = b.op("reduce_sum", [powed], axes=tuple(range(2, x.type.rank)), keepdims=1)
     else:
-        kernel, strides, dil, pads, out = _spatial(x.shape, None, at, n.op_type)
+        powed, at = _same_padded(b, powed, None, at, 0)
+        kernel, strides, dil, pads, out = _spatial(powed.shape, None, at, n.op_type)
         avg = b.op("pool", [powed], mode="avg", kernel=tuple(kernel), strides=tuple(strides), dilations=tuple(dil),
                    pads=tuple(pads), out=tuple(out), count_include_pad=1)
         s = b.op("mul", [avg, _f(b, x, float(math.prod(kernel)))])

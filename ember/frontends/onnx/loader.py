@@ -20,7 +20,7 @@ from ...ir.graph import Graph, TensorType
 from . import functions
 from .converters import CONVERTERS as _BASE_CONVERTERS
 from .converters import ConvertError, DataDependentShape, NeedsValues, attrs_of, known, stack, take
-from .ml import ML_CONVERTERS, ZipMapped
+from .ml import ML_CONVERTERS, StringLabels, ZipMapped
 from .recurrent import RECURRENT
 from .sequences import SEQUENCES, Opt, Seq
 from .validate import check_dims, check_graph, check_node
@@ -254,10 +254,10 @@ def load_onnx(model, custom_ops=None, fixed_dims=None) -> Graph:
     _convert_nodes(b, nodes, env, custom_ops)
     outputs, names = [], []
     for vo, v in zip(g.output, _graph_outputs(g, env, "graph")):
-        if isinstance(v, ZipMapped):        # its list of dicts is built at the session boundary
+        if isinstance(v, (ZipMapped, StringLabels)):   # its dicts / strings are made at the session boundary
             if not flatten:
                 raise StructuredIOError([vo.name])
-            v = v.value
+            v = v.value if isinstance(v, ZipMapped) else v.index
         if isinstance(v, Opt):
             v = v.value
             if v is None:
@@ -290,6 +290,14 @@ def _convert_nodes(b, nodes, env, custom_ops):
                                      f"input or initializer defines (graph not topologically sorted?)")
             else:
                 ins.append(env[x])
+        boundary = [v for v in ins if isinstance(v, (ZipMapped, StringLabels))]
+        if boundary:
+            if n.op_type != "Identity":
+                raise UnsupportedOpError([(name, n.op_type, "reads string labels or ZipMap's maps, which only a graph "
+                                                            "output (through Identity) may hold: Ember has no string "
+                                                            "tensors or maps")])
+            env[n.output[0]] = boundary[0]
+            continue
         b.origin = (name,)
         conv = custom_ops.get((n.domain, n.op_type)) or custom_ops.get(n.op_type) \
             if n.domain not in ("", "ai.onnx") else CONVERTERS.get(n.op_type)

@@ -4,11 +4,12 @@ Tree ensembles compile branch-free: every tree walks its flattened node table in
 the ensemble's depth, each step one gather of the node's feature, threshold and children and a
 select (a leaf points to itself, so a shallow leaf just stays); the leaves' weights are then
 gathered and reduced over the trees. Linear models are a MatMul; the scalers, encoders and
-post-transforms are elementwise. String tensors have no native form, so the ops that only map
-strings (CategoryMapper, string LabelEncoder keys, string class labels) are refused by name.
+post-transforms are elementwise. String tensors have no native form, so the ops that map
+strings (CategoryMapper, string LabelEncoder keys) are refused by name.
 
-ZipMap's output, a list of {label: probability} dicts, is built at the session boundary from
-the probabilities tensor (runtime/structured.py), as onnxruntime returns it."""
+At the session boundary (runtime/structured.py), as onnxruntime returns them: ZipMap's list of
+{label: probability} dicts is built from the probabilities tensor, and a classifier's string
+labels are looked up from the label indices the compiled model returns."""
 from __future__ import annotations
 
 import math
@@ -37,6 +38,33 @@ class ZipMapped:
 
     def __init__(self, value):
         self.value = value
+
+
+class StringLabels:
+    """A string label output: the index of each row's label in `labels`. Ember has no string
+    tensors; only a graph output (through Identity) may hold it, and the session boundary
+    looks the strings up (runtime/structured.py)."""
+
+    def __init__(self, index, labels):
+        self.index, self.labels = index, labels
+
+
+def _class_labels(at, ints_key, who):
+    """The class labels: (ints, None) or (None, strings)."""
+    strings = at.get("classlabels_strings")
+    if strings:
+        return None, [x.decode() if isinstance(x, bytes) else x for x in strings]
+    ints = at.get(ints_key)
+    if not ints:
+        raise ModelLoadError(f"{who}: needs {ints_key} or classlabels_strings")
+    return [int(v) for v in ints], None
+
+
+def _label_of(b, index, ints, strings):
+    """Labels of class indices (int64)."""
+    if strings is not None:
+        return StringLabels(index, strings)
+    return b.op("gather", [_c(np.asarray(ints, dtype=np.int64)), index], axis=0)
 
 
 def _c(arr):
@@ -123,10 +151,8 @@ def _argmax_rows(b, s):
     return b.op("reduce_min", [cand], axes=[1], keepdims=0)
 
 
-def _labels(b, s, labels, who):
-    if labels is None:
-        raise ConvertError(f"{who}: needs classlabels_int64s (string class labels are not supported)")
-    return b.op("gather", [_c(np.asarray(labels, dtype=np.int64)), _argmax_rows(b, s)], axis=0)
+def _labels(b, s, ints, strings):
+    return _label_of(b, _argmax_rows(b, s), ints, strings)
 
 
 def _binary_scores(b, s, kind):
@@ -338,11 +364,10 @@ def _tree_regressor(b, n, ins, opset):
 @ml_converter("TreeEnsembleClassifier")
 def _tree_classifier(b, n, ins, opset):
     at, who = attrs_of(n), f"TreeEnsembleClassifier '{n.name}'"
-    _no_strings(at, "classlabels_strings")
-    labels = at.get("classlabels_int64s")
+    ints, strings = _class_labels(at, "classlabels_int64s", who)
     x = _float_input(b, ins[0], who)
     forest, index = _legacy_forest(at, who)
-    n_classes = len(labels or [])
+    n_classes = len(ints or strings)
     ids = list(at.get("class_ids", []))
     if n_classes == 0 or (ids and max(ids) >= n_classes):
         raise ModelLoadError(f"{who}: class_ids reach {max(ids) if ids else '-'} but there are {n_classes} labels")
@@ -361,7 +386,7 @@ def _tree_classifier(b, n, ins, opset):
             raise ConvertError(f"{who}: weights for one class only but {n_classes} labels")
         s = _binary_scores(b, s, kind)
     s = _post_transform(b, s, kind, who)
-    return [_labels(b, s, labels, who), s]
+    return [_labels(b, s, ints, strings), s]
 
 
 @ml_converter("TreeEnsemble")
@@ -464,15 +489,17 @@ def _linear_regressor(b, n, ins, opset):
 @ml_converter("LinearClassifier")
 def _linear_classifier(b, n, ins, opset):
     at, who = attrs_of(n), f"LinearClassifier '{n.name}'"
-    _no_strings(at, "classlabels_strings")
-    labels = at.get("classlabels_ints")
+    ints, strings = _class_labels(at, "classlabels_ints", who)
+    labels = ints or strings
     s = _linear(b, _float_input(b, ins[0], who), at, who)
     kind = at.get("post_transform", "NONE")
-    if s.shape[1] == 1 and len(labels or []) == 2:
+    if s.shape[1] == 1 and len(labels) == 2:
         s = b.op("concat", [b.op("neg", [s]), s], axis=1)
     s = _post_transform(b, s, kind, who)
     if s.shape[1] > 1:
-        return [_labels(b, s, labels, who), s]
+        return [_labels(b, s, ints, strings), s]
+    if strings is not None:
+        raise ConvertError(f"{who}: one score column with string labels is not supported")
     thr = b.scalar(0.0 if kind in (None, "NONE") else 0.5, "float32")
     hit = b.op("reshape", [b.op("ge", [s, thr])], shape=(s.shape[0],))
     pos = b.scalar(int(labels[0]) if labels else 1, "int64")
@@ -539,10 +566,8 @@ def _svm_classifier(b, n, ins, opset):
     """Support vectors: one-vs-one votes (libsvm's decision), with Platt-scaled pairwise
     probabilities coupled as libsvm does when prob_a / prob_b are given; linear: one score per class."""
     at, who = attrs_of(n), f"SVMClassifier '{n.name}'"
-    _no_strings(at, "classlabels_strings")
-    labels = at.get("classlabels_ints")
-    if not labels:
-        raise ConvertError(f"{who}: needs classlabels_ints (string class labels are not supported)")
+    ints, strings = _class_labels(at, "classlabels_ints", who)
+    labels = ints or strings
     x = _float_input(b, ins[0], who)
     f = x.shape[1]
     if not isinstance(f, int):
@@ -575,7 +600,7 @@ def _svm_classifier(b, n, ins, opset):
         # one decision value; libsvm's sign convention: positive votes for the first class
         scores = b.op("concat", [b.op("neg", [dec]), dec], axis=1)
         pick = b.op("reshape", [b.op("gt", [dec, b.scalar(0.0, "float32")])], shape=(dec.shape[0],))
-        lab = b.op("where", [pick, b.scalar(int(labels[0]), "int64"), b.scalar(int(labels[1]), "int64")])
+        lab = _label_of(b, b.op("where", [pick, b.scalar(0, "int64"), b.scalar(1, "int64")]), ints, strings)
         return [lab, _post_transform(b, scores, at.get("post_transform", "NONE"), who)]
     vote_i = np.zeros((len(pairs), n_cls), np.float32)
     vote_j = np.zeros((len(pairs), n_cls), np.float32)
@@ -585,7 +610,7 @@ def _svm_classifier(b, n, ins, opset):
     win = b.op("cast", [b.op("gt", [dec, b.scalar(0.0, "float32")])], to="float32")
     votes = b.op("add", [b.op("matmul", [win, _c(vote_i)]),
                          b.op("matmul", [b.op("sub", [b.scalar(1.0, "float32"), win]), _c(vote_j)])])
-    return [_labels(b, votes, labels, who), _post_transform(b, dec, at.get("post_transform", "NONE"), who)]
+    return [_labels(b, votes, ints, strings), _post_transform(b, dec, at.get("post_transform", "NONE"), who)]
 
 
 # ------------------------------------------------------------------ transformers
