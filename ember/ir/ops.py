@@ -527,11 +527,50 @@ def _gather_ref(a, at):
     return [np.take(a[0], idx, axis=at["axis"])]
 
 
+# ops whose output elements are input 0's, moved: they keep its value range
+_MOVES_VALUES = frozenset({"expand", "reshape", "transpose", "slice"})
+
+
+def value_range(v, memo=None):
+    """(lo, hi) bounding every element of integer value `v` where the graph proves it
+    (constants, gathers from them, selects between such values, the ops that move values),
+    else None. An index op whose indices are proven inside its data skips the negative-index
+    wrap, the bounds check and the clamp: a tree walk's node ids all come from its tables."""
+    memo = {} if memo is None else memo
+    if v.id in memo:
+        return memo[v.id]
+    r = None
+    if v.dtype.startswith(("int", "uint")):
+        p = v.producer
+        if v.is_const:
+            if not v.is_symbolic_const and v.const.size:
+                r = (int(v.const.min()), int(v.const.max()))
+        elif p is None:
+            r = None
+        elif p.op in ("gather", "gather_elements") or p.op in _MOVES_VALUES:
+            r = value_range(p.inputs[0], memo)
+        elif p.op in ("where", "concat"):
+            parts = [value_range(x, memo) for x in (p.inputs[1:] if p.op == "where" else p.inputs)]
+            if parts and all(x is not None for x in parts):
+                r = (min(x[0] for x in parts), max(x[1] for x in parts))
+        elif p.op == "cast" and p.inputs[0].dtype.startswith(("int", "uint")) and v.dtype == "int64":
+            r = value_range(p.inputs[0], memo)
+    memo[v.id] = r
+    return r
+
+
+def _inside(indices, n) -> bool:
+    r = value_range(indices)
+    return r is not None and isinstance(n, int) and 0 <= r[0] and r[1] < n
+
+
 def _gather_emit(o, node, ins, idx):
     ax = node.attrs["axis"]
     qr = node.inputs[1].type.rank
     n = node.inputs[0].shape[ax]
     j = o.cast(ins[1](idx[ax:ax + qr]), "int64")
+    if _inside(node.inputs[1], n):
+        return ins[0](idx[:ax] + [j] + idx[ax + qr:])
     j = o.where(o.lt(j, o.iconst(0)), o.add(j, o.size(n)), j)      # negative indices count from the end
     # ONNX makes an index outside [-n, n) an error: report it after the run, and clamp so the
     # kernel never reads out of bounds meanwhile
@@ -963,6 +1002,8 @@ def _gather_elements_emit(o, node, ins, idx):
     ax = node.attrs["axis"]
     n = node.inputs[0].shape[ax]
     j = o.cast(ins[1](idx), "int64")
+    if _inside(node.inputs[1], n):
+        return ins[0](idx[:ax] + [j] + idx[ax + 1:])
     j = o.where(o.lt(j, o.iconst(0)), o.add(j, o.size(n)), j)
     o.check(o.or_(o.lt(j, o.iconst(0)), o.le(o.size(n), j)),
             f"node '{', '.join(node.origin) or node.name}' (GatherElements): an index along axis {ax} is "

@@ -745,3 +745,24 @@ def test_nonzero_of_computed_data_is_a_stage_boundary():
     x = np.linspace(-1, 1, 1000).astype(np.float32)
     (nz,) = ember.InferenceSession(m.SerializeToString()).run(None, {"x": x})
     np.testing.assert_array_equal(nz, np.array(np.nonzero(np.maximum(x, 0))))
+
+
+def test_value_range_proves_indices_from_tables():
+    """value_range: what an index op may skip its bounds check for. Node ids gathered from a
+    constant table and selected between stay inside the table's values; a graph input, or a
+    table holding an id past the data, proves nothing (the check stays)."""
+    from ember.ir.builder import Builder
+    from ember.ir.graph import TensorType, const_value
+    from ember.ir.ops import _inside, value_range
+    b = Builder(fold=False)
+    x = b.input("x", TensorType("int64", (4, 3)))
+    kids = const_value(np.array([1, 2, 2, 0, 3], dtype=np.int64))
+    node = b.op("expand", [const_value(np.array([0, 1, 4], dtype=np.int64))], shape=(4, 3))
+    for _ in range(3):
+        cond = b.op("lt", [node, b.scalar(2, "int64")])
+        node = b.op("where", [cond, b.op("gather", [kids, node], axis=0), node])
+    assert value_range(node) == (0, 4)
+    assert _inside(node, 5) and not _inside(node, 4) and not _inside(node, "n")
+    assert value_range(x) is None
+    assert value_range(b.op("where", [cond, node, x])) is None
+    assert value_range(b.op("add", [node, b.scalar(1, "int64")])) is None
