@@ -20,7 +20,7 @@ import numpy as np
 from ...errors import ModelLoadError, ShapeError
 from ...ir import symbolic as S
 from ...ir.graph import const_value
-from .converters import ConvertError, attrs_of
+from .converters import ConvertError, _arg_extreme, attrs_of
 
 ML_CONVERTERS: dict = {}
 
@@ -89,8 +89,8 @@ def _isnan(b, x):
 def _no_strings(at, *names):
     for k in names:
         if at.get(k):
-            raise ConvertError(f"attribute '{k}' holds strings; Ember has no string tensors yet, so string "
-                               f"labels and keys are not supported (re-export with integer labels)")
+            raise ConvertError(f"attribute '{k}' holds strings; Ember has no string tensors yet, so strings "
+                               f"inside the graph are not supported (encode the categories as integers)")
 
 
 def _tensor_attr(at, name, legacy=None):
@@ -143,12 +143,9 @@ def _probit(b, s):
 
 
 def _argmax_rows(b, s):
-    """The first index of each row's largest score (int64 [N])."""
-    m = b.op("reduce_max", [s], axes=[1], keepdims=1)
-    c = s.shape[1]
-    iota = b.op("reshape", [b.op("range", [], start=0, delta=1, length=c, dtype="int64")], shape=(1, c))
-    cand = b.op("where", [b.op("eq", [s, m]), iota, b.scalar(np.iinfo(np.int64).max, "int64")])
-    return b.op("reduce_min", [cand], axes=[1], keepdims=0)
+    """The first index of each row's largest score (int64 [N]); a NaN counts as the largest,
+    as numpy's argmax has it (PROBIT of a score outside [0, 1] is NaN)."""
+    return _arg_extreme(b, s, 1, 0, True, False)
 
 
 def _labels(b, s, ints, strings):
