@@ -127,7 +127,10 @@ def host_target():
 def target_machine():
     triple, cpu, features = target_info()
     target = llvm.Target.from_triple(triple)
-    return target.create_target_machine(cpu=cpu, features=features, opt=3, reloc="pic", codemodel="default")
+    # The large code model: MCJIT places each section where mmap finds room, and in a process
+    # holding big libraries (torch, jaxlib) code and its constants can land more than 2 GiB
+    # apart, past a 32-bit PC-relative reach (an LLVM assertion that aborts the process).
+    return target.create_target_machine(cpu=cpu, features=features, opt=3, reloc="pic", codemodel="large")
 
 
 def cache_dir() -> Path:
