@@ -178,7 +178,10 @@ def _binary(name, ref, emit, cost=1, out_dtype=None):
 
 
 def _keep(x, like):
-    return np.asarray(x).astype(like.dtype, copy=False) if like.dtype != object else x
+    """x in like's dtype, unless either holds symbolic sizes (object arrays), as when a
+    constant comes first in `1 + s`."""
+    x = np.asarray(x)
+    return x.astype(like.dtype, copy=False) if like.dtype != object and x.dtype != object else x
 
 
 def _erf(x):
@@ -658,6 +661,8 @@ def _resize_source(o, x, at, i, j, ct):
         return o.div(f, o.const(s, ct))
     if mode == "align_corners":     # by the unrounded output length where scales are given
         span = at["lens"][i] - 1 if at.get("lens") else d_out - 1
+        if not isinstance(span, (int, float)):      # a symbolic length, by an integer scale
+            return o.div(o.mul(f, o.cast(o.size(d_in - 1), ct)), o.cast(o.size(span), ct))
         if span == 0:
             return o.const(0.0, ct)
         return o.div(o.mul(f, o.cast(o.size(d_in - 1), ct)), o.const(float(span), ct))
@@ -1332,6 +1337,86 @@ def _attention_applies(node):
 
 register(OpDef("attention", "composite", _attention_infer, ref=_attention_ref, decompose=_attention_decompose,
                library=LibraryImpl(_attention_applies, "lower_attention", epilogue=True)))
+
+
+# LSTM / GRU / RNN over time, the input projections already applied (frontends/onnx/recurrent.py);
+# computed as native loops over time by ember/kernels/recurrent.py. Inputs by `cell`:
+#   lstm: xp [T, B, 4H], rt [ceil(H/16), H, 4, 16], h0 [B, H], c0 [B, H], peep [3H] (i, o, f), lens [L]
+#   gru:  xp [T, B, 3H], rt [ceil(H/16), H, 3, 16], h0, rbh [H] (the candidate's recurrent bias), lens
+#   rnn:  xp [T, B, H], rt [ceil(H/16), H, 1, 16], h0, lens
+# rt is R^T packed by blocks of 16 hidden units: R^T[k, g*H + j] at [j // 16, k, g, j % 16]
+# lens: each row's length (L = B, or 1 for all rows); out [T + 2, B, H]: Y (0 past a row's
+# length), the final h, and the LSTM's final c. attrs: cell, reverse, clip, linear_before_reset
+_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+
+
+def _recurrence_infer(types, at):
+    xp, rt = types[0].shape, types[1].shape
+    return [TensorType(types[0].dtype, (xp[0] + 2, xp[1], rt[1]))]
+
+
+def unpack_recurrent_weights(rt):
+    """R^T [H, gates * H] from its packed form [ceil(H / 16), H, gates, 16]."""
+    blocks, hid, gates, _ = rt.shape
+    return rt.transpose(1, 2, 0, 3).reshape(hid, gates, blocks * 16)[:, :, :hid].reshape(hid, gates * hid)
+
+
+def _sigmoid64(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _recurrence_ref(a, at):
+    cell, reverse, clip = at["cell"], at.get("reverse", 0), at.get("clip", 0.0)
+    xp, h0 = a[0].astype(np.float64), a[2].astype(np.float64)
+    rt = unpack_recurrent_weights(a[1].astype(np.float64))
+    lens = a[-1]
+    steps, batch, hid = xp.shape[0], xp.shape[1], rt.shape[0]
+    cl = (lambda v: np.clip(v, -clip, clip)) if clip > 0 else (lambda v: v)
+    out = np.zeros((steps + 2, batch, hid))
+    for b in range(batch):
+        n = min(max(int(lens[min(b, len(lens) - 1)]), 0), steps)
+        h = h0[b]
+        c = a[3][b].astype(np.float64) if cell == "lstm" else None
+        for s in range(n):
+            t = n - 1 - s if reverse else s
+            g = xp[t, b]
+            if cell == "lstm":
+                p = a[4].astype(np.float64)
+                g = g + h @ rt
+                gi, go, gf, gc = (g[k * hid:(k + 1) * hid] for k in range(4))
+                c = _sigmoid64(cl(gf + p[2 * hid:] * c)) * c + _sigmoid64(cl(gi + p[:hid] * c)) * np.tanh(cl(gc))
+                h = _sigmoid64(cl(go + p[hid:2 * hid] * c)) * np.tanh(c)
+            elif cell == "gru":
+                rbh = a[3].astype(np.float64)
+                z = _sigmoid64(cl(g[:hid] + h @ rt[:, :hid]))
+                r = _sigmoid64(cl(g[hid:2 * hid] + h @ rt[:, hid:2 * hid]))
+                rec = r * (h @ rt[:, 2 * hid:] + rbh) if at.get("linear_before_reset") else \
+                    (r * h) @ rt[:, 2 * hid:] + rbh
+                h = (1 - z) * np.tanh(cl(g[2 * hid:] + rec)) + z * h
+            else:
+                h = np.tanh(cl(g + h @ rt))
+            out[t, b] = h
+        out[steps, b] = h
+        if c is not None:
+            out[steps + 1, b] = c
+    return [out.astype(a[0].dtype)]
+
+
+def _recurrence_guards(node, add):
+    xp, rt, h0 = node.inputs[:3]
+    hid, gates = rt.shape[1], _GATES[node.attrs["cell"]]
+    add("eq", (xp.shape[2], gates * hid), "the projected inputs' last dim against gates x hidden size")
+    add("eq", (rt.shape[0] * 16, S.floordiv(hid + 15, 16) * 16), "R's packed blocks against the hidden size")
+    add("eq", (rt.shape[2], gates), "R's packed gates")
+    add("eq", (rt.shape[3], 16), "R's packed block width")
+    for v in node.inputs[2:4] if node.attrs["cell"] == "lstm" else node.inputs[2:3]:
+        add("eq", (v.shape[0], xp.shape[1]), "the initial state's batch dim against the input's")
+        add("eq", (v.shape[1], hid), "the initial state's last dim against the hidden size")
+    add("le", (1, node.inputs[-1].shape[0]), "the number of sequence lengths (one per batch row, or one for all)")
+
+
+register(OpDef("recurrence", "composite", _recurrence_infer, ref=_recurrence_ref, guards=_recurrence_guards,
+               library=LibraryImpl(lambda node: True, "lower_recurrence")))
 
 
 def _mean(b, x, axes):

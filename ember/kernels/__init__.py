@@ -12,6 +12,8 @@
   * `pool`: 3x3 stride-2 max pooling, separable (other pools use the generic lowering).
   * `depthwise`: 3x3 depthwise convolutions, stride 2 and stride 1, each input row loaded once.
   * `im2col`: the columns of 3x3 stride-2 convolutions, each input row loaded once.
+  * `recurrent`: the recurrences of LSTM, GRU and RNN as native loops over time, for the
+    `recurrence` op the ONNX frontend forms after the input projections' GEMM.
 The kernels that write each output element once (all but softmax and im2col) take the
 pointwise kernel after them as a fused epilogue (BatchNorm, ReLU, a residual ...).
 Each op's definition in `ember.ir.ops` says when its kernel applies and names the function
@@ -26,11 +28,25 @@ from . import depthwise as _depthwise
 from . import im2col as _im2col
 from . import nn as _nn
 from . import pool as _pool
+from . import recurrent as _recurrent
 from . import winograd as _winograd
 
 
 def lower_softmax(node, target):
     return _nn.softmax_rows, {}
+
+
+def lower_recurrence(node, target):
+    at = node.attrs
+    # rows per task share each load of R^T: 4 rows x 4 LSTM gates of accumulators, the 4 gate
+    # vectors of R^T and a broadcast h fit 32 vector registers; 2 rows fit 16
+    assert 16 % target.f32_lanes == 0       # a vector within one packed block of R^T
+    params = {"reverse": int(at.get("reverse", 0)), "clip": float(at.get("clip", 0.0)), "width": target.f32_lanes,
+              "rows": 4 if target.vector_registers >= 32 else 2}
+    if at["cell"] == "gru":
+        params["linear_before_reset"] = int(at.get("linear_before_reset", 0))
+    return {"lstm": _recurrent.lstm_sequence, "gru": _recurrent.gru_sequence,
+            "rnn": _recurrent.rnn_sequence}[at["cell"]], params
 
 
 def lower_layer_norm(node, target):

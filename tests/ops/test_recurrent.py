@@ -1,8 +1,9 @@
-"""RNN, GRU and LSTM (and ReverseSequence), compiled unrolled with the input projection as one
-matmul. onnx.reference implements only the forward default form, so the general forms
-(directions, layouts, sequence lengths, initial states, peepholes, clip, activation
-functions with their alphas) are checked against onnxruntime, the default ones against
-onnx.reference too; the batch dim also runs symbolic."""
+"""RNN, GRU and LSTM (and ReverseSequence): the input projection as one matmul, the recurrence
+a native loop over time (float32, default gate functions) or unrolled (other activations).
+onnx.reference implements only the forward default form, so the general forms (directions,
+layouts, sequence lengths, initial states, peepholes, clip, activation functions with their
+alphas) are checked against onnxruntime, the default ones against onnx.reference too; the
+batch and the sequence length also run symbolic."""
 from __future__ import annotations
 
 import numpy as np
@@ -69,7 +70,7 @@ def _model(op, data, rng, symbolic_batch, layout=0):
     return op, names, outs, attrs, feeds
 
 
-def _build(op, names, outs, attrs, feeds, symbolic_batch, layout):
+def _build(op, names, outs, attrs, feeds, symbolic_batch, layout, symbolic_steps=False):
     """The model in `layout` (feeds are given in layout 0 and transposed to match)."""
     if layout:
         feeds = {n: (np.ascontiguousarray(a.transpose(1, 0, 2)) if n in ("X", "H0", "C0") else a)
@@ -77,7 +78,8 @@ def _build(op, names, outs, attrs, feeds, symbolic_batch, layout):
     node = helper.make_node(op, names, outs, **{**attrs, "layout": layout})
     vi = lambda n, a: helper.make_tensor_value_info(
         n, TensorProto.INT32 if a.dtype == np.int32 else TensorProto.FLOAT,
-        ["batch" if symbolic_batch and (layout and i == 0 or not layout and i == 1) and n in ("X",) else d
+        ["batch" if symbolic_batch and (layout and i == 0 or not layout and i == 1) and n in ("X",) else
+         "steps" if symbolic_steps and i == layout and n == "X" else d
          for i, d in enumerate(a.shape)])
     graph = helper.make_graph([node], "g", [vi(n, feeds[n]) for n in names if n],
                               [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outs])
@@ -93,9 +95,11 @@ def test_recurrent_against_onnxruntime(op, data):
     spec = _model(op, data, rng, False)
     symbolic = data.draw(st.booleans(), label="symbolic")
     layout = data.draw(st.integers(0, 1), label="layout")
+    # a symbolic length needs the native loop: the default gate functions
+    steps = data.draw(st.booleans(), label="symbolic_steps") and "activations" not in spec[3]
     ref, feeds0 = _build(*spec, False, 0)     # (onnxruntime implements layout 0 only)
     want = ort.InferenceSession(ref.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds0)
-    model, feeds = _build(*spec, symbolic, layout)
+    model, feeds = _build(*spec, symbolic, layout, steps)
     got = ember.InferenceSession(model.SerializeToString()).run(None, feeds)
     if layout:   # back to layout 0: Y [B, T, D, H] -> [T, D, B, H], states [B, D, H] -> [D, B, H]
         got = [got[0].transpose(1, 2, 0, 3)] + [s.transpose(1, 0, 2) for s in got[1:]]
@@ -126,10 +130,35 @@ def test_reverse_sequence():
                           opset=10))
 
 
-def test_long_sequence_of_symbolic_length_is_refused_clearly():
-    node = helper.make_node("RNN", ["X", "W", "R"], ["Y"], hidden_size=2)
+def _symbolic_length_model(op, attrs, isz=3, hid=5):
+    g = GATES[op]
+    node = helper.make_node(op, ["X", "W", "R", "B"], ["Y", "Y_h"], hidden_size=hid, **attrs)
     vi = lambda n, s: helper.make_tensor_value_info(n, TensorProto.FLOAT, s)
-    g = helper.make_graph([node], "g", [vi("X", ["t", 1, 3]), vi("W", [1, 2, 3]), vi("R", [1, 2, 2])], [vi("Y", None)])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)])
+    rng = np.random.default_rng(3)
+    inits = [helper.make_tensor(n, TensorProto.FLOAT, s, rng.uniform(-1, 1, s).astype(np.float32).ravel())
+             for n, s in (("W", (1, g * hid, isz)), ("R", (1, g * hid, hid)), ("B", (1, 2 * g * hid)))]
+    graph = helper.make_graph([node], "g", [vi("X", ["t", "batch", isz])], [vi("Y", None), vi("Y_h", None)],
+                              initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+
+
+@pytest.mark.parametrize("op", ["RNN", "GRU", "LSTM"])
+def test_one_build_serves_every_sequence_length(op):
+    """A symbolic sequence length compiles once, to a native loop over time, and serves
+    lengths 1, odd and long (against onnxruntime)."""
+    ort = pytest.importorskip("onnxruntime")
+    m = _symbolic_length_model(op, {}).SerializeToString()
+    sess, ref = ember.InferenceSession(m), ort.InferenceSession(m, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    for steps, batch in ((1, 1), (7, 3), (300, 2)):
+        x = rng.uniform(-1, 1, (steps, batch, 3)).astype(np.float32)
+        for g, w in zip(sess.run(None, {"X": x}), ref.run(None, {"X": x})):
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+    assert set(sess._variants) <= {()}      # no variant with a length fixed
+
+
+def test_unrolled_recurrence_of_symbolic_length_is_refused_clearly():
+    """Other gate functions are unrolled, which needs the length known when compiling."""
+    m = _symbolic_length_model("RNN", {"activations": ["Relu"]})
     with pytest.raises(ember.errors.UnsupportedOpError, match="sequence length"):
         ember.InferenceSession(m.SerializeToString())

@@ -259,6 +259,27 @@ def test_slice_int64_max_end_negative_step(start):
     assert out.shape[0] == 0
 
 
+@pytest.mark.parametrize("op", ["Add", "Sub", "Mul"])
+@examples(8)
+@given(data=st.data())
+def test_slice_ends_from_shape_arithmetic_with_the_constant_first(op, data):
+    """Slice ends computed as `k op size` from a Shape, the constant the first operand
+    (as the dynamo exporter writes `1 + s`): a symbolic size that folds at compile time."""
+    rng = rng_from(data)
+    shape = list(data.draw(shapes(2, 2, max_size=64), label="shape"))
+    k = data.draw(st.integers(-3, 2), label="k")
+    x = gen(rng, "float32", shape)
+    nodes = [helper.make_node("Shape", ["x"], ["s"], start=1, end=2),
+             helper.make_node("Squeeze", ["s"], ["d"]),
+             helper.make_node(op, ["k", "d"], ["e0"]),
+             helper.make_node("Reshape", ["e0", "minus1"], ["ends"]),
+             helper.make_node("Slice", ["x", "zero", "ends", "one"], ["out0"])]
+    model = build_model(nodes, [("x", x)], ["out0"],
+                        [("k", i64(k)), ("minus1", i64([-1])), ("zero", i64([0])), ("one", i64([1]))],
+                        input_shapes={"x": ["n", "t"]})
+    check(model, {"x": x})
+
+
 # --------------------------------------------------------------------------- Split
 @pytest.mark.parametrize("dtype", ALL)
 @examples(12)

@@ -653,6 +653,10 @@ def _slice_axis(d, start, end, step):
                 return lo
             if v < 0:
                 v = v + d
+        elif isinstance(v, S.Sym) and (v.lower_bound() is None or v.lower_bound() < 0):
+            # a computed bound of unknown sign (`1 - t`): negative ones count from the end,
+            # by the indicator min(max(-v, 0), 1) of v < 0
+            v = v + d * S.smin(S.smax(-v, 0), 1)
         return S.smin(S.smax(v, lo), hi)
     if step > 0:
         start, end = norm(start, 0, d), norm(end, 0, d)
@@ -1530,8 +1534,12 @@ def _resize(b, n, ins, opset):
     if (scales is None) == (sizes is None):
         raise ShapeError("Resize needs exactly one of scales and sizes")
     axes = [norm_axis(a, rank) for a in axes] if axes else list(range(rank))
-    if any(not isinstance(d, int) for i, d in enumerate(x.shape) if i in axes) and sizes is None:
-        raise ConvertError("Resize by scales of a dimension of symbolic size is not supported")
+    if scales is not None:
+        for a, sc in zip(axes, scales):
+            if not isinstance(x.shape[a], int) and not float(sc).is_integer():
+                # floor(s * 1.5) has no exact symbolic form; an integer scale keeps s * k
+                raise ConvertError(f"Resize by the non-integer scale {sc} of dimension {a}, of symbolic size "
+                                   f"'{x.shape[a]}', is not supported")
     full_scales, out = [1.0] * rank, list(x.shape)
     if scales is not None:
         if len(scales) != len(axes):
@@ -1539,6 +1547,9 @@ def _resize(b, n, ins, opset):
         for a, sc in zip(axes, scales):
             if sc <= 0:
                 raise ShapeError(f"Resize scale {sc} must be positive")
+            if not isinstance(x.shape[a], int):
+                full_scales[a], out[a] = float(sc), x.shape[a] * int(sc)
+                continue
             full_scales[a], out[a] = float(sc), int(math.floor(x.shape[a] * sc + 1e-9)) if n.op_type != "Upsample" \
                 and opset >= 11 else int(math.floor(x.shape[a] * sc))
     else:
@@ -1560,7 +1571,8 @@ def _resize(b, n, ins, opset):
         roi_pairs = [(0.0, 1.0)] * rank
         for k, a in enumerate(axes):
             roi_pairs[a] = (float(roi[k]), float(roi[k + len(axes)]))
-    lens = tuple(float(d * sc) for d, sc in zip(x.shape, full_scales)) if scales is not None else None
+    lens = tuple(float(d * sc) if isinstance(d, int) else d * int(sc) for d, sc in zip(x.shape, full_scales)) \
+        if scales is not None else None
     return b.op("resize", [x], out=tuple(out), scales=tuple(full_scales), lens=lens, mode=mode, coord=coord,
                 nearest=nearest,
                 cubic_a=cubic_a, exclude_outside=excl, extrapolation=extrap,

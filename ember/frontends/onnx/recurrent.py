@@ -7,6 +7,7 @@ length, its later outputs are 0), initial states, peepholes, clip and every acti
 function the spec names are handled."""
 from __future__ import annotations
 
+from ...ir import symbolic as S
 from ...ir.graph import Value
 from ...errors import ShapeError
 from .converters import ConvertError, attrs_of, known, stack, take
@@ -97,11 +98,6 @@ class _Inputs:
             raise ShapeError(f"X must be 3-D, got shape {list(x.shape)}")
         self.x = b.op("transpose", [x], perm=(1, 0, 2)) if self.layout else x
         self.steps, self.batch = self.x.shape[0], self.x.shape[1]
-        if not isinstance(self.steps, int):
-            raise ConvertError(f"the sequence length ({self.steps}) must be known when compiling, since Ember "
-                               f"unrolls the recurrence; fix that input dim (fixed_dims) to compile it")
-        if self.steps > MAX_STEPS:
-            raise ConvertError(f"a sequence of {self.steps} steps is longer than Ember unrolls ({MAX_STEPS})")
         self.w, self.r = ins[1], ins[2]
         self.hidden = self.r.shape[-1]
         direction = at.get("direction", "forward")
@@ -130,6 +126,51 @@ class _Inputs:
         self.state0 = list(ins[5:])
         self.clip = at.get("clip")
 
+    def native(self, defaults) -> bool:
+        """Whether the recurrence runs as a native loop (ember/kernels/recurrent.py): float32
+        with the default gate functions. Otherwise it is unrolled, which needs the sequence
+        length known when compiling."""
+        names = [a.decode() if isinstance(a, bytes) else a for a in self.at.get("activations", [])]
+        if self.x.dtype == "float32" and all(a.lower() == d.lower() for a, d in
+                                             zip(names, defaults * len(self.reverse))):
+            return True
+        if not isinstance(self.steps, int):
+            raise ConvertError(f"the sequence length ({self.steps}) must be known when compiling a recurrence of "
+                               f"{self.x.dtype} or with activations {names}, since Ember unrolls those; fix that "
+                               f"input dim (fixed_dims) to compile it")
+        if self.steps > MAX_STEPS:
+            raise ConvertError(f"a sequence of {self.steps} steps is longer than Ember unrolls ({MAX_STEPS})")
+        return False
+
+    def run_native(self, b, d, cell, xp, rt, states, **attrs):
+        """Direction d's recurrence op over projections `xp` [T, B, gates*H] (not reversed):
+        (Y [T, B, H], final h [B, H], final c [B, H])."""
+        lens = self.lens
+        if lens is None:        # every row runs the whole sequence (the kernel clamps to T)
+            lens = b.op("expand", [b.scalar(1 << 62, "int64")], shape=(1,))
+        elif lens.dtype != "int64":
+            lens = b.op("cast", [lens], to="int64")
+        out = b.op("recurrence", [xp, rt] + states + [lens], cell=cell, reverse=int(self.reverse[d]),
+                   clip=float(self.clip or 0.0), **attrs)
+        h = self.hidden
+        y = b.op("slice", [out], starts=(0, 0, 0), steps=(1, 1, 1), sizes=(self.steps, self.batch, h))
+        return y, take(b, out, 0, self.steps), take(b, out, 0, self.steps + 1)
+
+    def packed_weights(self, b, d, gates):
+        """R[d]^T packed for the native loop: [ceil(H / 16), H, gates, 16], R^T[k, g*H + j] at
+        [j // 16, k, g, j % 16], zero past H (see ember/kernels/recurrent.py)."""
+        h = self.hidden
+        blocks = S.floordiv(h + 15, 16)
+        r = b.op("reshape", [take(b, self.r, 0, d)], shape=(gates, h, h))          # [g, j, k]
+        if blocks * 16 != h:
+            r = b.op("pad", [r, b.scalar(0.0, r.dtype)], pre=(0, 0, 0), post=(0, blocks * 16 - h, 0),
+                     mode="constant")
+        r = b.op("reshape", [r], shape=(gates, blocks, 16, h))
+        return b.op("transpose", [r], perm=(1, 3, 0, 2))
+
+    def zeros(self, b, n):
+        return b.op("expand", [b.scalar(0.0, self.x.dtype)], shape=(n,))
+
     def initial(self, b, k, d):
         """Initial state k (0: h, 1: c) for direction d, as [B, H]."""
         s = self.state0[k] if k < len(self.state0) else None
@@ -148,11 +189,13 @@ class _Inputs:
         return (b.op("slice", [bd], starts=(0,), steps=(1,), sizes=(g,)),
                 b.op("slice", [bd], starts=(g,), steps=(1,), sizes=(g,)))
 
-    def projected(self, b, d, extra_bias=None):
-        """x @ W[d]^T (+ bias) over the whole sequence, as [T, B, gates*H]: one matmul."""
+    def projected(self, b, d, extra_bias=None, per_row_reverse=True):
+        """x @ W[d]^T (+ bias) over the whole sequence, as [T, B, gates*H]: one matmul.
+        A reverse direction with sequence lengths gets each row reversed within its length
+        (for the unrolled recurrence) unless `per_row_reverse` is off."""
         steps, batch = self.steps, self.batch
         x = self.x
-        if self.lens is not None and self.reverse[d]:
+        if self.lens is not None and self.reverse[d] and per_row_reverse:
             x = reverse_sequence(b, x, self.lens, 0, 1)
         flat = b.op("reshape", [x], shape=(steps * batch, x.shape[2]))
         wt = b.op("transpose", [take(b, self.w, 0, d)], perm=(1, 0))
@@ -188,7 +231,8 @@ class _Inputs:
         return _keep(b, valid, new, old)
 
     def outputs(self, b, ys, finals):
-        """Y [T, D, B, H] (layout 1: [B, T, D, H]) and each final state [D, B, H] ([B, D, H])."""
+        """Y [T, D, B, H] (layout 1: [B, T, D, H]) and each final state [D, B, H] ([B, D, H]),
+        from the unrolled steps' outputs."""
         per_dir = []
         for d, y in enumerate(ys):
             if self.reverse[d] and self.lens is None:
@@ -197,6 +241,10 @@ class _Inputs:
             if self.lens is not None and self.reverse[d]:
                 seq = reverse_sequence(b, seq, self.lens, 0, 1)    # reversed per row
             per_dir.append(seq)
+        return self.assemble(b, per_dir, finals)
+
+    def assemble(self, b, per_dir, finals):
+        """The node's outputs from each direction's Y [T, B, H] and final states."""
         y_all = stack(b, per_dir, 1)                  # [T, D, B, H]
         states = [stack(b, list(f), 0) for f in zip(*finals)]   # each [D, B, H]
         if self.layout:
@@ -216,6 +264,15 @@ def _zeroed(b, valid, h):
 def _rnn(b, n, ins, opset):
     p = _Inputs(b, n, ins, 1)
     acts = _activations(p.at, ["Tanh"], len(p.reverse))
+    if p.native(["Tanh"]):
+        ys, finals = [], []
+        for d in range(len(p.reverse)):
+            biases = p.bias_parts(b, d, 1)
+            xw = p.projected(b, d, None if biases is None else b.op("add", list(biases)), per_row_reverse=False)
+            y, h, _ = p.run_native(b, d, "rnn", xw, p.packed_weights(b, d, 1), [p.initial(b, 0, d)])
+            ys.append(y)
+            finals.append((h,))
+        return p.assemble(b, ys, finals)
     ys, finals = [], []
     for d in range(len(p.reverse)):
         biases = p.bias_parts(b, d, 1)
@@ -236,18 +293,26 @@ def _gru(b, n, ins, opset):
     acts = _activations(p.at, ["Sigmoid", "Tanh"], len(p.reverse))
     lbr = int(p.at.get("linear_before_reset", 0))
     hid = p.hidden
+    native = p.native(["Sigmoid", "Tanh"])
     ys, finals = [], []
     for d in range(len(p.reverse)):
         biases = p.bias_parts(b, d, 3)
         if biases is None:
-            xw, rbh = p.projected(b, d), None
+            xw, rbh = p.projected(b, d, per_row_reverse=not native), None
         else:   # z and r take both biases up front; h's recurrent bias goes inside the reset
             wb, rb = biases
             zr = b.op("slice", [rb], starts=(0,), steps=(1,), sizes=(2 * hid,))
             rbh = b.op("slice", [rb], starts=(2 * hid,), steps=(1,), sizes=(hid,))
             pad = b.op("concat", [zr, b.op("expand", [b.scalar(0.0, rb.dtype)], shape=(hid,))], axis=0)
-            xw = p.projected(b, d, b.op("add", [wb, pad]))
+            xw = p.projected(b, d, b.op("add", [wb, pad]), per_row_reverse=not native)
         r_d = take(b, p.r, 0, d)
+        if native:
+            y, h, _ = p.run_native(b, d, "gru", xw, p.packed_weights(b, d, 3),
+                                   [p.initial(b, 0, d), rbh if rbh is not None else p.zeros(b, hid)],
+                                   linear_before_reset=lbr)
+            ys.append(y)
+            finals.append((h,))
+            continue
         rzr_t = b.op("transpose", [b.op("slice", [r_d], starts=(0, 0), steps=(1, 1), sizes=(2 * hid, hid))], perm=(1, 0))
         rh_t = b.op("transpose", [b.op("slice", [r_d], starts=(2 * hid, 0), steps=(1, 1), sizes=(hid, hid))],
                     perm=(1, 0))
@@ -275,7 +340,7 @@ def _gru(b, n, ins, opset):
             h = p.advance(b, t, new, h, y)
         ys.append(y)
         finals.append((h,))
-    return p.outputs(b, ys, finals)
+    return p.assemble(b, ys, finals) if native else p.outputs(b, ys, finals)
 
 
 def _lstm(b, n, ins, opset):
@@ -285,10 +350,18 @@ def _lstm(b, n, ins, opset):
         raise ConvertError("LSTM with input_forget=1 (coupled input and forget gates) is not supported")
     acts = _activations(p.at, ["Sigmoid", "Tanh", "Tanh"], len(p.reverse))
     hid = p.hidden
+    native = p.native(["Sigmoid", "Tanh", "Tanh"])
     ys, finals = [], []
     for d in range(len(p.reverse)):
         biases = p.bias_parts(b, d, 4)
-        xw = p.projected(b, d, None if biases is None else b.op("add", list(biases)))
+        xw = p.projected(b, d, None if biases is None else b.op("add", list(biases)), per_row_reverse=not native)
+        if native:
+            peep_d = take(b, peep, 0, d) if peep is not None else p.zeros(b, 3 * hid)
+            y, h, c = p.run_native(b, d, "lstm", xw, p.packed_weights(b, d, 4),
+                                   [p.initial(b, 0, d), p.initial(b, 1, d), peep_d])
+            ys.append(y)
+            finals.append((h, c))
+            continue
         rt = b.op("transpose", [take(b, p.r, 0, d)], perm=(1, 0))
         pi = po = pf = None
         if peep is not None:
@@ -315,7 +388,7 @@ def _lstm(b, n, ins, opset):
             h = p.advance(b, t, h_new, h, y)
         ys.append(y)
         finals.append((h, c))
-    return p.outputs(b, ys, finals)
+    return p.assemble(b, ys, finals) if native else p.outputs(b, ys, finals)
 
 
 def _reverse_sequence_node(b, n, ins, opset):
