@@ -119,8 +119,8 @@ def _hf(name):
     import transformers as T
     torch.manual_seed(0)
     if name == "bert":
-        m = T.BertModel(T.BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                     intermediate_size=64))
+        m = T.BertModel(T.BertConfig(vocab_size=120, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=128))
         return m, ["input_ids", "attention_mask"], _text_feeds(120)
     if name == "minilm":
         from ember.models.minilm import model_dir
@@ -129,24 +129,27 @@ def _hf(name):
         m = T.BertModel.from_pretrained(str(model_dir()), add_pooling_layer=False)
         return m, ["input_ids", "attention_mask"], _text_feeds(m.config.vocab_size)
     if name == "gpt2":
-        m = T.GPT2Model(T.GPT2Config(vocab_size=120, n_embd=32, n_layer=2, n_head=4, n_positions=64, use_cache=False))
-        return m, ["input_ids", "attention_mask"], _text_feeds(120)
+        m = T.GPT2Model(T.GPT2Config(vocab_size=120, n_embd=64, n_layer=2, n_head=4, n_positions=64, use_cache=False))
+        feeds = _text_feeds(120)
+        feeds[-1]["attention_mask"][-1, :3] = 0      # a left-padded row: its first queries see no key
+        return m, ["input_ids", "attention_mask"], feeds
     if name == "vit":
-        m = T.ViTModel(T.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        m = T.ViTModel(T.ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
                                    image_size=32, patch_size=8))
         rng = np.random.default_rng(0)
         return m, ["pixel_values"], [{"pixel_values": rng.standard_normal((b, 3, 32, 32), np.float32)} for b in (1, 3)]
     if name == "t5":
-        m = T.T5Model(T.T5Config(vocab_size=120, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, use_cache=False))
+        m = T.T5Model(T.T5Config(vocab_size=120, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4,
+                                 use_cache=False))
         feeds = _text_feeds(120)
         rng = np.random.default_rng(1)
         for f, dec in zip(feeds, (3, 7)):
             f["decoder_input_ids"] = _ids(rng, f["input_ids"].shape[0], dec, 120)
         return m, ["input_ids", "attention_mask", "decoder_input_ids"], feeds
     if name == "whisper":
-        m = T.WhisperModel(T.WhisperConfig(vocab_size=120, d_model=32, encoder_layers=2, decoder_layers=2,
-                                           encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
-                                           decoder_ffn_dim=64, num_mel_bins=16, max_source_positions=20,
+        m = T.WhisperModel(T.WhisperConfig(vocab_size=120, d_model=64, encoder_layers=2, decoder_layers=2,
+                                           encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=128,
+                                           decoder_ffn_dim=128, num_mel_bins=16, max_source_positions=20,
                                            max_target_positions=32, pad_token_id=1, bos_token_id=2, eos_token_id=3,
                                            decoder_start_token_id=2, use_cache=False))
         rng = np.random.default_rng(0)
@@ -286,7 +289,7 @@ def test_old_opset_transformer():
     pytest.importorskip("transformers")
     import transformers as T
     torch.manual_seed(0)
-    m = T.BertModel(T.BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    m = T.BertModel(T.BertConfig(vocab_size=120, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                                  intermediate_size=64, attn_implementation="eager")).eval()
     module, names, feeds = Outputs(m, ["input_ids", "attention_mask"]).eval(), ["input_ids", "attention_mask"], \
         _text_feeds(120)

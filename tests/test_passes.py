@@ -150,6 +150,32 @@ def test_fuse_attention_takes_q_and_v_in_their_projection_layout():
 }""")
 
 
+def test_fuse_attention_takes_the_dynamo_exporters_sdpa():
+    """torch's dynamo exporter writes SDPA with Q and K^T each scaled by d^-1/4 and the
+    probabilities NaN-guarded (IsNaN as not(p == p)): one attention op, scale the product,
+    rows a mask hides entirely zeroed (nan_zero)."""
+    import ember.kernels  # noqa: F401
+    from ember.passes.attention import fuse_attention
+    check(lambda g: dead_code(simplify(fuse_attention(g))), """graph(%q: float32[b,4,2,16], %k: float32[b,2,16,6], %v: float32[b,6,2,16], %m: float32[b,2,4,6]) {
+  %0: float32[b,2,4,16] = transpose(%q) {perm=(0,2,1,3)}
+  %1: float32[b,2,4,16] = mul(%0, const<float32[]: [0.5]>)
+  %2: float32[b,2,16,6] = mul(%k, const<float32[]: [0.5]>)
+  %3: float32[b,2,4,6] = matmul(%1, %2)
+  %4: float32[b,2,4,6] = add(%3, %m)
+  %5: float32[b,2,4,6] = softmax(%4) {axis=3, log=0}
+  %6: bool[b,2,4,6] = eq(%5, %5)
+  %7: bool[b,2,4,6] = not(%6)
+  %8: float32[b,2,4,6] = where(%7, const<float32[]: [0.0]>, %5)
+  %9: float32[b,2,6,16] = transpose(%v) {perm=(0,2,1,3)}
+  %10: float32[b,2,4,16] = matmul(%8, %9)
+  %11: float32[b,4,2,16] = transpose(%10) {perm=(0,2,1,3)}
+  return %11
+}""", """graph(%q: float32[b,4,2,16], %k: float32[b,2,16,6], %v: float32[b,6,2,16], %m: float32[b,2,4,6]) {
+  %0: float32[b,4,2,16] = attention(%q, %k, %v, %m) {scale=0.25, nan_zero=1}
+  return %0
+}""")
+
+
 def test_fuse_attention_leaves_other_softmax_products_alone():
     """Softmax over a non-last axis, or a head size the kernel does not take, stays as is."""
     import ember.kernels  # noqa: F401

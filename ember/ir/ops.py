@@ -1314,14 +1314,20 @@ def _attention_decompose(b, ins, at):
     s = b.op("matmul", [b.op("transpose", [q], perm=bhsd), kt])
     s = b.op("add", [b.op("mul", [s, b.scalar(at["scale"], q.dtype)]), bias])
     p = b.op("softmax", [s], axis=3, log=0)
+    if at.get("nan_zero"):
+        p = b.op("where", [b.op("not", [b.op("eq", [p, p])]), b.scalar(0.0, p.dtype), p])
     return [b.op("transpose", [b.op("matmul", [p, b.op("transpose", [v], perm=bhsd)])], perm=bhsd)]
 
 
 def _attention_ref(a, at):
     q, kt, v, bias = (x.astype(np.float64) for x in a)
     s = q.transpose(0, 2, 1, 3) @ kt * at["scale"] + bias
-    e = np.exp(s - s.max(axis=-1, keepdims=True))
-    o = (e / e.sum(axis=-1, keepdims=True)) @ v.transpose(0, 2, 1, 3)
+    with np.errstate(invalid="ignore"):
+        e = np.exp(s - s.max(axis=-1, keepdims=True))
+        p = e / e.sum(axis=-1, keepdims=True)
+    if at.get("nan_zero"):      # softmax's NaN rows (a mask hiding every key) become 0
+        p = np.where(np.isnan(p), 0.0, p)
+    o = p @ v.transpose(0, 2, 1, 3)
     return [o.transpose(0, 2, 1, 3).astype(a[0].dtype)]
 
 
@@ -1332,10 +1338,26 @@ def _attention_applies(node):
     d = v.shape[-1]
     return (all(x.dtype == "float32" and x.type.rank == 4 for x in node.inputs)
             and isinstance(d, int) and d % 16 == 0 and d <= 128 and q.shape[-1] == d
-            and bias.shape[-1] == kt.shape[-1])
+            and (bias.shape[-1] == kt.shape[-1] or not isinstance(bias.shape[-1], int)))
+
+
+def _attention_guards(node, add):
+    """The kernel reads a bias row per key (its last dim the keys') and clamps its other
+    indices to broadcast size-1 dims."""
+    q, kt, v, bias = node.inputs
+    if bias.shape[3] != kt.shape[3]:
+        add("eq", (bias.shape[3], kt.shape[3]), "the attention bias's last dim against the number of keys")
+    for i, d in enumerate((q.shape[0], q.shape[2], q.shape[1])):
+        x = bias.shape[i]
+        if x != 1 and x != d:       # 1 or the scores' dim: the fused op neither broadcasts up nor reads past
+            what = f"the attention bias's dim {i} against the scores' (batch, heads, queries)"
+            add("bcast", (x, d), what)
+            add("le", (x, d), what)
+            add("le", (1, x), what)
 
 
 register(OpDef("attention", "composite", _attention_infer, ref=_attention_ref, decompose=_attention_decompose,
+               guards=_attention_guards,
                library=LibraryImpl(_attention_applies, "lower_attention", epilogue=True)))
 
 

@@ -77,7 +77,7 @@ def attention_tile(d: int, target) -> dict:
 def lower_attention(node, target):
     d = node.inputs[2].shape[-1]
     return _attention.attention_bshd, {"scale": float(node.attrs["scale"]), "D": d,
-                                       **attention_tile(d, target)}
+                                       "nan_zero": int(node.attrs.get("nan_zero", 0)), **attention_tile(d, target)}
 
 
 # (the window kernels keep arrays of vectors live: at twice the register width they spill)

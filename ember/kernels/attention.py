@@ -10,7 +10,9 @@ sum, the accumulators rescaled when the max grows): the score matrix is never st
 R x KB score vectors live in registers, and exp runs once per score. The bias broadcasts over
 its size-1 dims (an attention mask [batch, 1, 1, keys], a causal mask [1, 1, seq, keys]);
 key blocks it masks out for every row of a task are skipped (half the work under a causal
-mask). R, KB and width come from kernels.attention_tile.
+mask). R, KB and width come from kernels.attention_tile. `nan_zero` gives 0 for the rows whose
+softmax is NaN (every key masked by -inf, or NaN or +inf scores), as the exporters' guard
+Where(IsNaN(p), 0, p) after the softmax does.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ W = 16
 def attention_bshd(q: Tensor[float32, 4], kt: Tensor[float32, 4], v: Tensor[float32, 4],
                    bias: Tensor[float32, 4], out: Tensor[float32, 4],
                    scale: Param = 1.0, D: Param = 64, R: Param = 4, KB: Param = 2,
-                   width: Param = W):
+                   nan_zero: Param = 0, width: Param = W):
     s_len = q.shape[1]
     heads = q.shape[2]
     t_len = kt.shape[3]
@@ -98,6 +100,9 @@ def attention_bshd(q: Tensor[float32, 4], kt: Tensor[float32, 4], v: Tensor[floa
             if i0 + r < s_len:
                 inv = 1.0 / lsum[r]
                 for c in unroll(C):
-                    out.store(b, i0 + r, h, c * width, acc[r * C + c] * inv)
+                    o = acc[r * C + c] * inv
+                    if nan_zero:    # softmax's NaN rows (every key masked, or NaN scores) give 0
+                        o = select(SIMD[float32, width](lsum[r]) > 0.0, o, 0.0)
+                    out.store(b, i0 + r, h, c * width, o)
 
     parallelize(task, q.shape[0] * heads * nblk)

@@ -2,9 +2,11 @@
 
     softmax(matmul(transpose(Q), KT) * scale + bias, axis=-1) @ transpose(V) -> transpose(.)
 
-(scale as a Mul or Div by a constant scalar, before or after the bias Add, or absent; a
+(scale as a Mul or Div by a constant scalar, before or after the bias Add, or absent, or
+as Muls of Q and of KT each by a scalar, as the dynamo exporter writes SDPA; a
 Where(mask, scores, fill) with fill -inf or near the float32 minimum becomes the bias
-Where(mask, 0, fill)), and replace it with one `attention` op over Q and V in their
+Where(mask, 0, fill); the probabilities may be NaN-guarded, Where(IsNaN(p), 0, p), which
+zeroes the rows a mask hides entirely), and replace it with one `attention` op over Q and V in their
 [batch, seq, heads, head_dim] layout, so the three kernels and the transposes around them
 become one fused kernel. Applies only where the library kernel does (float32, rank 4,
 head_dim a multiple of 16, at most 128).
@@ -100,11 +102,36 @@ def _to_bshd(b, x):
     return b.op("transpose", [x], perm=_BHSD)
 
 
+def _unscaled(v):
+    """(x, k) where v = x * k for a constant scalar k, else (v, 1.0)."""
+    p = _producer(v, "mul")
+    if p is not None and len(p.inputs) == 2:
+        for x, c in (p.inputs, p.inputs[::-1]):
+            k = _scalar_const(c)
+            if k is not None and not x.is_const:
+                return x, k
+    return v, 1.0
+
+
+def _nan_guarded(probs):
+    """(softmax output, 1) for where(isnan(p), 0, p) (IsNaN as not(p == p)), else (probs, 0)."""
+    w = _producer(probs, "where")
+    if w is None:
+        return probs, 0
+    cond, zero, p = w.inputs
+    neg = _producer(cond, "not")
+    eq = _producer(neg.inputs[0], "eq") if neg is not None else None
+    if eq is None or eq.inputs[0] is not p or eq.inputs[1] is not p or _scalar_const(zero) != 0.0:
+        return probs, 0
+    return p, 1
+
+
 def fuse_attention(graph: Graph) -> Graph:
     def rule(b, node, ins):
         if node.op != "matmul" or len(ins) != 2:
             return None
         probs, vh = ins
+        probs, nan_zero = _nan_guarded(probs)
         sm = _producer(probs, "softmax")
         if sm is None or sm.attrs.get("log") or probs.type.rank != 4 or sm.attrs.get("axis", -1) % 4 != 3:
             return None
@@ -112,7 +139,8 @@ def fuse_attention(graph: Graph) -> Graph:
         if found is None:
             return None
         qk, scale, bias_spec = found
-        qh, kt = qk.inputs
+        (qh, sq), (kt, sk) = (_unscaled(v) for v in qk.inputs)
+        scale *= sq * sk          # (sq q)(sk k)^T: the bias is added after, unscaled
         if qh.type.rank != 4 or kt.type.rank != 4 or vh.type.rank != 4:
             return None
         if not (tuple(qh.shape[:2]) == tuple(kt.shape[:2]) == tuple(vh.shape[:2]) and vh.shape[2] == kt.shape[3]):
@@ -128,11 +156,15 @@ def fuse_attention(graph: Graph) -> Graph:
         if bias.dtype != dtype:
             return None
         full = (qh.shape[0], qh.shape[1], qh.shape[2], kt.shape[3])
-        if any(not (d == 1 or d == f) for d, f in zip(bias.shape, full)):
+        if any(isinstance(d, int) and isinstance(f, int) and d not in (1, f) for d, f in zip(bias.shape, full)):
             return None
-        if bias.shape[3] != kt.shape[3]:
+        # a symbolic dim the bias shares with the scores only at run time (a mask whose key dim
+        # the exporter computed from another input's shape) is checked by the attention op's
+        # guards, as the Add it replaces checked it
+        if isinstance(bias.shape[3], int) and bias.shape[3] == 1 != kt.shape[3]:
             bias = b.op("expand", [bias], shape=tuple(bias.shape[:3]) + (kt.shape[3],))
-        att = b.op("attention", [_to_bshd(b, qh), kt, _to_bshd(b, vh), bias], scale=scale)
+        att = b.op("attention", [_to_bshd(b, qh), kt, _to_bshd(b, vh), bias], scale=scale,
+                   **({"nan_zero": 1} if nan_zero else {}))
         if library_impl(att.producer) is None:
             return None                    # the new nodes are dead; dead_code drops them
         return [b.op("transpose", [att], perm=_BHSD)]

@@ -11,13 +11,18 @@ from .harness import run_engine, run_reference
 F32_MIN = float(np.finfo(np.float32).min)
 
 
-def _attention_model(b, s, t, h, d, mask, scale):
+def _attention_model(b, s, t, h, d, mask, scale, guard=False):
     """q [b,s,h,d], k/v [b,t,h,d] -> out [b,s,h,d], through [b,h,.,.] transposes."""
     nodes = [helper.make_node("Transpose", ["q"], ["qh"], perm=[0, 2, 1, 3]),
              helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 3, 1]),
-             helper.make_node("Transpose", ["v"], ["vh"], perm=[0, 2, 1, 3]),
-             helper.make_node("MatMul", ["qh", "kt"], ["s0"])]
+             helper.make_node("Transpose", ["v"], ["vh"], perm=[0, 2, 1, 3])]
     inits = []
+    if scale == "operands":         # the dynamo exporter's SDPA: Q and K^T each times d^-1/4
+        inits.append(numpy_helper.from_array(np.array(d ** -0.25, np.float32), "c"))
+        nodes += [helper.make_node("Mul", ["qh", "c"], ["qs"]), helper.make_node("Mul", ["kt", "c"], ["ks"]),
+                  helper.make_node("MatMul", ["qs", "ks"], ["s0"])]
+    else:
+        nodes.append(helper.make_node("MatMul", ["qh", "kt"], ["s0"]))
     ins = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [b, s if n == "q" else t, h, d]) for n in "qkv"]
     last = "s0"
     if scale == "mul":
@@ -32,6 +37,10 @@ def _attention_model(b, s, t, h, d, mask, scale):
         ins.append(helper.make_tensor_value_info("m", TensorProto.FLOAT, [b, 1, 1, t]))
         nodes.append(helper.make_node("Add", [last, "m"], ["s2"]))
         last = "s2"
+    elif mask == "inf":             # a boolean mask made additive, 0 / -inf, per query row
+        ins.append(helper.make_tensor_value_info("m", TensorProto.FLOAT, [b, 1, s, t]))
+        nodes.append(helper.make_node("Add", [last, "m"], ["s2"]))
+        last = "s2"
     elif mask == "causal":          # GPT-2 style: where(tril, scores, min), [1, 1, s, t]
         tril = np.tril(np.ones((s, t), bool), k=t - s).reshape(1, 1, s, t)
         inits += [numpy_helper.from_array(tril, "tril"), numpy_helper.from_array(np.array(F32_MIN, np.float32), "fill")]
@@ -41,8 +50,11 @@ def _attention_model(b, s, t, h, d, mask, scale):
         inits.append(numpy_helper.from_array(np.array(0.3, np.float32), "c"))
         nodes.append(helper.make_node("Mul", ["c", last], ["s3"]))
         last = "s3"
-    nodes += [helper.make_node("Softmax", [last], ["p"], axis=-1),
-              helper.make_node("MatMul", ["p", "vh"], ["o"]),
+    nodes.append(helper.make_node("Softmax", [last], ["p"], axis=-1))
+    if guard:                       # rows the mask hides entirely: softmax's NaN made 0
+        inits.append(numpy_helper.from_array(np.array(0.0, np.float32), "zero"))
+        nodes += [helper.make_node("IsNaN", ["p"], ["nan"]), helper.make_node("Where", ["nan", "zero", "p"], ["pz"])]
+    nodes += [helper.make_node("MatMul", ["pz" if guard else "p", "vh"], ["o"]),
               helper.make_node("Transpose", ["o"], ["y"], perm=[0, 2, 1, 3])]
     g = helper.make_graph(nodes, "attention", ins, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
@@ -59,15 +71,35 @@ def _attention_model(b, s, t, h, d, mask, scale):
     (2, 9, 100, 2, 128, "padding", "div"),
 ])
 def test_attention_fuses_and_matches_reference(b, s, t, h, d, mask, scale):
+    _fused_matches_reference(b, s, t, h, d, mask, scale)
+
+
+@pytest.mark.parametrize("b,s,t,h,d,scale", [
+    (2, 7, 9, 2, 64, "operands"),
+    (1, 5, 70, 3, 32, "mul"),
+    (1, 16, 16, 2, 16, "operands"),
+])
+def test_nan_guarded_attention_with_masked_rows_fuses(b, s, t, h, d, scale):
+    """What torch's dynamo exporter writes for SDPA with a boolean mask: Q and K^T scaled
+    separately, a 0 / -inf bias, Where(IsNaN(p), 0, p) after the softmax; rows the mask hides
+    entirely give 0 (the reference's softmax gives NaN there, then the guard 0)."""
+    _fused_matches_reference(b, s, t, h, d, "inf", scale, guard=True)
+
+
+def _fused_matches_reference(b, s, t, h, d, mask, scale, guard=False):
     from ember.runtime.compiler import compile_model
 
-    model = _attention_model(b, s, t, h, d, mask, scale)
+    model = _attention_model(b, s, t, h, d, mask, scale, guard)
     rng = np.random.default_rng(s * t + d)
     feeds = {n: rng.standard_normal((b, s if n == "q" else t, h, d)).astype(np.float32) for n in "qkv"}
     if mask == "padding":
         keep = rng.random((b, 1, 1, t)) < 0.7
         keep[..., 0] = True                            # no row is masked entirely
         feeds["m"] = np.where(keep, 0.0, F32_MIN).astype(np.float32)
+    if mask == "inf":
+        keep = rng.random((b, 1, s, t)) < 0.6
+        keep[:, :, ::3] = False                        # every third query row sees no key
+        feeds["m"] = np.where(keep, 0.0, -np.inf).astype(np.float32)
     c = compile_model(model.SerializeToString(), use_cache=False)
     assert [n.op for n in c.graph.nodes if n.op == "attention"] == ["attention"]
     np.testing.assert_allclose(run_engine(model, feeds)[0], run_reference(model, feeds)[0], rtol=1e-4, atol=1e-5)
