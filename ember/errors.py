@@ -32,6 +32,16 @@ class ValueDependentError(UnsupportedOpError):
         self.inputs = tuple(inputs)
 
 
+class DimDependentError(UnsupportedOpError):
+    """A node needs, when compiling, values computed from input dims alone (an If on a shape,
+    a trip count): `InferenceSession` then compiles a variant per value of those dims
+    (`symbols`, their names)."""
+
+    def __init__(self, nodes, symbols):
+        super().__init__(nodes)
+        self.symbols = tuple(symbols)
+
+
 class DataDependentError(UnsupportedOpError):
     """A node's output shape depends on values computed from data (NonZero): `InferenceSession`
     then runs the model in native stages split at `node` (runtime/staged.py)."""

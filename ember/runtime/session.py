@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from ..errors import (DataDependentError, EmberError, InvalidInputError, StructuredIOError, UnsupportedOpError,
-                      ValueDependentError)
+                      ValueDependentError, DimDependentError)
 from ..ir import guards
 from ..ir import symbolic as S
 from ..ir.dtypes import onnx_type_str, to_numpy
@@ -92,7 +92,8 @@ class InferenceSession:
         self._by_value = None
         self._wrapper = None      # a StagedModel or StructuredModel, when runs go through one
         try:
-            self._c = compile_model(model, use_cache=getattr(opts, "enable_cache", True))
+            self._c = compile_model(model, use_cache=getattr(opts, "enable_cache", True),
+                                    specialize=kwargs.get("_fixed_dims"))
         except StructuredIOError:
             self._init_structured()
             return
@@ -103,6 +104,11 @@ class InferenceSession:
             if kwargs.get("_variant_of_values"):   # a variant of _ValueVariants: it adds the inputs
                 raise
             self._init_by_value(e.inputs)
+            return
+        except DimDependentError as e:
+            if kwargs.get("_fixed_dims") is not None:   # a variant of _DimVariants: it adds the symbols
+                raise
+            self._init_by_value(e.symbols, by_dims=True)
             return
         c = self._c
         self._variants = {(): c}    # specialised builds, by their fixed symbols (ir.guards)
@@ -122,14 +128,17 @@ class InferenceSession:
         self._events: list = []          # (start perf_counter s, [kernel seconds])
         self._prof_lock = threading.Lock()
 
-    def _init_by_value(self, names):
+    def _init_by_value(self, names, by_dims=False):
         """The model reads graph inputs as shape arguments (Reshape's shape, Slice's starts,
         reduction axes...): compile one variant per value of those inputs, on first use, each
-        a whole-model native build with them as constants (`_ValueVariants`)."""
+        a whole-model native build with them as constants (`_ValueVariants`). `by_dims`: it
+        needs values computed from input dims (`names`, symbols) instead, one variant per value
+        of those dims (`_DimVariants`)."""
         from ..frontends.onnx.loader import declared_inputs, read_model
         proto = read_model(self._model)
         decl = declared_inputs(proto)
-        self._by_value = _ValueVariants(proto, names, self._options)
+        self._by_value = (_DimVariants(proto, names, decl, self._options) if by_dims
+                          else _ValueVariants(proto, names, self._options))
         self._c = None
         self._in_decl = decl
         self._inputs = [NodeArg(n, t, s) for n, t, s in decl]
@@ -441,10 +450,11 @@ class InferenceSession:
         return c
 
 
-class _ValueVariants:
-    """The compiled variants of a model whose shape arguments are graph inputs, one per value
-    of those inputs (least recently used dropped past LIMIT). A run looks its variant up by the
-    inputs' bytes (a dict lookup) and makes that variant's one native call."""
+class _Variants:
+    """Compiled variants of a model, one per key a run's feeds give (least recently used
+    dropped past LIMIT). Subclasses say how a feed keys its variant (`_key`), how a variant is
+    built (`_build`) and, when building shows that more of the feed must be fixed, what
+    (`_more`, returning whether it added anything)."""
 
     LIMIT = 32
 
@@ -455,18 +465,7 @@ class _ValueVariants:
         self.lock = threading.Lock()
         self.last = None
 
-    def describe(self, feed) -> str:
-        return ", ".join(f"input '{n}' = {np.array2string(feed[n], threshold=16)}" for n in self.names)
-
-    def _key(self, feed):
-        return tuple((n, feed[n].dtype.str, feed[n].shape, feed[n].tobytes()) for n in self.names)
-
     def session_for(self, feed):
-        from ..frontends.onnx.loader import with_values
-        for n in list(self.names):
-            if feed[n].size > 1 << 16:
-                raise InvalidInputError(f"input '{n}' is read as a shape argument and has {feed[n].size} "
-                                        f"elements; expected a small tensor")
         while True:
             key = self._key(feed)
             with self.lock:
@@ -476,13 +475,10 @@ class _ValueVariants:
             if sess is not None:
                 break
             try:
-                model = with_values(self.proto, {n: feed[n] for n in self.names})
-                sess = InferenceSession(model.SerializeToString(), self.options, _variant_of_values=True)
-            except ValueDependentError as e:     # another input read as a shape argument
-                new = [n for n in e.inputs if n not in self.names and n in feed]
-                if not new:
+                sess = self._build(feed)
+            except UnsupportedOpError as e:
+                if not self._more(e, feed):
                     raise
-                self.names += new
                 continue
             with self.lock:
                 self.sessions[key] = sess
@@ -490,7 +486,82 @@ class _ValueVariants:
                     self.sessions.popitem(last=False)
             break
         self.last = sess
-        return sess, {n: a for n, a in feed.items() if n not in self.names}
+        return sess, self._rest(feed)
+
+
+class _ValueVariants(_Variants):
+    """The compiled variants of a model whose shape arguments are graph inputs, one per value
+    of those inputs. A run looks its variant up by the inputs' bytes (a dict lookup) and makes
+    that variant's one native call."""
+
+    def describe(self, feed) -> str:
+        return ", ".join(f"input '{n}' = {np.array2string(feed[n], threshold=16)}" for n in self.names)
+
+    def _key(self, feed):
+        for n in self.names:
+            if feed[n].size > 1 << 16:
+                raise InvalidInputError(f"input '{n}' is read as a shape argument and has {feed[n].size} "
+                                        f"elements; expected a small tensor")
+        return tuple((n, feed[n].dtype.str, feed[n].shape, feed[n].tobytes()) for n in self.names)
+
+    def _build(self, feed):
+        from ..frontends.onnx.loader import with_values
+        model = with_values(self.proto, {n: feed[n] for n in self.names})
+        return InferenceSession(model.SerializeToString(), self.options, _variant_of_values=True)
+
+    def _more(self, e, feed):           # another input read as a shape argument
+        new = [n for n in getattr(e, "inputs", ()) if n not in self.names and n in feed] \
+            if isinstance(e, ValueDependentError) else []
+        self.names += new
+        return bool(new)
+
+    def _rest(self, feed):
+        return {n: a for n, a in feed.items() if n not in self.names}
+
+
+class _DimVariants(_Variants):
+    """The compiled variants of a model that needs values computed from input dims while
+    compiling (an If on a shape, a Range to a computed size, a trip count), one per value of
+    those dims: each a whole-model native build with the dims fixed, looked up by the feeds'
+    shapes."""
+
+    def __init__(self, proto, symbols, decl, options):
+        super().__init__(proto, symbols, options)
+        self.where = {}
+        for k, (_, _, shape) in enumerate(decl):
+            for i, d in enumerate(shape):
+                syms = d.free_symbols() if isinstance(d, S.Sym) else ()
+                if len(syms) == 1 and d == S.sym(next(iter(syms))):     # a dim that is a symbol itself
+                    self.where.setdefault(next(iter(syms)), (k, i))
+        self._check(self.names)
+
+    def _check(self, symbols):
+        missing = [s for s in symbols if s not in self.where]
+        if missing:
+            raise UnsupportedOpError([("(model)", "-", f"needs the values of dims {missing} while compiling, and "
+                                      f"they are not input dims Ember can fix per run")])
+
+    def _values(self, feed):
+        arrays = list(feed.values())
+        return {s: int(arrays[self.where[s][0]].shape[self.where[s][1]]) for s in self.names}
+
+    def describe(self, feed) -> str:
+        return ", ".join(f"dim {s} = {v}" for s, v in self._values(feed).items())
+
+    def _key(self, feed):
+        return tuple(sorted(self._values(feed).items()))
+
+    def _build(self, feed):
+        return InferenceSession(self.proto.SerializeToString(), self.options, _fixed_dims=self._values(feed))
+
+    def _more(self, e, feed):           # fixing these showed more dims that are needed
+        new = [s for s in e.symbols if s not in self.names] if isinstance(e, DimDependentError) else []
+        self._check(new)
+        self.names += new
+        return bool(new)
+
+    def _rest(self, feed):
+        return feed
 
 
 def _alloc(name, shape, dtype):

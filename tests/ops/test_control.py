@@ -82,7 +82,10 @@ def test_scan8_batched():
             np.testing.assert_allclose(g[b], e, rtol=1e-5, atol=1e-5)
 
 
-def test_scan_of_symbolic_length_is_refused_clearly():
+def test_scan_of_symbolic_length_compiles_per_length():
+    """Unrolled, a scan needs its length when compiling: a symbolic one gets a build per
+    length it meets (the session's dim variants), each checked against onnx.reference."""
+    from onnx.reference import ReferenceEvaluator
     body = _scan_body(3)
     node = helper.make_node("Scan", ["s0", "x", "y"], ["s", "o1", "o2"], body=body, num_scan_inputs=2)
     vi = lambda n, s: helper.make_tensor_value_info(n, TensorProto.FLOAT, s)
@@ -90,8 +93,14 @@ def test_scan_of_symbolic_length_is_refused_clearly():
                           [vi("s", [3]), vi("o1", None), vi("o2", None)],
                           initializer=[helper.make_tensor("w", TensorProto.FLOAT, [3], [1.0, 2.0, 3.0])])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 16)])
-    with pytest.raises(ember.errors.UnsupportedOpError, match="scan length"):
-        ember.InferenceSession(m.SerializeToString())
+    sess, ref = ember.InferenceSession(m.SerializeToString()), ReferenceEvaluator(m)
+    rng = np.random.default_rng(0)
+    for t in (1, 4, 1):
+        feeds = {"s0": rng.standard_normal(3).astype(np.float32), "x": rng.standard_normal((t, 3)).astype(np.float32),
+                 "y": rng.standard_normal((t, 3)).astype(np.float32)}
+        for a, e in zip(sess.run(None, feeds), ref.run(None, feeds)):
+            np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-6)
+    assert sess.compile_stats["value_variants"] == 2
 
 
 # ------------------------------------------------------------------ Loop, sequences, optionals
@@ -199,3 +208,88 @@ def test_loop(cond_from_data, data):
     if trips == 0 and not cond_from_data:
         return    # (no iteration: empty scan outputs of a shape the body alone knows)
     _run_both(helper.make_model(g, opset_imports=[helper.make_opsetid("", 16)]), {"x": x})
+
+
+# ------------------------------------------------ values computed from input dims while compiling
+def _dims_model(nodes, inputs, outputs, inits=(), opset=17):
+    from onnx import numpy_helper
+    g = helper.make_graph(nodes, "g", inputs, outputs,
+                          initializer=[numpy_helper.from_array(np.asarray(v), n) for n, v in inits])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def test_if_on_a_shape_with_branches_of_different_rank():
+    """silero-vad's If(Shape(x)[1] == 1): the condition depends on dims alone, so each value
+    of those dims gets its build, and the branches may differ in rank."""
+    f = TensorProto.FLOAT
+    then_g = helper.make_graph([helper.make_node("Squeeze", ["x", "one"], ["y"])], "then", [],
+                               [_vi("y", f, None)])
+    else_g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "else", [], [_vi("y", f, None)])
+    nodes = [helper.make_node("Shape", ["x"], ["s"], start=1, end=2),
+             helper.make_node("Equal", ["s", "one"], ["c"]),
+             helper.make_node("If", ["c"], ["out"], then_branch=then_g, else_branch=else_g)]
+    m = _dims_model(nodes, [_vi("x", f, ["n", "k"])], [_vi("out", f, None)], [("one", np.array([1], np.int64))])
+    rng = np.random.default_rng(0)
+    for shape in ((3, 1), (3, 4), (1, 1)):
+        _run_both(m, {"x": rng.standard_normal(shape).astype(np.float32)})
+
+
+def test_range_and_loop_sized_by_input_dims():
+    """YOLOv8's Range(0, Cast(Shape(x)[3]), 1) and a Loop whose trip count is a dim (tf2onnx's
+    while_loop): built per value of those dims."""
+    f, i64 = TensorProto.FLOAT, TensorProto.INT64
+    body = helper.make_graph([helper.make_node("Add", ["acc", "xs"], ["acc2"]),
+                              helper.make_node("Identity", ["cond"], ["cond2"])], "body",
+                             [_vi("i", i64, []), _vi("cond", TensorProto.BOOL, []), _vi("acc", f, ["k"])],
+                             [_vi("cond2", TensorProto.BOOL, []), _vi("acc2", f, ["k"])])
+    body.node[0].input[1] = "xrow"
+    body.node.insert(0, helper.make_node("Gather", ["x", "i"], ["xrow"], axis=0))
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Gather", ["s", "one"], ["k"], axis=0),
+             helper.make_node("Cast", ["k"], ["kf"], to=f),
+             helper.make_node("Range", ["zero", "kf", "step"], ["r"]),
+             helper.make_node("Gather", ["s", "zero_i"], ["n"], axis=0),
+             helper.make_node("Loop", ["n", "", "init"], ["acc"], body=body),
+             helper.make_node("Add", ["acc", "r"], ["out"])]
+    m = _dims_model(nodes, [_vi("x", f, ["n", "k"])], [_vi("out", f, None)],
+                    [("one", np.array(1, np.int64)), ("zero_i", np.array(0, np.int64)),
+                     ("zero", np.array(0.0, np.float32)), ("step", np.array(1.0, np.float32)),
+                     ("init", np.zeros(1, np.float32))])
+    # (against onnxruntime: onnx.reference's Loop leaves the accumulator at its initial value here)
+    ort = pytest.importorskip("onnxruntime")
+    ref = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = ember.InferenceSession(m.SerializeToString())
+    rng = np.random.default_rng(1)
+    for shape in ((2, 5), (4, 5), (1, 3)):
+        feeds = {"x": rng.standard_normal(shape).astype(np.float32)}
+        np.testing.assert_allclose(sess.run(None, feeds)[0], ref.run(None, feeds)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_unnamed_dims_are_each_their_own():
+    """Paddle writes "?" (and a size of -1) for every unknown dim: each is a dim of its own,
+    so a non-square image is not refused for "? = 48 but ? = 192"."""
+    f = TensorProto.FLOAT
+    x = _vi("x", f, ["?", 3, "?", "?"])
+    x.type.tensor_type.shape.dim[0].Clear()
+    x.type.tensor_type.shape.dim[0].dim_value = -1
+    m = _dims_model([helper.make_node("ReduceMean", ["x"], ["out"], axes=[2], keepdims=0)], [x],
+                    [_vi("out", f, None)], opset=13)
+    sess = ember.InferenceSession(m.SerializeToString())
+    assert len({d for d in sess.get_inputs()[0].shape if isinstance(d, str)}) == 3
+    _run_both(m, {"x": np.random.default_rng(2).standard_normal((2, 3, 48, 192)).astype(np.float32)})
+
+
+def test_if_condition_of_shape_1x1_from_data():
+    """openwakeword's If on a [1, 1] condition computed from data: one element, so accepted."""
+    f = TensorProto.FLOAT
+    then_g = helper.make_graph([helper.make_node("Neg", ["x"], ["y"])], "then", [], [_vi("y", f, ["n"])])
+    else_g = helper.make_graph([helper.make_node("Abs", ["x"], ["y"])], "else", [], [_vi("y", f, ["n"])])
+    nodes = [helper.make_node("ReduceSum", ["x", "ax"], ["t"], keepdims=1),
+             helper.make_node("Reshape", ["t", "shape11"], ["t11"]),
+             helper.make_node("Greater", ["t11", "zero"], ["c"]),
+             helper.make_node("If", ["c"], ["out"], then_branch=then_g, else_branch=else_g)]
+    m = _dims_model(nodes, [_vi("x", f, ["n"])], [_vi("out", f, None)],
+                    [("ax", np.array([0], np.int64)), ("shape11", np.array([1, 1], np.int64)),
+                     ("zero", np.array(0.0, np.float32))])
+    for v in (np.array([1.0, -0.5, 2.0], np.float32), np.array([-1.0, 0.25], np.float32)):
+        _run_both(m, {"x": v})

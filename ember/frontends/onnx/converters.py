@@ -51,6 +51,45 @@ class NeedsValues(ConvertError):
         self.inputs = tuple(inputs)
 
 
+class NeedsDims(ConvertError):
+    """A value that must be known when compiling is computed from input dims alone (a
+    condition on a shape, a Range to a computed size, a trip count): a session can compile a
+    variant per value of those dims (`symbols`, their names)."""
+
+    def __init__(self, message, symbols):
+        super().__init__(message)
+        self.symbols = tuple(sorted(symbols))
+
+
+def symbols_of(v) -> set | None:
+    """The input dims (symbol names) `v` is computed from, when it is computed from them and
+    constants alone (shape arithmetic the builder could not fold); None otherwise."""
+    found, stack, seen = set(), [v], set()
+    while stack:
+        x = stack.pop()
+        if x is None or x.id in seen:
+            continue
+        seen.add(x.id)
+        if x.is_const:
+            if x.is_symbolic_const:
+                for e in np.asarray(x.const).reshape(-1):
+                    if isinstance(e, S.Sym):
+                        found |= set(e.free_symbols())
+            continue
+        if x.producer is None:
+            return None
+        stack.extend(x.producer.inputs)
+    return found or None
+
+
+def static_or_fixed(d, what: str) -> int:
+    """An int for a dim that must be known when compiling; a symbolic one asks for a variant
+    per its value (NeedsDims)."""
+    if isinstance(d, S.Sym):
+        raise NeedsDims(f"{what} ({d}) must be known when compiling", d.free_symbols())
+    return int(d)
+
+
 # graph inputs read as shape arguments are specialised on only when this small (elements):
 # shapes, axes, counts, scales; a larger tensor would mean a compile per run
 VALUE_INPUT_LIMIT = 64
@@ -84,6 +123,9 @@ def known(v, what: str):
         src = _source_inputs(v)
         if src:
             raise NeedsValues(f"{what} is read from graph input(s) {src} at run time", src)
+        syms = symbols_of(v)
+        if syms:
+            raise NeedsDims(f"{what} is computed from input dims {sorted(syms)}", syms)
         raise ConvertError(msg)
     return v.const
 

@@ -11,15 +11,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import (DataDependentError, EmberError, ModelLoadError, ShapeError, StructuredIOError,
-                       UnsupportedOpError, ValueDependentError)
+from ...errors import (DataDependentError, DimDependentError, EmberError, ModelLoadError, ShapeError,
+                       StructuredIOError, UnsupportedOpError, ValueDependentError)
 from ...ir import symbolic as S
 from ...ir.builder import Builder
 from ...ir.dtypes import NARROW, compute_dtype, from_onnx
 from ...ir.graph import Graph, TensorType
 from . import functions
 from .converters import CONVERTERS as _BASE_CONVERTERS
-from .converters import ConvertError, DataDependentShape, NeedsValues, attrs_of, known, stack, take
+from .converters import (ConvertError, DataDependentShape, NeedsDims, NeedsValues, attrs_of, known,
+                         stack, static_or_fixed, take)
 from .ml import ML_CONVERTERS, StringLabels, ZipMapped
 from .recurrent import RECURRENT
 from .sequences import SEQUENCES, Opt, Seq
@@ -173,10 +174,12 @@ def _input_type(vi, used_names: set, fixed_dims: dict) -> TensorType:
     dtype = from_onnx(tt.elem_type)
     dims = []
     for i, d in enumerate(tt.shape.dim):
-        if d.HasField("dim_value"):
+        if d.HasField("dim_value") and d.dim_value != -1:
             dims.append(int(d.dim_value))
         else:
-            name = d.dim_param or f"{vi.name}_dim{i}"
+            # no name, a size of -1, or a name without a letter ("?", "-1", as Paddle and
+            # others write "unknown"): a dim of its own, not one shared with every other "?"
+            name = d.dim_param if any(ch.isalpha() for ch in d.dim_param) else f"{vi.name}_dim{i}"
             name = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name)
             dims.append(fixed_dims[name] if name in fixed_dims else S.sym(name))
             used_names.add(name)
@@ -317,6 +320,8 @@ def _convert_nodes(b, nodes, env, custom_ops):
                 outs = conv(b, n, ins, opset)
         except NeedsValues as e:
             raise ValueDependentError([(name, n.op_type, str(e))], e.inputs) from None
+        except NeedsDims as e:
+            raise DimDependentError([(name, n.op_type, str(e))], e.symbols) from None
         except DataDependentShape as e:
             raise DataDependentError([(name, n.op_type, str(e))], n) from None
         except ConvertError as e:
@@ -401,11 +406,11 @@ def _if(b, n, ins, opset, env, custom_ops):
     if then_g is None or else_g is None:
         raise ModelLoadError(f"node '{n.name}' (If) needs both then_branch and else_branch")
     cond = ins[0]
-    if cond.type.rank > 1 or (cond.type.rank == 1 and cond.shape[0] != 1):
+    if any(isinstance(d, int) and d != 1 for d in cond.shape):      # [1, 1] holds one too
         raise ShapeError(f"If's condition must hold one element, got shape {list(cond.shape)}")
     try:
         c = known(cond, "If condition")
-    except NeedsValues:
+    except (NeedsValues, NeedsDims):
         raise
     except ConvertError:
         c = None
@@ -413,7 +418,7 @@ def _if(b, n, ins, opset, env, custom_ops):
         return _inline_graph(b, then_g if bool(np.asarray(c).reshape(-1)[0]) else else_g, env, opset, custom_ops)
     t = _inline_graph(b, then_g, env, opset, custom_ops)
     e = _inline_graph(b, else_g, env, opset, custom_ops)
-    c0 = cond if cond.type.rank == 0 else b.op("reshape", [cond], shape=())
+    c0 = cond if cond.type.rank == 0 else b.op("reshape", [cond], shape=())     # (guarded: one element)
     outs = []
     for k, (x, y) in enumerate(zip(t, e)):
         if isinstance(x, (Seq, Opt)) or isinstance(y, (Seq, Opt)):
@@ -432,11 +437,7 @@ SCAN_UNROLL_LIMIT = 20000   # body nodes x steps
 
 
 def _steps(x, axis, what):
-    t = x.shape[axis]
-    if not isinstance(t, int):
-        raise ConvertError(f"{what}: the scan length ({t}) must be known when compiling, since Ember unrolls the "
-                           f"scan; fix that input's dim (fixed_dims) to compile it")
-    return t
+    return static_or_fixed(x.shape[axis], f"{what}: the scan length, since Ember unrolls the scan,")
 
 
 def _scan(b, n, ins, opset, env, custom_ops):
@@ -514,7 +515,7 @@ def _known_bool(v, what):
     """The value of a one-element condition when it is known while compiling, else None."""
     try:
         c = known(v, what)
-    except NeedsValues:
+    except (NeedsValues, NeedsDims):
         raise
     except ConvertError:
         return None
@@ -534,7 +535,8 @@ def _loop(b, n, ins, opset, env, custom_ops):
     ins = list(ins) + [None] * max(0, 2 - len(ins))
     m_in, cond = ins[0], ins[1]
     carried = list(ins[2:])
-    trips = None if m_in is None else int(np.asarray(known(m_in, "Loop trip count M")).reshape(-1)[0])
+    trips = None if m_in is None else static_or_fixed(np.asarray(known(m_in, "Loop trip count M")).reshape(-1)[0],
+                                                      "Loop trip count M")
     k_scan = len(body.output) - 1 - len(carried)
     if k_scan < 0 or len(body.input) != 2 + len(carried):
         raise ModelLoadError(f"node '{n.name}' (Loop): the body takes {len(body.input)} inputs and gives "

@@ -10,7 +10,7 @@ from __future__ import annotations
 from ...ir import symbolic as S
 from ...ir.graph import Value
 from ...errors import ShapeError
-from .converters import ConvertError, attrs_of, known, stack, take
+from .converters import ConvertError, attrs_of, known, stack, static_or_fixed, take
 
 # the unrolled recurrence is bounded, so that a long sequence is refused clearly
 MAX_STEPS = 4096
@@ -134,10 +134,8 @@ class _Inputs:
         if self.x.dtype == "float32" and all(a.lower() == d.lower() for a, d in
                                              zip(names, defaults * len(self.reverse))):
             return True
-        if not isinstance(self.steps, int):
-            raise ConvertError(f"the sequence length ({self.steps}) must be known when compiling a recurrence of "
-                               f"{self.x.dtype} or with activations {names}, since Ember unrolls those; fix that "
-                               f"input dim (fixed_dims) to compile it")
+        static_or_fixed(self.steps, f"the sequence length of a recurrence of {self.x.dtype} or with activations "
+                                    f"{names}, which Ember unrolls,")
         if self.steps > MAX_STEPS:
             raise ConvertError(f"a sequence of {self.steps} steps is longer than Ember unrolls ({MAX_STEPS})")
         return False
