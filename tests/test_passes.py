@@ -269,3 +269,26 @@ def test_dim_groups_align_shapes():
     assert _dim_groups((n, 1, 64, 3136), (n, 64, 56, 56)) == [([0], [0]), ([1, 2], [1]), ([3], [2, 3])]
     assert _dim_groups((6, 4), (4, 6)) == [([0, 1], [0, 1])]     # one group: only whole-group broadcasts move
     assert _dim_groups((n, 4), (4, n)) is None
+
+
+def test_a_window_is_not_recomputed_by_a_larger_consumer():
+    """A max pool read by the next conv's im2col (each element k*k times) is stored once,
+    not recomputed at every read; a reduction whose result broadcasts (a mean per row) is
+    still computed inside its consumer."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ember.runtime.compiler import compile_model
+    from tests.ops.harness import run_engine, run_reference
+    w = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="pool"),
+             helper.make_node("Conv", ["p", "w"], ["y"], kernel_shape=[3, 3], strides=[2, 2], name="conv")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 17, 17])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          initializer=[numpy_helper.from_array(w, "w")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    c = compile_model(m.SerializeToString(), use_cache=False)
+    with_pool = [name for name, kind, onnx_nodes in c.kernel_info if "pool" in onnx_nodes]
+    assert with_pool and not any("im2col" in name for name in with_pool), c.kernel_info
+    x = np.random.default_rng(1).standard_normal((1, 3, 17, 17)).astype(np.float32)
+    np.testing.assert_allclose(run_engine(m, {"x": x})[0], run_reference(m, {"x": x})[0], rtol=1e-4, atol=1e-4)

@@ -68,15 +68,24 @@ def score(node, consumer_kernel: KernelGroup, users) -> int:
     d = OPS[node.op]
     out = node.outputs[0]
     dom = consumer_kernel.root
-    if d.reduction:
-        return 1      # reductions are hoisted to the loop level where they are invariant
     same = _numel(out) == _numel(dom)
+    if d.reduction:
+        # hoisted to the loop level where it is invariant when its result broadcasts into the
+        # domain (a mean per row); a window (a max pool) read by a larger domain (the im2col
+        # of the next conv, each element k*k times) would be recomputed at every read
+        return 1 if same or _broadcasts_into(out.shape, dom.shape) else 0
     if not same and d.cost >= 8:
         return 0
     n_uses = len(users.get(out.id, ()))
     if n_uses > 2 and d.cost >= 8:
         return 0
     return 1
+
+
+def _broadcasts_into(shape, dom) -> bool:
+    if len(shape) > len(dom):
+        return False
+    return all(d == 1 or d == e for d, e in zip(shape[::-1], dom[::-1]))
 
 
 def schedule(graph: Graph, target=None) -> Schedule:
