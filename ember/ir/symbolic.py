@@ -101,14 +101,11 @@ class Sym:
         return self._hash
 
     def lower_bound(self) -> int | None:
-        """A lower bound assuming every symbol >= 1, when all coefficients but the constant's
-        are >= 0 and every opaque term has a known non-negative bound (a floordiv, mod, max or
-        min may be 0 or less: `max(n // 3 - 1, 0)` must not be taken for `n // 3 - 1`)."""
+        """A lower bound assuming every symbol >= 1, when all coefficients are >= 0 and every
+        opaque term has a known non-negative bound (a floordiv, mod, max or min may be 0 or
+        less: `max(n // 3 - 1, 0)` must not be taken for `n // 3 - 1`)."""
         total = 0
         for m, c in self.terms.items():
-            if not m:
-                total += c
-                continue
             if c < 0:
                 return None
             v = c
