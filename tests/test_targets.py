@@ -114,6 +114,6 @@ _NARROW_SCALE = 0.4
 @pytest.mark.parametrize("level", _levels())
 def test_op_conformance_on_narrower_targets(level):
     scale = float(os.environ.get("EMBER_TEST_EXAMPLES_SCALE", "1")) * _NARROW_SCALE
-    r = _run(level, ["-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *_OP_TESTS[level]], timeout=1200,
+    r = _run(level, ["-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-n", "0", *_OP_TESTS[level]], timeout=1200,
              env={"EMBER_TEST_EXAMPLES_SCALE": str(scale)})
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]

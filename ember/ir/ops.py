@@ -273,21 +273,26 @@ _binary("xor", lambda a, b: np.bitwise_xor(a, b), lambda o, a, b: o.xor(a, b))
 def _shift_ref(left):
     def ref(a, b):
         bits = a.dtype.itemsize * 8
-        big = b >= bits                      # C leaves these undefined; numpy (so ONNX) defines them
-        if not left and a.dtype.kind == "i":  # an arithmetic shift by >= width fills with the sign
-            return np.right_shift(a, np.minimum(b, bits - 1).astype(a.dtype))
-        safe = np.where(big, 0, b).astype(a.dtype)
+        # C leaves these undefined; ONNX defines them: a shift by a negative amount or by the
+        # width or more gives 0, or (an arithmetic right shift) the sign's fill
+        out = (b >= bits) | (b < 0)
+        if not left and a.dtype.kind == "i":
+            return np.right_shift(a, np.where(out, bits - 1, b).astype(a.dtype))
+        safe = np.where(out, 0, b).astype(a.dtype)
         r = np.left_shift(a, safe) if left else np.right_shift(a, safe)
-        return np.where(big, 0, r).astype(a.dtype)
+        return np.where(out, 0, r).astype(a.dtype)
     return ref
 
 
 def _shift_emit(op):
     def emit(o, a, b):
-        bits = o.const(to_numpy(a.dtype).itemsize * 8, b)
+        bits = to_numpy(a.dtype).itemsize * 8
+        ok = o.lt(b, o.const(bits, b))
+        if b.dtype in SIGNED:
+            ok = o.and_(ok, o.le(o.const(0, b), b))
         if op == "shr" and a.dtype in SIGNED:
-            return o._bin(op, a, o.where(o.lt(b, bits), b, o.const(to_numpy(a.dtype).itemsize * 8 - 1, b)))
-        return o.where(o.lt(b, bits), o._bin(op, a, b), o.const(0, a))
+            return o._bin(op, a, o.where(ok, b, o.const(bits - 1, b)))
+        return o.where(ok, o._bin(op, a, b), o.const(0, a))
     return emit
 
 

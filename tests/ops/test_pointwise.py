@@ -156,18 +156,20 @@ def test_div_int_truncates_toward_zero(dtype):
     np.testing.assert_array_equal(out, np.array([3, -3, -3, 3, 1, -1, 0, 0, 0, -14, -14], dtype=dtype))
 
 
-@pytest.mark.parametrize("dtype", ["uint8", "uint16", "uint32", "uint64"])
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "uint32", "uint64", "int8", "int32", "int64"])
 @pytest.mark.parametrize("direction", ["LEFT", "RIGHT"])
 @examples(8)
 @given(data=st.data())
 def test_bitshift(dtype, direction, data):
-    """Shift amounts up to and past the width (numpy, so ONNX, gives 0 there; C leaves it undefined)."""
+    """Shift amounts up to and past the width, and (signed types, onnx 1.23's BitShift)
+    negative ones: ONNX gives 0 there, or the sign's fill; C leaves them undefined."""
     rng = rng_from(data)
     sa, sb = data.draw(broadcast_shapes(2, 0, 3, max_size=1024, zero=True), label="shapes")
     bits = np.dtype(dtype).itemsize * 8
-    a = gen(rng, dtype, sa, Domain(int_low=0, int_high=255))
-    b = gen(rng, dtype, sb, Domain(int_low=0, int_high=bits + 2))
-    check(*node_model("BitShift", [("a", a), ("b", b)], {"direction": direction},
+    signed = np.dtype(dtype).kind == "i"
+    a = gen(rng, dtype, sa, Domain(int_low=-100 if signed else 0, int_high=100 if signed else 255))
+    b = gen(rng, dtype, sb, Domain(int_low=-3 if signed else 0, int_high=bits + 2))
+    check(*node_model("BitShift", [("a", a), ("b", b)], {"direction": direction}, opset=28 if signed else 18,
                       const=pick_consts(data, ["a", "b"])))
 
 
