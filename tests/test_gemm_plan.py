@@ -467,3 +467,18 @@ def test_sliced_conv_panels_in_uneven_groups_match_numpy():
         so.intra_op_num_threads = threads
         y, = ember.InferenceSession(model, so).run(None, {"x": x, "r": r})
         np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def test_integer_gemm_tiles_fit_the_register_file():
+    """The int16 GEMM tiles (kernels.int_gemm_tile): accumulators, the tile's B vectors, the
+    broadcast pair and one product fit the vector registers of every preset."""
+    from ember.kernels import int_gemm_tile
+    from ember.ir.target import _PRESETS, Target
+    for name in _PRESETS:
+        t = Target.preset(name)
+        tile = int_gemm_tile(t)
+        vecs = tile["NB"] * max(16 // tile["width"], 1)
+        assert tile["MR"] * vecs + vecs + 2 <= t.vector_registers, (name, tile)
+        assert tile["width"] == t.lanes(32)
+    assert int_gemm_tile(Target.preset("avx2")) == {"MR": 5, "NB": 1, "width": 8}
+    assert int_gemm_tile(Target.preset("zen4")) == {"MR": 12, "NB": 2, "width": 16}

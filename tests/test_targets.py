@@ -100,11 +100,12 @@ def test_half_conversions_without_f16c_match_numpy():
 # SSE, 12 on AVX-512), convolutions, the library kernels written for 16 lanes, attention, the
 # recurrences (rows per task by the register count)
 _RECURRENT = "tests/ops/test_recurrent.py::test_one_build_serves_every_sequence_length"
+_INT_GEMM = "tests/ops/test_integer.py::test_matmul_integer"     # the integer GEMM's tile by register count
 _OP_TESTS = {
     "avx2": ["tests/ops/test_linalg.py", "tests/ops/test_graphs.py", "tests/ops/test_pool.py",
              "tests/ops/test_library_epilogue.py", "tests/ops/test_attention.py", "tests/ops/test_winograd.py",
-             _RECURRENT],
-    "sse4.2": ["tests/ops/test_linalg.py", "tests/ops/test_graphs.py", _RECURRENT],
+             _RECURRENT, _INT_GEMM],
+    "sse4.2": ["tests/ops/test_linalg.py", "tests/ops/test_graphs.py", _RECURRENT, _INT_GEMM],
 }
 # the host run tries every example; these check the width-dependent lowerings on the first
 # 40% of the same (derandomized) examples

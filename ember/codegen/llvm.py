@@ -335,8 +335,12 @@ class FunctionEmitter:
             x = self.expr(e.a)
             v = self.as_vec(x, self.lanes()) if x.kind == "r" else x.v
             t = llt(e.dtype)
-            t = ir.VectorType(t, v.type.count) if isinstance(v.type, ir.VectorType) else t
-            return Val("s" if x.kind == "s" else "v", b.bitcast(v, t))
+            if e.lanes > 1:
+                t = ir.VectorType(t, e.lanes)
+            elif isinstance(v.type, ir.VectorType) and not e.lanes:
+                t = ir.VectorType(t, v.type.count)
+            scalar = e.lanes == 1 or (x.kind == "s" and not e.lanes)
+            return Val("s" if scalar else "v", b.bitcast(v, t))
         if isinstance(e, L.Iota):
             return Val("v", ir.Constant(ir.VectorType(llt(e.dtype), e.lanes),
                                         [float(i) if e.dtype in FLOATS else i for i in range(e.lanes)]))

@@ -142,6 +142,7 @@ class ScalarArg(Expr):
 class Bitcast(Expr):
     a: Expr
     dtype: str
+    lanes: int = 0     # a vector reread with lanes of another width (0: the input's lane count)
 
 
 @dataclass(frozen=True, eq=False)
@@ -329,7 +330,7 @@ def expr_str(e: Expr) -> str:
     if isinstance(e, ScalarArg):
         return f"arg[{e.slot}]:{e.dtype}"
     if isinstance(e, Bitcast):
-        return f"bitcast<{e.dtype}>({expr_str(e.a)})"
+        return f"bitcast<{e.dtype}{f' x {e.lanes}' if e.lanes else ''}>({expr_str(e.a)})"
     if isinstance(e, Iota):
         return f"iota<{e.lanes}>"
     if isinstance(e, Extract):
@@ -545,6 +546,9 @@ class _Verifier:
             return self.same_lanes([self.expr(x, where) for x in (e.a, e.b, e.c)], where)
         if isinstance(e, Select):
             return self.same_lanes([self.expr(x, where) for x in (e.cond, e.a, e.b)], where)
+        if isinstance(e, Bitcast) and e.lanes:
+            self.expr(e.a, where)
+            return e.lanes if e.lanes > 1 else None
         if isinstance(e, (Un, Cast, Bitcast)):
             return self.expr(e.a, where)
         if isinstance(e, Broadcast):

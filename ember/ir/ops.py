@@ -416,6 +416,116 @@ def _matmul_infer(types, attrs):
 register(OpDef("matmul", "matmul", _matmul_infer, lambda a, at: [np.matmul(a[0], a[1])], cost=100))
 
 
+# Integer matmul, exact: a [..., M, K] int16 @ B -> int32 [..., M, n], B a constant packed by
+# blocks of 16 columns and pairs of k (b[k, j] at bp[j // 16, k // 2, j % 16, k % 2], zero
+# beyond K and n). The quantized matmuls form it with their zero points subtracted (each
+# operand then lies in [-255, 255]); computed by ember/kernels/igemm.py. attrs: n.
+def _matmul_int_infer(types, at):
+    a, bp = types[0], types[1]
+    if a.rank < 1 or bp.rank != 4:
+        raise ShapeError(f"matmul_int: a of rank >= 1 and packed B of rank 4, got {a.shape} and {bp.shape}")
+    return [TensorType("int32", tuple(a.shape[:-1]) + (at["n"],))]
+
+
+def pack_int_pairs(b) -> np.ndarray:
+    """[K, n] -> `matmul_int`'s packed B, int16 [ceil(n/16), ceil(K/2), 16, 2], zero-padded."""
+    k, n = b.shape
+    k2, nb = -(-k // 2), -(-n // 16)
+    pad = np.zeros((k2 * 2, nb * 16), np.int16)
+    pad[:k, :n] = b
+    return np.ascontiguousarray(pad.reshape(k2, 2, nb, 16).transpose(2, 0, 3, 1))
+
+
+def unpack_int_pairs(bp, k: int, n: int):
+    """The [K, n] matrix that `matmul_int`'s packed operand holds."""
+    nb, k2 = bp.shape[:2]
+    return bp.transpose(1, 3, 0, 2).reshape(k2 * 2, nb * 16)[:k, :n]
+
+
+def _matmul_int_ref(a, at):
+    b = unpack_int_pairs(a[1], a[0].shape[-1], at["n"]).astype(np.int64)
+    return [(a[0].astype(np.int64) @ b).astype(np.int32)]
+
+
+def _matmul_int_guards(node, add):
+    a, bp = node.inputs
+    k = a.shape[-1]
+    add("eq", (bp.shape[1], S.floordiv(k + 1, 2)), "the packed B's pairs of k against A's last dim")
+    add("eq", (bp.shape[2], 16), "the packed B's block width")
+    add("eq", (bp.shape[3], 2), "the packed B's pairs")
+    add("le", (node.attrs["n"], bp.shape[0] * 16), "the output columns against the packed B's blocks")
+
+
+register(OpDef("matmul_int", "composite", _matmul_int_infer, ref=_matmul_int_ref, guards=_matmul_int_guards,
+               cost=100, library=LibraryImpl(lambda node: node.inputs[0].dtype == "int16", "lower_matmul_int",
+                                             epilogue=True)))
+
+
+# The integer convolutions' GEMM, exact: w @ x per image, the constant weights on the left,
+# in two library kernels (ember/kernels/igemm.py), formed by the ConvInteger / QLinearConv
+# converters. `pack_columns_int`: the columns x int16 [images, K, P] by blocks of 16 pixels
+# and pairs of k, x[i, k, p] at [i * ceil(P/16) + p // 16, k // 2, 2 * (p % 16) + k % 2],
+# zero beyond K and P. `weights_matmul_int`: wp int32 [M, ceil(K/2)] (w [M, K] of int16
+# values by pairs of k, low half the even k) @ the packed columns -> int32 [images, M, p];
+# attrs images, p.
+def pack_int_rows(w) -> np.ndarray:
+    """[M, K] -> `weights_matmul_int`'s packed weights: int32 [M, ceil(K/2)]."""
+    m, k = w.shape
+    pad = np.zeros((m, -(-k // 2) * 2), np.int16)
+    pad[:, :k] = w
+    return np.ascontiguousarray(pad).view(np.int32)
+
+
+def _pack_columns_infer(types, at):
+    x = types[0]
+    if x.rank != 3:
+        raise ShapeError(f"pack_columns_int: columns of rank 3, got {x.shape}")
+    return [TensorType("int16", (x.shape[0] * S.floordiv(x.shape[2] + 15, 16), S.floordiv(x.shape[1] + 1, 2), 32))]
+
+
+def _pack_columns_ref(a, at):
+    x = a[0]
+    n, k, p = x.shape
+    k2, pb = -(-k // 2), -(-p // 16)
+    pad = np.zeros((n, k2 * 2, pb * 16), np.int16)
+    pad[:, :k, :p] = x
+    return [pad.reshape(n, k2, 2, pb, 16).transpose(0, 3, 1, 4, 2).reshape(n * pb, k2, 32)]
+
+
+register(OpDef("pack_columns_int", "composite", _pack_columns_infer, ref=_pack_columns_ref,
+               library=LibraryImpl(lambda node: node.inputs[0].dtype == "int16", "lower_pack_columns_int")))
+
+
+def _weights_matmul_int_infer(types, at):
+    wp, x = types[0], types[1]
+    if wp.rank != 2 or x.rank != 3:
+        raise ShapeError(f"weights_matmul_int: packed weights of rank 2 and columns of rank 3, got "
+                         f"{wp.shape} and {x.shape}")
+    return [TensorType("int32", (at["images"], wp.shape[0], at["p"]))]
+
+
+def _weights_matmul_int_ref(a, at):
+    w = np.ascontiguousarray(a[0]).view(np.int16).astype(np.int64)          # [M, 2 * K2]
+    n, p, k2 = at["images"], at["p"], a[1].shape[1]
+    pb = -(-p // 16)
+    x = a[1].reshape(n, pb, k2, 16, 2).transpose(0, 2, 4, 1, 3).reshape(n, 2 * k2, pb * 16)[:, :, :p]
+    return [np.einsum("mk,ikp->imp", w, x.astype(np.int64)).astype(np.int32)]
+
+
+def _weights_matmul_int_guards(node, add):
+    wp, x = node.inputs
+    at = node.attrs
+    add("eq", (x.shape[0], at["images"] * S.floordiv(at["p"] + 15, 16)), "the packed columns' pixel blocks")
+    add("eq", (x.shape[1], wp.shape[1]), "the packed columns' pairs of k against the packed weights'")
+    add("eq", (x.shape[2], 32), "the packed columns' block of 16 pixel pairs")
+
+
+register(OpDef("weights_matmul_int", "composite", _weights_matmul_int_infer, ref=_weights_matmul_int_ref,
+               guards=_weights_matmul_int_guards, cost=100,
+               library=LibraryImpl(lambda node: node.inputs[1].dtype == "int16", "lower_weights_matmul_int",
+                                   epilogue=True)))
+
+
 # ----------------------------------------------------------------------- data movement ops
 def _transpose_infer(types, attrs):
     perm = attrs["perm"]

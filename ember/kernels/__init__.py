@@ -14,6 +14,8 @@
   * `im2col`: the columns of 3x3 stride-2 convolutions, each input row loaded once.
   * `recurrent`: the recurrences of LSTM, GRU and RNN as native loops over time, for the
     `recurrence` op the ONNX frontend forms after the input projections' GEMM.
+  * `igemm`: exact integer GEMM of int16 operands (the quantized matmuls and convolutions,
+    zero points subtracted), for the `matmul_int` and `weights_matmul_int` ops.
 The kernels that write each output element once (all but softmax and im2col) take the
 pointwise kernel after them as a fused epilogue (BatchNorm, ReLU, a residual ...).
 Each op's definition in `ember.ir.ops` says when its kernel applies and names the function
@@ -25,6 +27,7 @@ from __future__ import annotations
 from ..ir.ops import window_3x3_s1, window_3x3_s2
 from . import attention as _attention
 from . import depthwise as _depthwise
+from . import igemm as _igemm
 from . import im2col as _im2col
 from . import nn as _nn
 from . import pool as _pool
@@ -47,6 +50,37 @@ def lower_recurrence(node, target):
         params["linear_before_reset"] = int(at.get("linear_before_reset", 0))
     return {"lstm": _recurrent.lstm_sequence, "gru": _recurrent.gru_sequence,
             "rnn": _recurrent.rnn_sequence}[at["cell"]], params
+
+
+def int_gemm_tile(target) -> dict:
+    """Rows (MR) and blocks of 16 columns (NB) of an integer GEMM tile, and the int32 lanes.
+
+    A tile holds MR x NB * (16 / width) accumulators; per k pair it also needs the tile's B
+    vectors, the broadcast pair of A and one product: all in registers. AVX2's 16 give 5 rows
+    x 2 vectors (14 registers; at 6 x 2 all 16 are needed and LLVM spills); AVX-512's 32 give
+    12 rows x 2 blocks (28)."""
+    width = target.lanes(32)
+    per_block = max(16 // width, 1)
+    nb = 1 if target.vector_registers < 32 or per_block > 1 else 2
+    vecs = nb * per_block
+    mr = max(1, (target.vector_registers - vecs - 4) // vecs)
+    return {"MR": min(mr, 12), "NB": nb, "width": min(width, 16)}
+
+
+def lower_matmul_int(node, target):
+    return _igemm.matmul_i16, int_gemm_tile(target)
+
+
+def lower_weights_matmul_int(node, target):
+    """The same register budget: MR channels x one block of 16 pixels (16 / width vectors)."""
+    t = int_gemm_tile(target)
+    per_block = max(16 // t["width"], 1)
+    return _igemm.weights_matmul_i16, {"MR": max(1, min(12, (target.vector_registers - per_block - 4) // per_block)),
+                                       "width": t["width"]}
+
+
+def lower_pack_columns_int(node, target):
+    return _igemm.pack_columns_i16, {}
 
 
 def lower_layer_norm(node, target):

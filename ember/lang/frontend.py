@@ -1506,9 +1506,16 @@ class Translator(ast.NodeVisitor):
             if not (isinstance(args[1], CT) and isinstance(args[1].v, DType)):
                 self.fail("bitcast(x, dtype) needs a dtype as second argument")
             d = args[1].v
-            if INT_BITS.get(d.name, {"float32": 32, "float64": 64, "float16": 16}.get(d.name)) != \
-                    INT_BITS.get(x.dtype.name, {"float32": 32, "float64": 64, "float16": 16}.get(x.dtype.name)):
-                self.fail(f"bitcast from {x.dtype.name} to {d.name}: sizes differ")
+            fbits = {"float32": 32, "float64": 64, "float16": 16}
+            to_bits, from_bits = INT_BITS.get(d.name, fbits.get(d.name)), INT_BITS.get(x.dtype.name, fbits.get(x.dtype.name))
+            if to_bits != from_bits:
+                # a vector may be reread as lanes of another width (SIMD[int32, 8] as SIMD[int16, 16])
+                total = (x.width or 1) * from_bits if to_bits and from_bits else 0
+                if not total or total % to_bits:
+                    self.fail(f"bitcast from {x.dtype.name} to {d.name}: sizes differ (a vector may change "
+                              f"lane width only when its bits make whole lanes of the new type)")
+                lanes = total // to_bits
+                return Val(L.Bitcast(x.e, d.name, lanes), VecType(d, lanes) if lanes > 1 else d)
             return Val(L.Bitcast(x.e, d.name), VecType(d, x.width) if x.width else d)
         if f is B.shuffle:
             self._nargs(args, 3, "shuffle")

@@ -11,7 +11,7 @@ from ember.lang import (SIMD, Param, Tensor, bfloat16, bitcast, bool_, float16, 
                         int16, int32, int64, kernel, select, uint8, uint16, uint32, uint64, unroll)
 from ember.lang.types import DTYPES
 
-from .helpers import FLOAT_NAMES, INT_NAMES, LENGTHS, random_array
+from .helpers import FLOAT_NAMES, INT_NAMES, LENGTHS, kernel_error, random_array
 
 # ------------------------------------------------------------------------------ integers
 
@@ -377,6 +377,37 @@ def test_bitcast_reinterprets_bits(n):
     np.testing.assert_array_equal(q, d.view(np.uint64))
     np.testing.assert_array_equal(s, h.view(np.int16))
     np.testing.assert_array_equal(back, -f)
+
+
+@kernel
+def lane_width_bitcasts(a: Tensor[int16, 1], pairs: Tensor[int32, 1], halves: Tensor[int16, 1],
+                        bytes_: Tensor[uint8, 1]):
+    for k in range(len(pairs)):
+        pairs[k] = bitcast(a.load[2](2 * k), int32)             # two int16 lanes -> one int32
+    if len(pairs) >= 4:
+        v = bitcast(pairs.load[4](0), int16)                     # SIMD[int32, 4] -> SIMD[int16, 8]
+        halves.store(0, v)
+        bytes_.store(0, bitcast(SIMD[int32, 4](pairs[0]), uint8))  # -> SIMD[uint8, 16]
+
+
+@pytest.mark.parametrize("n", [1, 4, 9])
+def test_bitcast_changes_lane_width(n):
+    """A vector reread as lanes of another width (int16 pairs as int32, int32 as 4 bytes);
+    the bits must make whole lanes."""
+    a = random_array(np.int16, 2 * n, seed=n)
+    pairs, halves, bytes_ = np.zeros(n, np.int32), np.zeros(8, np.int16), np.zeros(16, np.uint8)
+    lane_width_bitcasts(a, pairs, halves, bytes_)
+    np.testing.assert_array_equal(pairs, a.view(np.int32))
+    if n >= 4:
+        np.testing.assert_array_equal(halves, a[:8])
+        np.testing.assert_array_equal(bytes_, np.tile(a[:2].view(np.uint8), 4))
+
+
+def test_bitcast_to_a_partial_lane_is_an_error():
+    @kernel
+    def bad(a: Tensor[int16, 1], out: Tensor[int32, 1]):
+        out[0] = bitcast(a.load[3](0), int32)
+    assert "sizes differ" in kernel_error(bad, np.zeros(4, np.int16), np.zeros(1, np.int32))
 
 
 # ------------------------------------------------------------------------------ typing rules

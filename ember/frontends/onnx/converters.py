@@ -9,7 +9,7 @@ from ...errors import ShapeError
 from ...ir import symbolic as S
 from ...ir.dtypes import NARROW, from_onnx, itemsize, to_numpy
 from ...ir.graph import const_value
-from ...ir.ops import norm_axes, norm_axis
+from ...ir.ops import norm_axes, norm_axis, pack_int_pairs, pack_int_rows
 
 CONVERTERS: dict = {}
 
@@ -1328,22 +1328,83 @@ def _requantize(b, acc, multiplier, y_zp, out):
     return b.op("cast", [y], to=out)
 
 
+def _int_matmul(b, a, azp, w, wzp, name=""):
+    """a @ w with both zero points subtracted, as int32 (exact): the int16 GEMM kernel
+    (`matmul_int`) where w and its zero point are constants of rank <= 2 and A's zero point is
+    per tensor or per row, else a float64 matmul (exact too: |products| < 2^17, sums < 2^53)."""
+    eight = ("uint8", "int8")
+    const_w = w.is_const and (wzp is None or wzp.is_const) and w.type.rank in (1, 2)
+    if const_w and a.dtype in eight and w.dtype in eight and (azp is None or azp.type.rank <= 1 or a.type.rank == 2):
+        wv = np.asarray(w.const, np.int16).reshape(w.shape[0], -1)
+        if wzp is not None:
+            wv = wv - np.asarray(wzp.const, np.int16).reshape(1, -1)
+        a16 = b.op("cast", [a], to="int16")
+        if azp is not None:
+            z = b.op("cast", [azp], to="int16")
+            if z.type.rank == 1 and z.shape[0] != 1:        # per row (a is [M, K])
+                z = b.op("reshape", [z], shape=(z.shape[0], 1))
+            elif z.type.rank == 1:
+                z = b.op("reshape", [z], shape=())
+            a16 = b.op("sub", [a16, z])
+        if w.type.rank == 2:
+            return b.op("matmul_int", [a16, const_value(pack_int_pairs(wv))], n=int(wv.shape[1]), _name=name)
+        acc = b.op("matmul_int", [a16, const_value(pack_int_pairs(wv))], n=1)
+        return b.op("reshape", [acc], shape=tuple(acc.shape[:-1]), _name=name)
+    if azp is not None and azp.type.rank == 1 and azp.shape[0] != 1 and a.type.rank == 2:
+        azp = b.op("reshape", [azp], shape=(azp.shape[0], 1))
+    acc = b.op("matmul", [_centered(b, a, azp), _centered(b, w, wzp, -1 % max(w.type.rank, 1), w.type.rank)])
+    return b.op("cast", [acc], to="int32", _name=name)
+
+
 @converter("MatMulInteger")
 def _matmul_integer(b, n, ins, opset):
     a, w = ins[0], ins[1]
     azp = ins[2] if len(ins) > 2 else None
     wzp = ins[3] if len(ins) > 3 else None
-    acc = b.op("matmul", [_centered(b, a, azp), _centered(b, w, wzp, -1 % max(w.type.rank, 1), w.type.rank)])
-    return b.op("cast", [acc], to="int32", _name=n.name)
+    return _int_matmul(b, a, azp, w, wzp, n.name)
 
 
 @converter("QLinearMatMul")
 def _qlinear_matmul(b, n, ins, opset):
     a, a_s, a_zp, w, w_s, w_zp, y_s, y_zp = (list(ins) + [None] * 8)[:8]
     out = y_zp.dtype if y_zp is not None else a.dtype
-    acc = b.op("matmul", [_centered(b, a, a_zp), _centered(b, w, w_zp, w.type.rank - 1, w.type.rank)])
+    acc = b.op("cast", [_int_matmul(b, a, a_zp, w, w_zp)], to="float64")
     mult = b.op("div", [b.op("mul", [a_s, w_s]), y_s])     # in float32, as the spec's reference computes it
     return _requantize(b, acc, mult, y_zp, out)
+
+
+def _int_conv(b, n, x, xzp, w, wzp):
+    """The convolution of x and w, both zero points subtracted, as int32 (exact), on the
+    int16 GEMM kernel (`weights_matmul_int`) where w and its zero point are constants, the
+    groups 1 and x's zero point per tensor: the columns (im2col, or x itself for a 1x1)
+    packed by pixel blocks and pairs of k. None where that does not apply."""
+    at = attrs_of(n)
+    eight = ("uint8", "int8")
+    if not (w.is_const and (wzp is None or wzp.is_const) and int(at.get("group", 1)) == 1
+            and x.dtype in eight and w.dtype in eight and x.type.rank >= 3 and w.type.rank == x.type.rank
+            and (xzp is None or xzp.type.rank == 0 or tuple(xzp.shape) == (1,))):
+        return None
+    m = w.shape[0]
+    wv = np.asarray(w.const, np.int16).reshape(m, -1)
+    if wzp is not None:
+        wv = wv - np.asarray(wzp.const, np.int16).reshape(-1, 1)     # per tensor or per output channel
+    x16 = b.op("cast", [x], to="int16")
+    if xzp is not None:
+        x16 = b.op("sub", [x16, b.op("reshape", [b.op("cast", [xzp], to="int16")], shape=())])
+    x16, at = _same_padded(b, x16, w.shape[2:], at, 0)     # (0: the zero point, centered)
+    kernel, strides, dil, pads, out = _spatial(x16.shape, w.shape[2:], at, n.op_type)
+    imgs, kk, npix = x16.shape[0], wv.shape[1], S.prod(out)
+    if isinstance(x16.shape[1], int) and x16.shape[1] * S.prod(kernel) != kk:    # (a symbolic one: the reshape's guard)
+        raise ShapeError(f"{n.op_type}: weights {list(w.shape)} against input channels {x16.shape[1]}")
+    if all(k == 1 for k in kernel) and all(s == 1 for s in strides) and not any(pads):
+        col = b.op("reshape", [x16], shape=(imgs, kk, npix))
+    else:
+        col = b.op("im2col", [x16], group=1, kernel=tuple(kernel), strides=tuple(strides), pads=tuple(pads),
+                   dilations=tuple(dil), out=tuple(out))
+        col = b.op("reshape", [col], shape=(imgs, kk, npix))
+    y = b.op("weights_matmul_int", [const_value(pack_int_rows(wv)), b.op("pack_columns_int", [col])],
+             images=imgs, p=npix)
+    return b.op("reshape", [y], shape=(imgs, m) + tuple(out))
 
 
 @converter("ConvInteger")
@@ -1351,6 +1412,9 @@ def _conv_integer(b, n, ins, opset):
     x, w = ins[0], ins[1]
     xzp = ins[2] if len(ins) > 2 else None
     wzp = ins[3] if len(ins) > 3 else None
+    acc = _int_conv(b, n, x, xzp, w, wzp)
+    if acc is not None:
+        return b.op("reshape", [acc], shape=tuple(acc.shape), _name=n.name)
     acc = _conv(b, n, [_centered(b, x, xzp), _centered(b, w, wzp, 0, w.type.rank)], opset)
     return b.op("cast", [acc], to="int32", _name=n.name)
 
@@ -1359,10 +1423,16 @@ def _conv_integer(b, n, ins, opset):
 def _qlinear_conv(b, n, ins, opset):
     x, x_s, x_zp, w, w_s, w_zp, y_s, y_zp, bias = (list(ins) + [None] * 9)[:9]
     out = y_zp.dtype if y_zp is not None else x.dtype
-    xs = [_centered(b, x, x_zp), _centered(b, w, w_zp, 0, w.type.rank)]
-    if bias is not None:
-        xs.append(b.op("cast", [bias], to="float64"))
-    acc = _conv(b, n, xs, opset)
+    acc = _int_conv(b, n, x, x_zp, w, w_zp)
+    if acc is not None:
+        if bias is not None:
+            acc = b.op("add", [acc, b.op("reshape", [bias], shape=(bias.shape[0],) + (1,) * (acc.type.rank - 2))])
+        acc = b.op("cast", [acc], to="float64")
+    else:
+        xs = [_centered(b, x, x_zp), _centered(b, w, w_zp, 0, w.type.rank)]
+        if bias is not None:
+            xs.append(b.op("cast", [bias], to="float64"))
+        acc = _conv(b, n, xs, opset)
     mult = b.op("div", [b.op("mul", [x_s, w_s]), y_s])
     if mult.type.rank == 1 and mult.shape[0] != 1:     # per output channel
         mult = b.op("reshape", [mult], shape=(mult.shape[0],) + (1,) * (acc.type.rank - 2))

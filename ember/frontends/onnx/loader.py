@@ -17,7 +17,7 @@ from ...ir import symbolic as S
 from ...ir.builder import Builder
 from ...ir.dtypes import NARROW, compute_dtype, from_onnx
 from ...ir.graph import Graph, TensorType
-from . import functions
+from . import functions, qdq
 from .converters import CONVERTERS as _BASE_CONVERTERS
 from .converters import (ConvertError, DataDependentShape, NeedsDims, NeedsValues, attrs_of, known,
                          stack, static_or_fixed, take)
@@ -228,6 +228,8 @@ def load_onnx(model, custom_ops=None, fixed_dims=None) -> Graph:
     if any(n.domain in ("", "ai.onnx") and n.op_type not in CONVERTERS and functions.has_body(n.op_type, opset)
            for n in g.node):
         nodes = functions.expand(list(g.node), opset, CONVERTERS, functions.model_types(m))
+    if any(n.op_type == "DequantizeLinear" for n, _ in nodes):
+        nodes = qdq.integer_matmuls(nodes, g.initializer)
     _check_supported(nodes, custom_ops)
 
     structured = [vi.name for vi in g.input if not vi.type.HasField("tensor_type")] + \
