@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -116,6 +118,16 @@ def run(cases, threads_list, runs, rounds, warmup, log):
     return rows
 
 
+def _cpu_family() -> str:
+    """lscpu's CPU family and model numbers (its model name alone, "AMD EPYC", names no core)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    f = {k.strip(): v.strip() for k, _, v in (l.partition(":") for l in out.splitlines())}
+    return f"family {f.get('CPU family', '?')}, model {f.get('Model', '?')}"
+
+
 def _f(x, fmt):
     return "—" if x is None else format(x, fmt)
 
@@ -132,7 +144,8 @@ def _row_md(r):
 
 def to_markdown(rows, meta):
     lines = ["# Quantized int8 models", "",
-             f"Run {meta['date']} on {meta['machine'].get('cpu', '?')}: one core's measured FMA peak "
+             f"Run {meta['date']} on {meta['machine'].get('cpu', '?')} ({meta.get('cpu_family', '?')}): "
+             f"one core's measured FMA peak "
              f"{_f(meta['machine'].get('fma_gflops_1t'), '.0f')} GFLOP/s, read bandwidth "
              f"{_f(meta['machine'].get('read_gbs_1t'), '.1f')} GB/s. Command: `{meta['command']}`.", "",
              "Medians in ms, each engine in its own process, alternated. ratio ORT: onnxruntime int8 / Ember "
@@ -158,8 +171,9 @@ def main(argv=None):
         ap.error(f"unknown cases {sorted(unknown)}; expected some of {sorted(CASES)}")
     log = lambda s: print(s, flush=True)
     rows = run(cases, [int(t) for t in a.threads.split(",")], a.runs, a.rounds, a.warmup, log)
-    meta = {"date": time.strftime("%Y-%m-%d"), "machine": machine(),
-            "command": "python -m bench.quantized " + " ".join(argv or [])}
+    args = sys.argv[1:] if argv is None else argv
+    meta = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "cpu_family": _cpu_family(),
+            "command": " ".join(["python -m bench.quantized"] + args)}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "quantized.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     (RESULTS / "quantized.md").write_text(to_markdown(rows, meta))

@@ -158,21 +158,22 @@ def test_qdq_matmul_runs_on_integers(op, data):
 def test_qdq_rewrite_golden():
     """frontends/onnx/qdq.py before -> after: MatMul, Gemm (transB) and Conv over QDQ 8-bit
     values become the integer ops; an activation without a zero point, a per-channel
-    activation scale and a grouped Conv stay as they are."""
+    activation scale, a grouped Conv and a Winograd-shaped one stay as they are."""
     from onnx import TensorProto as T, helper as h, numpy_helper as nh
     from ember.frontends.onnx.qdq import integer_matmuls
     f = lambda name, *shape: nh.from_array(np.full(shape, 0.05, np.float32), name)
     i8 = lambda name, *shape: nh.from_array(np.ones(shape, np.int8), name)
     u8 = lambda name, *shape: nh.from_array(np.full(shape, 3, np.uint8), name)
     inits = [f("s"), u8("z"), i8("w", 4, 6), f("ws6", 6), i8("wz6", 6), i8("wt", 6, 4), i8("wc", 6, 4, 3, 3),
-             f("ws_bad", 4), i8("wg", 6, 2, 3, 3)]
+             f("ws_bad", 4), i8("wg", 6, 2, 3, 3), i8("w32", 32, 32, 3, 3)]
     dq = lambda q, s, z, out, **a: h.make_node("DequantizeLinear", [q, s, z] if z else [q, s], [out], **a)
     nodes = [dq("xq", "s", "z", "x"), dq("w", "ws6", "wz6", "wf"), h.make_node("MatMul", ["x", "wf"], ["y1"], name="mm"),
              dq("wt", "s", "", "wtf"), h.make_node("Gemm", ["x", "wtf", "b"], ["y2"], transB=1, name="gemm"),
              dq("wc", "s", "", "wcf"), h.make_node("Conv", ["x", "wcf", "b"], ["y3"], name="conv"),
              dq("xq", "s", "", "xn"), h.make_node("MatMul", ["xn", "wf"], ["y4"], name="no_zero_point"),
              dq("xq", "ws_bad", "z", "xc", axis=1), h.make_node("MatMul", ["xc", "wf"], ["y5"], name="per_channel_x"),
-             dq("wg", "s", "", "wgf"), h.make_node("Conv", ["x", "wgf"], ["y6"], group=2, name="grouped")]
+             dq("wg", "s", "", "wgf"), h.make_node("Conv", ["x", "wgf"], ["y6"], group=2, name="grouped"),
+             dq("w32", "s", "", "w32f"), h.make_node("Conv", ["x", "w32f"], ["y7"], pads=[1, 1, 1, 1], name="winograd")]
     out = [n for n, _ in integer_matmuls([(n, 19) for n in nodes], inits)]
     ops = [(n.op_type, n.name) for n in out if n.op_type != "DequantizeLinear"]
     assert ops == [
@@ -181,6 +182,15 @@ def test_qdq_rewrite_golden():
         ("Mul", "gemm_int_y"), ("Add", "gemm"),
         ("ConvInteger", "conv_int"), ("Cast", "conv_int_f"), ("Mul", "conv_int_s"), ("Constant", "conv_int_shape"),
         ("Reshape", "conv_int_sc"), ("Mul", "conv_int_y"), ("Reshape", "conv_int_b"), ("Add", "conv"),
-        ("MatMul", "no_zero_point"), ("MatMul", "per_channel_x"), ("Conv", "grouped")]
+        ("MatMul", "no_zero_point"), ("MatMul", "per_channel_x"), ("Conv", "grouped"), ("Conv", "winograd")]
     mm = next(n for n in out if n.name == "mm_int")
-    assert list(mm.input) == ["xq", "w", "z", "wz6"] and out[-1].output[0] == "y6"
+    assert list(mm.input) == ["xq", "w", "z", "wz6"] and out[-1].output[0] == "y7"
+
+
+@pytest.mark.parametrize("a_shape,w_shape", [([5], [5, 3]), ([5], [5]), ([2, 5], [5]), ([3, 1], [1, 20]),
+                                             ([0, 4], [4, 3]), ([1, 300], [300, 33])])
+def test_matmul_integer_vector_and_empty_operands(a_shape, w_shape):
+    """The integer GEMM kernel on a vector A or W (rank 1), one k, no rows, a long k."""
+    rng = np.random.default_rng(len(a_shape) * 10 + w_shape[0])
+    ins = [("a", _q(rng, "uint8", a_shape)), ("w", _q(rng, "int8", w_shape)), ("azp", _q(rng, "uint8", []))]
+    check(*node_model("MatMulInteger", ins, opset=10, const={"w"}))
