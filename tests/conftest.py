@@ -11,3 +11,12 @@ if "EMBER_CACHE_DIR" not in os.environ:
 
 # every kernel's loop IR is verified before it is translated (ember.codegen.loop_ir.verify)
 os.environ.setdefault("EMBER_VERIFY", "1")
+
+
+# the longest test files (the conformance suite's 4-minute setup, the narrower-target reruns):
+# with a file per xdist worker, one of these started last is the run's tail
+_LONGEST_FIRST = ("tests/conformance/test_suite.py", "tests/test_targets.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    items.sort(key=lambda it: 0 if it.nodeid.startswith(_LONGEST_FIRST) else 1)    # stable: order kept within

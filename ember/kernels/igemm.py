@@ -17,6 +17,9 @@ broadcasts each row's two A values as one int32 and multiply-adds them against t
 B vectors. Tasks walk the row blocks of one panel of B before the next (the panel stays in
 cache while A streams past). Column tails use masked stores; row tails clamp the A row and
 skip the store. The tile comes from `kernels.int_gemm_tile`.
+
+The convolutions (ConvInteger, QLinearConv) use the same arithmetic with the constant weights
+on the left (`weights_matmul_i16`), after `pack_columns_i16` has packed their columns.
 """
 from __future__ import annotations
 
