@@ -482,3 +482,14 @@ def test_integer_gemm_tiles_fit_the_register_file():
         assert tile["width"] == t.lanes(32)
     assert int_gemm_tile(Target.preset("avx2")) == {"MR": 5, "NB": 1, "width": 8}
     assert int_gemm_tile(Target.preset("zen4")) == {"MR": 12, "NB": 2, "width": 16}
+
+
+def test_a_run_time_image_keeps_constant_weights_read_once_per_panel():
+    """A convolution on an image whose size is known only at run time (N = H*W symbolic):
+    its few rows of constant weights (24 x 864, 83 KB) are re-read per column panel, and the
+    image's columns are read once, as they would be for a large static N."""
+    import ember.ir.symbolic as S
+    n = S.sym("h") * S.sym("w")
+    rt, = plan_gemm(24, n, 864, AVX2, pack_a=True).tiles
+    static, = plan_gemm(24, 120 * 160, 864, AVX2, pack_a=True).tiles
+    assert rt.rows_fastest and static.rows_fastest

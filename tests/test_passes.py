@@ -292,3 +292,36 @@ def test_a_window_is_not_recomputed_by_a_larger_consumer():
     assert with_pool and not any("im2col" in name for name in with_pool), c.kernel_info
     x = np.random.default_rng(1).standard_normal((1, 3, 17, 17)).astype(np.float32)
     np.testing.assert_allclose(run_engine(m, {"x": x})[0], run_reference(m, {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
+def _kernels(model):
+    from ember.frontends.onnx.loader import load_onnx
+    from ember.schedule.fusion import schedule
+    return [(k.kind, [n.op for n in k.nodes]) for k in schedule(optimize(load_onnx(model))).kernels]
+
+
+def test_reshapes_between_moves_fuse_into_one_kernel():
+    """A strided ConvTranspose spreads each tap's plane with reshape -> pad -> reshape: the
+    reshapes are computed inline (dividing by the constant stride), so the taps, the pads
+    and the bias are one kernel after the GEMM, with no zero-stuffed image stored."""
+    from onnx import TensorProto as T, helper, numpy_helper
+    w = np.random.default_rng(0).standard_normal((8, 4, 3, 3)).astype(np.float32)
+    g = helper.make_graph([helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], strides=[2, 2], pads=[1, 1, 0, 0])],
+                          "g", [helper.make_tensor_value_info("x", T.FLOAT, ["n", 8, "h", "w"])],
+                          [helper.make_tensor_value_info("y", T.FLOAT, None)],
+                          [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.ones(4, np.float32), "b")])
+    kinds = _kernels(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    assert [k for k, _ in kinds] == ["matmul", "pointwise"], kinds
+    assert kinds[1][1].count("pad") == 2 * 9 + 1 and "reshape" in kinds[1][1]
+
+
+def test_a_window_stores_its_computed_input_and_keeps_moves_inline():
+    """A 3x3 max pool reads each element up to 9 times: the exp before it is stored once
+    rather than recomputed at every read; the pool's own padding stays inline."""
+    from onnx import TensorProto as T, helper
+    g = helper.make_graph([helper.make_node("Exp", ["x"], ["e"]),
+                           helper.make_node("MaxPool", ["e"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])],
+                          "g", [helper.make_tensor_value_info("x", T.FLOAT, ["n", 8, "h", "w"])],
+                          [helper.make_tensor_value_info("y", T.FLOAT, None)])
+    kinds = _kernels(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    assert kinds[0] == ("pointwise", ["exp"]) and "exp" not in kinds[-1][1], kinds

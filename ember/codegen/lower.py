@@ -220,6 +220,24 @@ class KernelCtx:
         out.reverse()
         return out
 
+    def reshape_index(self, idx, out_shape, in_shape):
+        """The input index of a reshape's output index `idx`. Each run of output dims maps to
+        the run of input dims with the same element count (`symbolic.reshape_groups`), so a reshape
+        that splits or merges a few dims divides only within those dims, usually by a
+        constant, rather than linearizing the whole index and dividing it by every input dim."""
+        groups = S.reshape_groups(out_shape, in_shape)
+        if groups is None:
+            return self.delinearize(self.linearize(idx, out_shape), in_shape)
+        src = [self.iconst(0)] * len(in_shape)
+        for outs, ins in groups:
+            if len(outs) == 1 and len(ins) == 1:
+                src[ins[0]] = idx[outs[0]]
+                continue
+            lin = self.linearize([idx[k] for k in outs], [out_shape[k] for k in outs])
+            for k, v in zip(ins, self.delinearize(lin, [in_shape[k] for k in ins])):
+                src[k] = v
+        return src
+
     def broadcast_index(self, idx, in_shape, out_shape):
         off = len(out_shape) - len(in_shape)
         return [self.iconst(0) if (isinstance(d, int) and d == 1 and not
@@ -606,7 +624,8 @@ class Lowering:
         static = all(isinstance(d, int) for d in (K, N))
         pack_b = (static and fold_batch and dt == "float32" and b.dtype == "float32"
                   and self._const_array(b, b2) is not None)
-        pack_a = (not pack_b and static and isinstance(M, int) and dt == "float32"
+        # constant A (convolution weights) packs whatever N is: an image of run-time size
+        pack_a = (not pack_b and isinstance(K, int) and isinstance(M, int) and dt == "float32"
                   and a.dtype == "float32" and self._const_array(a, a2) is not None)
         implicit = self._implicit_im2col(b) if pack_a and len(batch) == 2 else None
         plan = plan_gemm(M, N, K, self.target, itemsize=itemsize(dt), f32=dt == "float32", pack_a=pack_a,
@@ -1111,13 +1130,13 @@ class Lowering:
         s = at["strides"][0]
         ci = L.Var("ci")
         base = ctx.mul(ctx.add(ctx.mul(bvars[0], ctx.iconst(c_n)), ctx.add(ctx.mul(bvars[1], ctx.iconst(cg)), ci)),
-                       ctx.iconst(h_n * w_n))
+                       ctx.size(h_n * w_n))
         if s != 1:
             return L.For(ci, ctx.iconst(0), ctx.iconst(cg),
                          [self._strided_window_rows(ctx, node, xbuf, base, cols, masks, kstep, W, ci)])
 
-        def vec(v):
-            return L.Broadcast(ctx.iconst(v), W, "int64")
+        def vec(v):        # the image's sizes may be known only at run time
+            return L.Broadcast(v if isinstance(v, L.Expr) else ctx.size(v), W, "int64")
         lanes = [L.Bin("add", L.Broadcast(col, W, "int64"), L.Iota(W, "int64"), "int64") for col in cols]
         oh = [L.Bin("div", j, vec(w_n), "int64") for j in lanes]
         ow = [L.Bin("mod", j, vec(w_n), "int64") for j in lanes]
@@ -1133,7 +1152,8 @@ class Lowering:
                     m = L.Bin("and", inside(oh[c], kh - ph, h_n), inside(ow[c], kw - pw, w_n), "bool")
                     if masks[c] is not None:
                         m = L.Bin("and", masks[c], m, "bool")
-                    idx = ctx.add(base, ctx.add(col, ctx.iconst((kh - ph) * w_n + (kw - pw))))
+                    idx = ctx.add(base, ctx.add(col, ctx.add(ctx.mul(ctx.iconst(kh - ph), ctx.size(w_n)),
+                                                             ctx.iconst(kw - pw))))
                     bv.append(L.VLoad(xbuf, idx, W, "float32", m))
                 k = ctx.add(ctx.mul(ci, ctx.iconst(kh_n * kw_n)), ctx.iconst(kh * kw_n + kw))
                 body += kstep(k, bv)

@@ -45,6 +45,8 @@ class OpDef:
     decompose: Callable | None = None
     cost: int = 1              # rough per-element cost, for fusion scoring
     reduction: bool = False    # index ops that loop (reductions, windows)
+    rereads: bool = False      # reads its input's elements several times (overlapping windows,
+                               # upsampling): fusion stores a computed input rather than recompute it
     attrs: dict = field(default_factory=dict)
     # a kernel-language implementation used instead of `decompose` where it applies
     # (registered by ember.kernels / ember.custom_op; see `LibraryImpl`)
@@ -545,8 +547,7 @@ register(OpDef("transpose", "index", _transpose_infer,
 
 
 def _reshape_emit(o, node, ins, idx):
-    lin = o.linearize(idx, node.outputs[0].shape)
-    return ins[0](o.delinearize(lin, node.inputs[0].shape))
+    return ins[0](o.reshape_index(idx, node.outputs[0].shape, node.inputs[0].shape))
 
 
 register(OpDef("reshape", "index", lambda t, at: [TensorType(t[0].dtype, tuple(at["shape"]))],
@@ -730,7 +731,10 @@ def _pad_emit(o, node, ins, idx):
     x = node.inputs[0]
     mode = node.attrs["mode"]
     src, inside = [], None
-    for i, (j, d, p) in enumerate(zip(idx, x.shape, node.attrs["pre"])):
+    for i, (j, d, p, q) in enumerate(zip(idx, x.shape, node.attrs["pre"], node.attrs["post"])):
+        if isinstance(p, int) and isinstance(q, int) and p == 0 and q == 0:
+            src.append(j)            # an unpadded dim: the index is in range as it is
+            continue
         s = o.sub(j, o.size(p))
         if mode == "constant":
             ok = o.and_(o.le(o.iconst(0), s), o.lt(s, o.size(d)))
@@ -746,7 +750,7 @@ def _pad_emit(o, node, ins, idx):
             s = o.min(o.where(o.lt(m, o.size(d)), m, o.sub(period, m)), o.sub(o.size(d), o.iconst(1)))
         src.append(s)
     v = ins[0](src)
-    if mode != "constant":
+    if mode != "constant" or inside is None:
         return v
     return o.where(inside, v, ins[1]([]))
 
@@ -874,7 +878,7 @@ def _resize_guards(node, add):
 
 
 register(OpDef("resize", "index", lambda t, at: [TensorType(t[0].dtype, tuple(at["out"]))], None,
-               index_emit=_resize_emit, guards=_resize_guards, cost=8))
+               index_emit=_resize_emit, guards=_resize_guards, cost=8, rereads=True))
 
 
 # GridSample: out[n, c, p...] = x[n, c] interpolated at the point grid[n, p..., :] (x, y, z
@@ -1229,9 +1233,8 @@ def window_3x3_s2(node):
             and tuple(at["strides"]) == (2, 2) and tuple(at["dilations"]) == (1, 1)
             and tuple(at["pads"][:2]) == (1, 1)):
         return False
-    h, w = x.shape[2:]
-    return (isinstance(h, int) and isinstance(w, int)
-            and tuple(at["out"]) == ((h - 1) // 2 + 1, (w - 1) // 2 + 1))
+    h, w = x.shape[2:]          # sizes known at run time too: the kernels read them then
+    return tuple(at["out"]) == tuple(S.floordiv(d - 1, 2) + 1 for d in (h, w))
 
 
 def window_3x3_s1(node):
@@ -1243,12 +1246,11 @@ def window_3x3_s1(node):
             and tuple(at["strides"]) == (1, 1) and tuple(at["dilations"]) == (1, 1)
             and tuple(at["pads"]) == (1, 1, 1, 1) and not at.get("flat")):
         return False
-    h, w = x.shape[2:]
-    return isinstance(h, int) and isinstance(w, int) and tuple(at["out"]) == (h, w)
+    return tuple(at["out"]) == tuple(x.shape[2:])
 
 
 # 3x3 stride-2 columns: a kernel that loads each input row once (ember/kernels/im2col.py)
-register(OpDef("im2col", "index", _im2col_infer, None, index_emit=_im2col_emit,
+register(OpDef("im2col", "index", _im2col_infer, None, index_emit=_im2col_emit, rereads=True,
                library=LibraryImpl(lambda node: not node.attrs.get("flat") and len(node.attrs["kernel"]) == 2
                                    and window_3x3_s2(node), "lower_im2col")))
 
@@ -1315,7 +1317,7 @@ def _dwconv_ref(a, at):
 
 
 # 3x3 depthwise, stride 1 or 2: kernels that load each input row once (ember/kernels/depthwise.py)
-register(OpDef("dwconv", "index", _dwconv_infer, _dwconv_ref, index_emit=_dwconv_emit, cost=4,
+register(OpDef("dwconv", "index", _dwconv_infer, _dwconv_ref, index_emit=_dwconv_emit, cost=4, rereads=True,
                library=LibraryImpl(lambda node: node.inputs[1].dtype == "float32"
                                    and (window_3x3_s2(node) or window_3x3_s1(node)),
                                    "lower_depthwise", epilogue=True)))
@@ -1363,7 +1365,7 @@ def _pool_emit(o, node, ins, idx):
 
 
 # 3x3 stride-2 max pooling, separable (ember/kernels/pool.py); other pools lower generically
-register(OpDef("pool", "index", _pool_infer, None, index_emit=_pool_emit, reduction=True, cost=4,
+register(OpDef("pool", "index", _pool_infer, None, index_emit=_pool_emit, reduction=True, cost=4, rereads=True,
                library=LibraryImpl(lambda node: node.attrs["mode"] == "max" and window_3x3_s2(node),
                                    "lower_max_pool", epilogue=True)))
 

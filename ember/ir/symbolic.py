@@ -269,6 +269,11 @@ def floordiv(a: Dim, b: Dim) -> Dim:
                 return Sym.make(out)
         if a == b:
             return 1
+        # an integer multiple of a sum, e.g. (16*h + 16) // (8*h + 8)
+        (bm, bc), = list(b.terms.items())[:1]
+        ac = a.terms.get(bm)
+        if ac is not None and ac % bc == 0 and a == b * (ac // bc):
+            return ac // bc
     return Sym.atom(("floordiv", a, b))
 
 
@@ -345,3 +350,37 @@ def decode(j) -> Dim:
 
 def _dec_atom(a):
     return a if isinstance(a, str) else (a[0], decode(a[1]), decode(a[2]))
+
+
+def reshape_groups(out_shape, in_shape):
+    """The finest pairing of runs of `out_shape`'s dims with runs of `in_shape`'s of equal
+    element count (dims of a static 1 left out: their index is 0), as lists of dim positions;
+    None where no pairing is found (a static 0, or sizes whose divisibility is unknown)."""
+    outs = [k for k, d in enumerate(out_shape) if not (isinstance(d, int) and d == 1)]
+    ins = [k for k, d in enumerate(in_shape) if not (isinstance(d, int) and d == 1)]
+    if any(isinstance(d, int) and d == 0 for d in list(out_shape) + list(in_shape)):
+        return None
+    groups, i, j = [], 0, 0
+    while i < len(outs) and j < len(ins):
+        go, gi = [outs[i]], [ins[j]]
+        po, pi = out_shape[outs[i]], in_shape[ins[j]]
+        i, j = i + 1, j + 1
+        while po != pi:
+            if isinstance(po, int) and isinstance(pi, int):
+                grow_out = po < pi
+            elif mod(pi, po) == 0:
+                grow_out = True
+            elif mod(po, pi) == 0:
+                grow_out = False
+            else:
+                return None
+            if grow_out and i < len(outs):
+                go.append(outs[i]); po = po * out_shape[outs[i]]; i += 1
+            elif not grow_out and j < len(ins):
+                gi.append(ins[j]); pi = pi * in_shape[ins[j]]; j += 1
+            else:
+                return None
+        groups.append((go, gi))
+    if i < len(outs) or j < len(ins):
+        return None
+    return groups

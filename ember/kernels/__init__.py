@@ -139,7 +139,7 @@ def _row_bands(node, target) -> int:
     extra input rows and shorter runs cost more than they save: 22 -> 27 us at 1 thread)."""
     oh, ow = node.attrs["out"]
     line = target.line_floats
-    if target.cores < 2 or (oh * ow) % line or oh < 32:
+    if target.cores < 2 or not (isinstance(oh, int) and isinstance(ow, int)) or (oh * ow) % line or oh < 32:
         return 1
     rows = -(-oh // 2)
     while (rows * ow) % line:

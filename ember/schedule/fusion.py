@@ -24,6 +24,7 @@ class KernelGroup:
     root: Value                     # the value this kernel stores
     nodes: list = field(default_factory=list)    # graph nodes computed here (root's node last)
     anchor: object = None           # the matmul (or library-kernel) node
+    reread: set = field(default_factory=set)     # ids of values read several times per output (windows)
     source: Value | None = None     # for "copy": the value copied into an output
 
     @property
@@ -76,10 +77,40 @@ def score(node, consumer_kernel: KernelGroup, users) -> int:
         return 1 if same or _broadcasts_into(out.shape, dom.shape) else 0
     if not same and d.cost >= 8:
         return 0
+    if out.id in consumer_kernel.reread and (d.kind == "pointwise" or d.cost >= 2):
+        # a window reads each element up to k*k times: computing the value once and storing
+        # it beats recomputing it at every read; moves (a pad, a slice, a concat) stay inline
+        return 0
     n_uses = len(users.get(out.id, ()))
     if n_uses > 2 and d.cost >= 8:
         return 0
     return 1
+
+
+def _inline_reshape(node, users, kernel_of, out_ids) -> bool:
+    """Compute a reshape inside its consumer's kernel rather than as a view of a stored
+    value? Only where that lets its producer, an elementwise or index op used nowhere else,
+    be inlined too (a zero-stuffing pad, a pixel shuffle's transpose), saving a buffer's
+    round trip; and only where the index map divides by constants (each run of merged or
+    split dims, `symbolic.reshape_groups`, has static inner input dims), which keeps it cheap."""
+    src, out = node.inputs[0], node.outputs[0]
+    p = src.producer
+    if p is None or out.id in out_ids or src.id in out_ids or len(users.get(src.id, ())) != 1:
+        return False
+    if OPS[p.op].kind not in ("pointwise", "index") or p.op == "reshape" or len(p.outputs) != 1:
+        return False
+    ks = {id(kernel_of[u]): kernel_of[u] for u in users.get(out.id, [])}
+    if len(ks) != 1 or None in ks.values() or next(iter(ks.values())).kind != "pointwise":
+        return False
+    groups = S.reshape_groups(out.shape, src.shape)
+    return groups is not None and all(isinstance(src.shape[k], int) for _, ins in groups for k in ins[1:])
+
+
+def _note_rereads(node, k: KernelGroup):
+    """The values `node` reads several times per output of `k`: the inputs of a window op,
+    and the inputs of whatever computes such a value inline."""
+    if OPS[node.op].rereads or node.outputs[0].id in k.reread:
+        k.reread.update(v.id for v in node.inputs)
 
 
 def _broadcasts_into(shape, dom) -> bool:
@@ -112,7 +143,8 @@ def schedule(graph: Graph, target=None) -> Schedule:
             groups.append(g)
             kernel_of[node] = g
             continue
-        if node.op == "reshape" and (out.id not in out_ids or not node.inputs[0].is_const):
+        if node.op == "reshape" and (out.id not in out_ids or not node.inputs[0].is_const) and not _inline_reshape(
+                node, users, kernel_of, out_ids):
             # a reshaped graph output is a view too: its base is stored straight into the
             # output buffer (below), so an epilogue still fuses into the kernel before it
             views[out.id] = node.inputs[0]
@@ -125,10 +157,12 @@ def schedule(graph: Graph, target=None) -> Schedule:
             if can_fuse(node, k, users) and score(node, k, users) > 0:
                 k.nodes.insert(0, node)
                 kernel_of[node] = k
+                _note_rereads(node, k)
                 continue
         g = KernelGroup("pointwise", out, [node])
         groups.append(g)
         kernel_of[node] = g
+        _note_rereads(node, g)
 
     groups.reverse()
     _fuse_epilogues(groups, users, kernel_of, out_ids)
@@ -174,10 +208,13 @@ def _implicit_im2col_user(node, users, out_ids, target):
         return None
     xs = node.inputs[0].shape
     st = tuple(at["strides"])
-    if (at.get("flat") or node.inputs[0].dtype != "float32" or not all(isinstance(d, int) for d in xs[1:])
+    if (at.get("flat") or node.inputs[0].dtype != "float32" or not isinstance(xs[1], int)
             or tuple(at["dilations"]) != (1, 1)):
         return None
-    if not ((st == (1, 1) and at["out"][1] == xs[3] and not target.row_is_short(xs[3]))
+    if not all(isinstance(d, int) for d in xs[2:]) and st != (1, 1):
+        return None
+    # stride 1 reads the image at run-time sizes (a width known only then is taken as long)
+    if not ((st == (1, 1) and at["out"][1] == xs[3] and not (isinstance(xs[3], int) and target.row_is_short(xs[3])))
             or (st[0] == st[1] and 2 <= st[0] <= 4 and not any(at["pads"]) and target.whole_vectors(at["out"][1]))):
         return None
     us = users.get(node.outputs[0].id, [])

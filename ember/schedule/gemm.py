@@ -137,6 +137,10 @@ def _row_tiles(M, MR, tail_mr, *, N, K, itemsize, pack_a, pack_b, implicit, NB, 
         half_l2 = target.l2_bytes // 2
         if pack_a and K * N * 4 <= half_l2 and (M * K * 4 > half_l2 or N % target.line_floats):
             rows_fastest = False
+    elif isinstance(M, int) and isinstance(K, int):
+        # N known only at run time (an image of any size): the same comparison for large N,
+        # A re-read once per panel of NB columns against B once per row tile
+        rows_fastest = M * K * 4 <= target.l2_bytes // 2 and M / NB <= -(-M // MR)
     else:
         rows_fastest = pack_b
     guard = not tail_mr and not (isinstance(M, int) and M % MR == 0)

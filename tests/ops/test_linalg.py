@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from onnx import numpy_helper
 
 from .harness import FLOATS, NUMERIC, check, node_model, ort_skip
 from .strategies import (DIMS, SMALL_DIMS, UNIT, Domain, conv_params, examples, gen,
@@ -780,6 +781,55 @@ def test_conv_transpose_grouped_matches_onnxruntime(xs, ws, attrs):
     got = ember.InferenceSession(model).run(None, {"x": x, "w": w})[0]
     want = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x, "w": w})[0]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@examples(25)
+@given(data=st.data())
+def test_strided_conv_transpose_matches_onnxruntime_on_run_time_sizes(data):
+    """Strides > 1 run as a 1x1-convolution GEMM and a gather of the taps (a pixel shuffle
+    where the kernel equals the stride): groups, dilations, pads, output padding, 1-3
+    spatial dims, image sizes known only at run time (1 included)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    import ember
+    rng = rng_from(data)
+    nd = data.draw(st.integers(1, 3), label="spatial")
+    g = data.draw(st.sampled_from([1, 1, 2, 3]), label="group")
+    cin, cout_g = g * data.draw(st.integers(1, 3), label="cin"), data.draw(st.integers(1, 3), label="cout")
+    strides = [data.draw(st.integers(2, 3), label="s") for _ in range(nd)]
+    if data.draw(st.booleans(), label="shuffle"):
+        kernel, dil, pads, outpad = list(strides), [1] * nd, [0] * (2 * nd), [0] * nd
+    else:
+        kernel = [data.draw(st.integers(1, 4), label="k") for _ in range(nd)]
+        dil = [data.draw(st.integers(1, 2), label="dil") for _ in range(nd)]
+        pads = [data.draw(st.integers(0, k - 1), label="p") for k in kernel for _ in range(2)]
+        outpad = [data.draw(st.integers(0, min(s, dl) - 1), label="op") for s, dl in zip(strides, dil)]
+    w = gen(rng, "float32", [cin, cout_g] + kernel)
+    b = gen(rng, "float32", [g * cout_g])
+    node = helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], group=g, strides=strides, dilations=dil,
+                            pads=pads, output_padding=outpad)
+    dims = ["n", cin] + [f"d{i}" for i in range(nd)]
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    sess = ember.InferenceSession(model)
+    ref = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    for _ in range(2):
+        spatial = [data.draw(st.integers(1, 9), label="d") for _ in range(nd)]
+        x = gen(rng, "float32", [data.draw(st.integers(1, 2), label="n"), cin] + spatial)
+        try:
+            want = ref.run(None, {"x": x})[0]
+        except Exception:        # the pads crop all of the output: refused, or empty
+            try:
+                assert sess.run(None, {"x": x})[0].size == 0
+            except ember.EmberError:
+                pass
+            continue
+        got = sess.run(None, {"x": x})[0]
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(cin * math.prod(kernel)))
 
 
 @pytest.mark.parametrize("eq,shapes_", [("ij,jk->ik", [(3, 4), (4, 5)]), ("bij,bjk->bik", [(2, 3, 4), (2, 4, 1)]),

@@ -1745,6 +1745,56 @@ def _grid_sample(b, n, ins, opset):
                 _name=n.name)
 
 
+def _conv_transpose_gemm(b, n, x, w, bias, g, kernel, strides, dil, outpad, pads):
+    """A strided ConvTranspose as one GEMM and a gather: a 1x1 convolution gives every
+    input pixel's contribution to each kernel tap, [N, Cout * taps, d0, d1], then each
+    output pixel sums the taps that land on it. Each tap's plane is spread by the stride
+    (zeros between) and shifted by its offset, all in one fused pointwise kernel. This does
+    the stride^nd fewer multiplies of the real product, where the zero-stuffed convolution
+    multiplies the inserted zeros too."""
+    nd = len(kernel)
+    spatial = tuple(x.shape[2:])
+    cin, cout_g = w.shape[0], w.shape[1]
+    cin_g, taps = cin // g, int(np.prod(kernel))
+    # weights [Cin, Cout/g, k..] -> [g, Cin/g, Cout/g * taps] -> [g, Cout/g * taps, Cin/g] -> 1x1 conv weights
+    wc = b.op("reshape", [w], shape=(g, cin_g, cout_g * taps))
+    wc = b.op("transpose", [wc], perm=(0, 2, 1))
+    wc = b.op("reshape", [wc], shape=(g * cout_g * taps, cin_g) + (1,) * nd)
+    cols = b.op("conv", [x, wc], group=g, kernel=(1,) * nd, strides=(1,) * nd, dilations=(1,) * nd,
+                pads=(0,) * (2 * nd), out=spatial)
+    c = g * cout_g
+    cols = b.op("reshape", [cols], shape=(x.shape[0], c) + tuple(kernel) + spatial)
+    eff = [(k - 1) * d + 1 for k, d in zip(kernel, dil)]
+    zero = b.scalar(0, x.dtype)
+    total = None
+    if list(kernel) == list(strides) and not any(pads) and not any(outpad) and all(d == 1 for d in dil):
+        # the taps tile the output: a pixel shuffle, [N, C, k0, k1, d0, d1] -> [N, C, d0 k0, d1 k1]
+        perm = (0, 1) + tuple(v for i in range(nd) for v in (2 + nd + i, 2 + i))
+        total = b.op("transpose", [cols], perm=perm)
+        total = b.op("reshape", [total], shape=(x.shape[0], c) + tuple(d * k for d, k in zip(spatial, kernel)))
+    taps_needed = total is None
+    for tap in (np.ndindex(*kernel) if taps_needed else ()):
+        plane = b.op("slice", [cols], starts=(0, 0) + tap + (0,) * nd, steps=(1,) * (2 + 2 * nd),
+                     sizes=(x.shape[0], c) + (1,) * nd + spatial)
+        # [N, C, d0, 1, d1, 1], each 1 padded to the stride, merged: the plane spread by the stride
+        plane = b.op("reshape", [plane], shape=(x.shape[0], c) + tuple(v for d in spatial for v in (d, 1)))
+        plane = b.op("pad", [plane, zero], pre=(0,) * (2 + 2 * nd),
+                     post=(0, 0) + tuple(v for s in strides for v in (0, s - 1)), mode="constant")
+        plane = b.op("reshape", [plane], shape=(x.shape[0], c) + tuple(d * s for d, s in zip(spatial, strides)))
+        # shifted to the tap's offset, out to the uncropped length s (d - 1) + eff + output_padding
+        pre = tuple(t * dd for t, dd in zip(tap, dil))
+        post = tuple(e + op - s - p for e, op, s, p in zip(eff, outpad, strides, pre))
+        plane = b.op("pad", [plane, zero], pre=(0, 0) + pre, post=(0, 0) + post, mode="constant")
+        total = plane if total is None else b.op("add", [total, plane])
+    if any(pads):
+        total = b.op("pad", [total, zero], pre=(0, 0) + tuple(-p for p in pads[:nd]),
+                     post=(0, 0) + tuple(-p for p in pads[nd:]), mode="constant",
+                     **({} if bias is not None else {"_name": n.name}))
+    if bias is not None:
+        total = b.op("add", [total, b.op("reshape", [bias], shape=(c,) + (1,) * nd)], _name=n.name)
+    return total
+
+
 @converter("ConvTranspose")
 def _conv_transpose(b, n, ins, opset):
     """The gradient of Conv, as a Conv: zeros inserted between the inputs (stride), padded by
@@ -1783,16 +1833,9 @@ def _conv_transpose(b, n, ins, opset):
     cout_g = w.shape[1]
     if isinstance(cin, int) and isinstance(x.shape[1], int) and cin != x.shape[1]:
         raise ShapeError(f"ConvTranspose weights have {cin} input channels, the input {x.shape[1]}")
-    # zero insertion: [N, C, d0, d1] -> [N, C, d0, 1, d1, 1] -> pad each 1 by s - 1 -> merge, crop the tail
-    up = x
     if any(s > 1 for s in strides):
-        inter = tuple(x.shape[:2]) + tuple(v for d in spatial for v in (d, 1))
-        pre = [0] * len(inter)
-        post = [0] * 2 + [v for s in strides for v in (0, s - 1)]
-        zero = b.scalar(0, x.dtype)
-        up = b.op("pad", [b.op("reshape", [x], shape=inter), zero], pre=tuple(pre), post=tuple(post), mode="constant")
-        up = b.op("reshape", [up], shape=tuple(x.shape[:2]) + tuple(d * s for d, s in zip(spatial, strides)))
-        up = b.op("pad", [up, zero], pre=(0,) * rank, post=(0, 0) + tuple(1 - s for s in strides), mode="constant")
+        return _conv_transpose_gemm(b, n, x, w, bias, g, kernel, strides, dil, outpad, pads)
+    up = x
     lo = [e - 1 - pads[i] for i, e in enumerate(eff)]
     hi = [e - 1 - pads[i + nd] + outpad[i] for i, e in enumerate(eff)]
     if any(v != 0 for v in lo + hi):
