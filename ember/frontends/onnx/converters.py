@@ -1756,6 +1756,12 @@ def _conv_transpose_gemm(b, n, x, w, bias, g, kernel, strides, dil, outpad, pads
     spatial = tuple(x.shape[2:])
     cin, cout_g = w.shape[0], w.shape[1]
     cin_g, taps = cin // g, int(np.prod(kernel))
+    eff = [(k - 1) * d + 1 for k, d in zip(kernel, dil)]
+    out = [s * (d - 1) + e + op - pads[i] - pads[i + nd]
+           for i, (s, d, e, op) in enumerate(zip(strides, spatial, eff, outpad))]
+    if any(isinstance(o, int) and o <= 0 for o in out):          # the pads leave nothing
+        shape = (x.shape[0], g * cout_g) + tuple(max(o, 0) if isinstance(o, int) else o for o in out)
+        return b.op("expand", [b.scalar(0, x.dtype)], shape=shape, _name=n.name)
     # weights [Cin, Cout/g, k..] -> [g, Cin/g, Cout/g * taps] -> [g, Cout/g * taps, Cin/g] -> 1x1 conv weights
     wc = b.op("reshape", [w], shape=(g, cin_g, cout_g * taps))
     wc = b.op("transpose", [wc], perm=(0, 2, 1))
@@ -1764,14 +1770,14 @@ def _conv_transpose_gemm(b, n, x, w, bias, g, kernel, strides, dil, outpad, pads
                 pads=(0,) * (2 * nd), out=spatial)
     c = g * cout_g
     cols = b.op("reshape", [cols], shape=(x.shape[0], c) + tuple(kernel) + spatial)
-    eff = [(k - 1) * d + 1 for k, d in zip(kernel, dil)]
     zero = b.scalar(0, x.dtype)
     total = None
     if list(kernel) == list(strides) and not any(pads) and not any(outpad) and all(d == 1 for d in dil):
         # the taps tile the output: a pixel shuffle, [N, C, k0, k1, d0, d1] -> [N, C, d0 k0, d1 k1]
         perm = (0, 1) + tuple(v for i in range(nd) for v in (2 + nd + i, 2 + i))
         total = b.op("transpose", [cols], perm=perm)
-        total = b.op("reshape", [total], shape=(x.shape[0], c) + tuple(d * k for d, k in zip(spatial, kernel)))
+        total = b.op("reshape", [total], shape=(x.shape[0], c) + tuple(d * k for d, k in zip(spatial, kernel)),
+                     **({} if bias is not None else {"_name": n.name}))
     taps_needed = total is None
     for tap in (np.ndindex(*kernel) if taps_needed else ()):
         plane = b.op("slice", [cols], starts=(0, 0) + tap + (0,) * nd, steps=(1,) * (2 + 2 * nd),
@@ -1797,9 +1803,9 @@ def _conv_transpose_gemm(b, n, x, w, bias, g, kernel, strides, dil, outpad, pads
 
 @converter("ConvTranspose")
 def _conv_transpose(b, n, ins, opset):
-    """The gradient of Conv, as a Conv: zeros inserted between the inputs (stride), padded by
-    the kernel's extent less the pads (a negative pad crops), convolved with the kernel
-    flipped and its in/out channels swapped per group."""
+    """The gradient of Conv. Strided: a GEMM and a gather of the taps (`_conv_transpose_gemm`).
+    Stride 1: a Conv of the input padded by the kernel's extent less the pads (a negative
+    pad crops), with the kernel flipped and its in/out channels swapped per group."""
     at = attrs_of(n)
     x, w = ins[0], ins[1]
     bias = ins[2] if len(ins) > 2 else None
