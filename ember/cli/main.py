@@ -4,6 +4,7 @@ Every EmberError is printed as one clear message (exit 2), never a stack trace."
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -131,6 +132,51 @@ def cmd_bench(args):
     return 0
 
 
+def cmd_serve(args):
+    from ember.serve.core import InferenceServer, ServeOptions
+    from ember.serve.repository import RepositoryError, load_models, model_sources, scan_repository
+    from ember.serve.server import Server
+    if bool(args.model) == bool(args.model_repository):
+        print("ember serve: give model files or --model-repository DIR (not both)", file=sys.stderr)
+        return 2
+    try:
+        sources = scan_repository(args.model_repository) if args.model_repository else model_sources(args.model)
+    except RepositoryError as e:
+        print(f"ember serve: {e}", file=sys.stderr)
+        return 2
+    for s in sources:       # command-line settings override each model's config
+        for key in ("max_batch_size", "max_queue_delay_ms", "threads", "instances"):
+            if getattr(args, key) is not None:
+                setattr(s.config, key, getattr(args, key))
+
+    def progress(name, version, seconds):
+        if seconds is None:
+            print(f"compiling {name} (version {version}) ...", end="", file=sys.stderr, flush=True)
+        else:
+            print(f" {seconds:.1f} s", file=sys.stderr, flush=True)
+    try:
+        models = load_models(sources, progress)
+    except RepositoryError as e:
+        print(f"\nember serve: {e}", file=sys.stderr)
+        return 2
+    opts = ServeOptions(max_body_bytes=int(args.max_body_mb * 2**20), request_timeout_s=args.request_timeout,
+                        auth_token=args.auth_token)
+    server = Server(InferenceServer(models, opts), host=args.host, port=args.port,
+                    grpc_port=None if args.no_grpc else args.grpc_port, log_level=args.log_level)
+    grpc_note = "" if args.no_grpc else f", gRPC on {args.host}:{server.grpc_port}"
+    print(f"serving {', '.join(sorted({m.name for m in models}))}: HTTP on http://{args.host}:{server.http_port}"
+          f"{grpc_note}", file=sys.stderr, flush=True)
+    server.run()
+    return 0
+
+
+def cmd_demo_repository(args):
+    from ember.serve.demo_repository import write_demo_repository
+    path = write_demo_repository(args.dir)
+    print(f"wrote {path}; serve it with: ember serve --model-repository {args.dir}")
+    return 0
+
+
 def _load_ops(path):
     """Import a file that registers custom ops (its `if __name__ == "__main__"` part does not run)."""
     import importlib.util
@@ -165,15 +211,33 @@ def main(argv=None):
     b.add_argument("--profile", type=int, nargs="?", const=15, default=0, metavar="N",
                    help="then time every kernel and print the N slowest")
     b.add_argument("--trace", action="store_true", help="also write a Perfetto/Chrome trace file")
-    for sp in (r, i, b):
+    sv = sub.add_parser("serve", help="serve models over KServe v2 (HTTP and gRPC) and OpenAI-style embeddings")
+    sv.add_argument("model", nargs="*", metavar="[NAME=]MODEL.onnx")
+    sv.add_argument("--model-repository", metavar="DIR", help="a Triton-style repository: NAME/VERSION/model.onnx")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--grpc-port", type=int, default=8001)
+    sv.add_argument("--no-grpc", action="store_true", help="serve HTTP only")
+    sv.add_argument("--max-batch-size", type=int, help="rows per batch for every model (0: no batching)")
+    sv.add_argument("--max-queue-delay-ms", type=float, help="how long a request may wait for its batch to fill")
+    sv.add_argument("--threads", type=int, help="intra-op threads per run (0: all cores)")
+    sv.add_argument("--instances", type=int, help="runs of one model at once")
+    sv.add_argument("--request-timeout", type=float, default=60.0, metavar="SECONDS")
+    sv.add_argument("--max-body-mb", type=float, default=64.0, help="the largest request body")
+    sv.add_argument("--auth-token", default=os.environ.get("EMBER_AUTH_TOKEN"), help="require 'Authorization: Bearer TOKEN' (health probes excepted)")
+    sv.add_argument("--log-level", default="warning")
+    dr = sub.add_parser("demo-repository", help="write a model repository with the demo model (all-MiniLM-L6-v2)")
+    dr.add_argument("dir")
+    for sp in (r, i, b, sv):
         sp.add_argument("--ops", action="append", metavar="FILE.py",
                         help="run a Python file first (to register custom ops with ember.custom_op)")
     args = p.parse_args(argv)
     from ember.errors import EmberError
     try:
-        for path in args.ops or []:
+        for path in getattr(args, "ops", None) or []:
             _load_ops(path)
-        return {"run": cmd_run, "inspect": cmd_inspect, "bench": cmd_bench}[args.cmd](args)
+        return {"run": cmd_run, "inspect": cmd_inspect, "bench": cmd_bench, "serve": cmd_serve,
+                "demo-repository": cmd_demo_repository}[args.cmd](args)
     except EmberError as e:
         print(f"ember: error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,228 @@
+"""Dynamic batching: concurrent requests to one model are stacked along the batch dimension, up
+to the model's `max_batch_size` rows or until the oldest has waited `max_queue_delay_ms`, run
+once on a worker thread (the native run releases the GIL), and split back.
+
+Requests join one batch only when their other dims agree, or differ only in dims the config pads
+(`pad`: ragged token sequences); those outputs are cropped back to each request's own size.
+While every instance is busy, requests keep queueing, so batches grow with the load. A batch
+that fails on an Ember error is re-run one request at a time, so that one bad request fails
+alone and with its own message."""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import CompileError, EmberError
+from .protocol import RequestError
+
+
+@dataclass(eq=False)      # identity: items are found in the queue by `is`
+class _Item:
+    feeds: dict
+    rows: int
+    key: tuple
+    sizes: dict                    # padded symbol -> this request's size
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class DynamicBatcher:
+    def __init__(self, model, metrics=None):
+        self.model = model
+        cfg = model.config
+        self.max_rows = cfg.max_batch_size if model.batching else 1
+        self.delay = cfg.max_queue_delay_ms / 1000 if model.batching else 0.0
+        self.metrics = metrics
+        self._executor = ThreadPoolExecutor(max_workers=cfg.instances, thread_name_prefix=f"ember-{model.name}")
+        self._instances = cfg.instances
+        self._pending: deque[_Item] = deque()
+        self._running: set[asyncio.Task] = set()
+        self._task: asyncio.Task | None = None
+        self._wake: asyncio.Event | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._closing = False
+
+    def start(self):
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(self._instances)
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def submit(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The model's outputs for these feeds (checked by the caller with `model.check`)."""
+        if self._closing or self._task is None:
+            raise RequestError("the server is shutting down", 503)
+        rows = self.model.check(feeds)
+        key, sizes = self._signature(feeds)
+        item = _Item(feeds, rows, key, sizes, asyncio.get_running_loop().create_future())
+        self._pending.append(item)
+        self._wake.set()
+        return await item.future
+
+    def _signature(self, feeds):
+        padded = self.model.padded_symbols
+        key, sizes = [], {}
+        for name, _, shape in self.model.inputs:
+            a = feeds[name]
+            dims = []
+            for d, n in zip(shape[1:], a.shape[1:]):
+                if isinstance(d, str) and d in padded and name in self.model.config.pad:
+                    sizes[d] = max(sizes.get(d, 0), n)
+                    dims.append(None)
+                else:
+                    dims.append(n)
+            key.append((name, a.dtype.str, tuple(dims)))
+        return tuple(key), sizes
+
+    async def _loop(self):
+        while True:
+            while not self._pending:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+            await self._slots.acquire()
+            try:
+                batch = await self._gather()
+            except Exception as e:           # noqa: BLE001 - a bug here must not hang every request
+                self._slots.release()
+                self._fail(list(self._pending), e)
+                self._pending.clear()
+                continue
+            if not batch:
+                self._slots.release()
+                continue
+            t = asyncio.get_running_loop().create_task(self._run(batch))
+            self._running.add(t)
+            t.add_done_callback(self._running.discard)
+
+    def _ready(self) -> list[_Item]:
+        """The oldest live request and those that can share its batch, in arrival order."""
+        while self._pending and self._pending[0].future.done():   # timed out or cancelled
+            self._pending.popleft()
+        if not self._pending:
+            return []
+        first = self._pending[0]
+        picked, rows = [first], first.rows
+        for it in list(self._pending)[1:]:
+            if rows >= self.max_rows:
+                break
+            if it.key == first.key and not it.future.done() and rows + it.rows <= self.max_rows:
+                picked.append(it)
+                rows += it.rows
+        return picked
+
+    async def _gather(self) -> list[_Item]:
+        picked = self._ready()
+        if not picked:
+            return []
+        deadline = picked[0].enqueued + self.delay
+        while sum(i.rows for i in picked) < self.max_rows and not self._closing:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                break
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), left)
+            except asyncio.TimeoutError:
+                pass
+            picked = self._ready()
+            if not picked:
+                return []
+        for it in picked:
+            self._pending.remove(it)
+        return picked
+
+    async def _run(self, batch: list[_Item]):
+        try:
+            start = time.perf_counter()
+            if self.metrics:
+                for it in batch:
+                    self.metrics.queue.labels(self.model.name).observe(start - it.enqueued)
+            feeds = self._merge(batch)
+            try:
+                outs = await self._native(feeds, sum(i.rows for i in batch))
+            except EmberError as e:
+                if len(batch) == 1 or isinstance(e, CompileError):
+                    self._fail(batch, e)
+                    return
+                for it in batch:                      # find the request that fails, alone
+                    try:
+                        self._answer([it], await self._native(it.feeds, it.rows))
+                    except Exception as e1:           # noqa: BLE001 - delivered to its request
+                        self._fail([it], e1)
+                return
+            except Exception as e:                    # noqa: BLE001 - delivered to the requests
+                self._fail(batch, e)
+                return
+            self._answer(batch, outs)
+        finally:
+            self._slots.release()
+
+    async def _native(self, feeds, rows):
+        t = time.perf_counter()
+        outs = await asyncio.get_running_loop().run_in_executor(self._executor, self.model.run, feeds)
+        if self.metrics:
+            self.metrics.run_time.labels(self.model.name).observe(time.perf_counter() - t)
+            self.metrics.batch_size.labels(self.model.name).observe(rows)
+        return outs
+
+    @staticmethod
+    def _fail(batch, e):
+        if isinstance(e, EmberError) and not isinstance(e, CompileError):
+            e = RequestError(str(e))
+        for it in batch:
+            if not it.future.done():
+                it.future.set_exception(e)
+
+    def _merge(self, batch: list[_Item]) -> dict:
+        if len(batch) == 1:
+            return batch[0].feeds
+        out = {}
+        for name, _, _ in self.model.inputs:
+            parts = [it.feeds[name] for it in batch]
+            if name in self.model.config.pad:
+                shape = (sum(p.shape[0] for p in parts), *np.max([p.shape[1:] for p in parts], axis=0))
+                a = np.full(shape, self.model.config.pad[name], dtype=parts[0].dtype)
+                off = 0
+                for p in parts:
+                    a[(slice(off, off + p.shape[0]), *(slice(0, n) for n in p.shape[1:]))] = p
+                    off += p.shape[0]
+                out[name] = a
+            else:
+                out[name] = np.concatenate(parts, axis=0)
+        return out
+
+    def _answer(self, batch: list[_Item], outs: dict):
+        if len(batch) == 1:
+            it = batch[0]
+            if not it.future.done():
+                it.future.set_result(outs)
+            return
+        off = 0
+        shapes = {n: s for n, _, s in self.model.outputs}
+        for it in batch:
+            mine = {}
+            for name, a in outs.items():
+                idx = [slice(off, off + it.rows)]
+                for d in shapes[name][1:]:
+                    idx.append(slice(0, it.sizes[d]) if isinstance(d, str) and d in it.sizes else slice(None))
+                mine[name] = np.ascontiguousarray(a[tuple(idx)])
+            off += it.rows
+            if not it.future.done():
+                it.future.set_result(mine)
+
+    async def close(self):
+        """Finish every queued and running request, then stop."""
+        self._closing = True
+        if self._wake is not None:
+            self._wake.set()
+        if self._task is not None:
+            await self._task
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+        self._executor.shutdown(wait=True)

