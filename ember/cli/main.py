@@ -170,6 +170,11 @@ def cmd_serve(args):
     return 0
 
 
+def cmd_loadtest(args):
+    from ember.serve.loadtest import main as loadtest
+    return loadtest(args)
+
+
 def cmd_demo_repository(args):
     from ember.serve.demo_repository import write_demo_repository
     path = write_demo_repository(args.dir)
@@ -226,6 +231,18 @@ def main(argv=None):
     sv.add_argument("--max-body-mb", type=float, default=64.0, help="the largest request body")
     sv.add_argument("--auth-token", default=os.environ.get("EMBER_AUTH_TOKEN"), help="require 'Authorization: Bearer TOKEN' (health probes excepted)")
     sv.add_argument("--log-level", default="warning")
+    lt = sub.add_parser("loadtest", help="drive a running ember serve (loopback only) and report latency")
+    lt.add_argument("url", help="the server, e.g. http://127.0.0.1:8000")
+    lt.add_argument("--model", help="KServe v2 infer requests to this model, with random inputs")
+    lt.add_argument("--embeddings", metavar="MODEL", help="/v1/embeddings requests to this model")
+    lt.add_argument("--shape", action="append", metavar="INPUT=2x128", help="an input's shape")
+    lt.add_argument("--texts", type=int, default=1, help="texts per embeddings request")
+    lt.add_argument("--requests", type=int, default=1000, help="at most this many requests")
+    lt.add_argument("--seconds", type=float, default=30.0, help="for at most this long")
+    lt.add_argument("--concurrency", type=int, default=8, help="clients (requests in flight)")
+    lt.add_argument("--rate", type=float, help="open loop: requests per second")
+    lt.add_argument("--auth-token", default=os.environ.get("EMBER_AUTH_TOKEN"))
+    lt.add_argument("--json", action="store_true", help="print the summary as JSON")
     dr = sub.add_parser("demo-repository", help="write a model repository with the demo model (all-MiniLM-L6-v2)")
     dr.add_argument("dir")
     for sp in (r, i, b, sv):
@@ -237,7 +254,7 @@ def main(argv=None):
         for path in getattr(args, "ops", None) or []:
             _load_ops(path)
         return {"run": cmd_run, "inspect": cmd_inspect, "bench": cmd_bench, "serve": cmd_serve,
-                "demo-repository": cmd_demo_repository}[args.cmd](args)
+                "demo-repository": cmd_demo_repository, "loadtest": cmd_loadtest}[args.cmd](args)
     except EmberError as e:
         print(f"ember: error: {e}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import json
 import zlib
 from contextlib import asynccontextmanager
 from typing import Literal
@@ -148,6 +149,11 @@ def create_app(server: InferenceServer, own_lifecycle: bool = True) -> FastAPI:
             from fastapi.openapi.utils import get_openapi
             doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             doc.setdefault("components", {}).setdefault("schemas", {}).update(_INFER_SCHEMAS)   # the raw-body route's
+            for path in doc["paths"].values():       # the served models, by name
+                for op in path.values():
+                    for prm in op.get("parameters", []):
+                        if prm["in"] == "path" and prm["name"] == "name":
+                            prm["schema"] = {"type": "string", "enum": sorted(server.models)}
             app.openapi_schema = doc
         return app.openapi_schema
     app.openapi = openapi
@@ -257,9 +263,11 @@ def create_app(server: InferenceServer, own_lifecycle: bool = True) -> FastAPI:
         else:
             items = [v.tolist() for v in vectors]
         tokens = int(sum(len(x) for x in ids))
-        return {"object": "list", "model": req.model,
-                "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(items)],
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+        doc = {"object": "list", "model": req.model,
+               "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(items)],
+               "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+        # json.dumps directly: FastAPI's jsonable_encoder walks every float of every vector
+        return Response(json.dumps(doc), media_type="application/json")
 
     @app.get("/metrics", summary="Prometheus metrics")
     async def metrics():

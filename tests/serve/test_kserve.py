@@ -277,3 +277,18 @@ def test_openapi_document_lists_the_routes(server):
     for path in ("/v2/health/live", "/v2/models/{name}/infer", "/v1/embeddings", "/v1/models", "/metrics"):
         assert path in doc["paths"], path
     assert "InferRequest" in doc["components"]["schemas"]
+
+
+def test_loadtest_reports_and_refuses_other_hosts(server):
+    import asyncio
+
+    from ember.serve.loadtest import LoadTestError, check_loopback, run_load
+    res = asyncio.run(run_load(f"http://127.0.0.1:{server.http_port}", model="mlp", requests=60, seconds=20,
+                               concurrency=4)).summary()
+    assert (res["ok"], res["errors"]) == (60, 0) and res["p50_ms"] <= res["p99_ms"]
+    res = asyncio.run(run_load(f"http://127.0.0.1:{server.http_port}", model="mlp", requests=20, seconds=20,
+                               concurrency=4, rate=200.0)).summary()
+    assert res["ok"] == 20
+    for url in ("http://8.8.8.8:80", "ftp://127.0.0.1", "http://10.0.0.1:8000"):
+        with pytest.raises(LoadTestError):
+            check_loopback(url)
