@@ -148,6 +148,10 @@ def cmd_serve(args):
         for key in ("max_batch_size", "max_queue_delay_ms", "threads", "instances"):
             if getattr(args, key) is not None:
                 setattr(s.config, key, getattr(args, key))
+    opts = ServeOptions(max_body_bytes=int(args.max_body_mb * 2**20), request_timeout_s=args.request_timeout,
+                        auth_token=args.auth_token)
+    if args.ray:
+        return _serve_on_ray(args, sources, opts)
 
     def progress(name, version, seconds):
         if seconds is None:
@@ -159,14 +163,40 @@ def cmd_serve(args):
     except RepositoryError as e:
         print(f"\nember serve: {e}", file=sys.stderr)
         return 2
-    opts = ServeOptions(max_body_bytes=int(args.max_body_mb * 2**20), request_timeout_s=args.request_timeout,
-                        auth_token=args.auth_token)
     server = Server(InferenceServer(models, opts), host=args.host, port=args.port,
                     grpc_port=None if args.no_grpc else args.grpc_port, log_level=args.log_level)
     grpc_note = "" if args.no_grpc else f", gRPC on {args.host}:{server.grpc_port}"
     print(f"serving {', '.join(sorted({m.name for m in models}))}: HTTP on http://{args.host}:{server.http_port}"
           f"{grpc_note}", file=sys.stderr, flush=True)
     server.run()
+    return 0
+
+
+def _serve_on_ray(args, sources, opts):
+    import signal
+    try:
+        import ray
+        from ember.serve.ray import deploy
+    except ImportError:
+        print("ember serve --ray needs Ray Serve: pip install 'ray[serve]'", file=sys.stderr)
+        return 2
+    ray.init(address=args.ray_address, include_dashboard=False)
+    print(f"deploying {args.replicas} replicas (each compiles the models) ...", file=sys.stderr, flush=True)
+    deploy(sources, replicas=args.replicas, host=args.host, port=args.port, options=opts)
+    print(f"serving {', '.join(sorted({s.name for s in sources}))} on Ray Serve: HTTP on "
+          f"http://{args.host}:{args.port} ({args.replicas} replicas)", file=sys.stderr, flush=True)
+    import threading
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        if args.ray_address:           # a shared cluster: remove this app only
+            from ray import serve
+            serve.delete("ember")
+        ray.shutdown()                 # a cluster started here goes with its replicas
     return 0
 
 
@@ -231,6 +261,9 @@ def main(argv=None):
     sv.add_argument("--max-body-mb", type=float, default=64.0, help="the largest request body")
     sv.add_argument("--auth-token", default=os.environ.get("EMBER_AUTH_TOKEN"), help="require 'Authorization: Bearer TOKEN' (health probes excepted)")
     sv.add_argument("--log-level", default="warning")
+    sv.add_argument("--ray", action="store_true", help="serve HTTP as Ray Serve replicas (needs ray[serve])")
+    sv.add_argument("--replicas", type=int, default=2, help="with --ray: how many replicas")
+    sv.add_argument("--ray-address", default=None, help="with --ray: a Ray cluster to join (default: start one)")
     lt = sub.add_parser("loadtest", help="drive a running ember serve (loopback only) and report latency")
     lt.add_argument("url", help="the server, e.g. http://127.0.0.1:8000")
     lt.add_argument("--model", help="KServe v2 infer requests to this model, with random inputs")
