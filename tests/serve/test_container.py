@@ -2,12 +2,14 @@
 inside it with the real clients (tritonclient http and grpc). Skips, saying why, where no
 container engine or no base image is available.
 
-The base image is a build argument (`EMBER_DOCKER_BASE`, default python:3.11-slim). On a
-machine with no image registry, build one locally first, e.g. with debootstrap:
+The base image is a build argument: `EMBER_DOCKER_BASE`, else python:3.11-slim, else
+ember-base:bookworm, whichever is present locally. On a machine with no image registry, build
+one first, e.g. with debootstrap (behind a TLS-intercepting proxy, copy the host's CA bundle to
+/tmp/rootfs/etc/ssl/certs/ca-certificates.crt before the import, so that pip in the build
+trusts it):
 
     debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \\
-        bookworm /tmp/rootfs && tar -C /tmp/rootfs -c . | docker import - ember-base:bookworm
-    EMBER_DOCKER_BASE=ember-base:bookworm python -m pytest tests/serve/test_container.py"""
+        bookworm /tmp/rootfs && tar -C /tmp/rootfs -c . | docker import - ember-base:bookworm"""
 from __future__ import annotations
 
 import os
@@ -29,7 +31,7 @@ import ember  # noqa: E402
 from .util import mlp_model, save  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-BASE = os.environ.get("EMBER_DOCKER_BASE", "python:3.11-slim")
+BASES = [b for b in (os.environ.get("EMBER_DOCKER_BASE"), "python:3.11-slim", "ember-base:bookworm") if b]
 
 
 def _docker(*args, timeout=60, check=True):
@@ -44,11 +46,12 @@ def image():
         _docker("info")
     except (subprocess.SubprocessError, OSError):
         pytest.skip("no container engine: docker has no daemon (apt-get install docker.io, then start dockerd)")
-    if _docker("image", "inspect", BASE, check=False).returncode != 0:
-        pytest.skip(f"base image {BASE} is not available locally and there is no registry to pull it from: "
-                    f"build one (see this file's docstring) and set EMBER_DOCKER_BASE")
+    base = next((b for b in BASES if _docker("image", "inspect", b, check=False).returncode == 0), None)
+    if base is None:
+        pytest.skip(f"none of the base images {BASES} is available locally, and there is no registry to pull "
+                    f"from: build one (see this file's docstring)")
     tag = f"ember-serve-test:{uuid.uuid4().hex[:8]}"
-    _docker("build", "--network", "host", "--build-arg", f"BASE_IMAGE={BASE}", "-t", tag, str(ROOT), timeout=1800)
+    _docker("build", "--network", "host", "--build-arg", f"BASE_IMAGE={base}", "-t", tag, str(ROOT), timeout=1800)
     yield tag
     _docker("image", "rm", "-f", tag, check=False)
 
