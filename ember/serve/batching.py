@@ -53,7 +53,7 @@ class DynamicBatcher:
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def submit(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The model's outputs for these feeds (checked by the caller with `model.check`)."""
+        """The model's outputs for these feeds; `model.check` refuses feeds that do not fit."""
         if self._closing or self._task is None:
             raise RequestError("the server is shutting down", 503)
         rows = self.model.check(feeds)
