@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hmac
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -59,7 +60,7 @@ def _decode(req) -> dict[str, np.ndarray]:
         dtype = numpy_of(t.datatype, where)
         if any(d < 0 for d in t.shape) or len(t.shape) > 32:
             raise RequestError(f"{where}: shape {list(t.shape)} must be at most 32 non-negative sizes")
-        count = int(np.prod(list(t.shape), dtype=np.int64))
+        count = math.prod(t.shape)        # Python ints: huge dims must not wrap to a small count
         if raw:
             if len(raw[k]) != count * dtype.itemsize:
                 raise RequestError(f"{where}: {len(raw[k])} raw bytes, shape {list(t.shape)} of {t.datatype} "

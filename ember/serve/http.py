@@ -5,6 +5,7 @@ Errors are JSON: `{"error": "..."}` on the v2 routes, OpenAI's `{"error": {"mess
 ...}}` on /v1. A client's mistake is a 4xx that names the problem."""
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
 import json
@@ -12,6 +13,7 @@ import zlib
 from contextlib import asynccontextmanager
 from typing import Literal
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -22,6 +24,7 @@ from .core import InferenceServer
 from .protocol import HEADER_LENGTH, RequestError, decode_inputs, encode_response, requested_outputs, split_body
 
 _OPEN = ("/v2/health/live", "/v2/health/ready")     # probes need no token
+MAX_EMBEDDING_INPUTS = 2048                          # OpenAI's own limit per request
 
 
 class _BodyTooLarge(Exception):
@@ -255,9 +258,13 @@ def create_app(server: InferenceServer, own_lifecycle: bool = True) -> FastAPI:
         if req.dimensions is not None and req.dimensions != e.dims:
             raise RequestError(f"model '{req.model}' gives {e.dims}-dimensional embeddings; "
                                f"'dimensions' {req.dimensions} is not supported")
-        feeds = e.feeds(ids)
-        outs = await server.infer(m, feeds, "openai")
-        vectors = e.pool(outs, feeds)
+        if len(ids) > MAX_EMBEDDING_INPUTS:
+            raise RequestError(f"'input' has {len(ids)} items; at most {MAX_EMBEDDING_INPUTS} per request")
+        # chunks of at most a batch each: they queue like separate requests and batch with others
+        step = m.config.max_batch_size if m.batching else len(ids)
+        chunks = [e.feeds(ids[k:k + step]) for k in range(0, len(ids), step)]
+        outs = await asyncio.gather(*(server.infer(m, f, "openai") for f in chunks))
+        vectors = np.concatenate([e.pool(o, f) for o, f in zip(outs, chunks)])
         if req.encoding_format == "base64":
             items = [base64.b64encode(v.astype("<f4").tobytes()).decode() for v in vectors]
         else:

@@ -6,6 +6,7 @@ what was expected; nothing here lets a malformed body reach the runtime."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import ml_dtypes
@@ -75,7 +76,15 @@ def _flatten(data, where: str) -> list:
 
 def _from_json_data(data, dtype: np.dtype, shape, where: str) -> np.ndarray:
     flat = _flatten(data, where)
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)          # Python ints: a product of huge dims must not wrap to 0
+    if len(flat) == count and len(flat) != len(data):      # nested lists must nest as the shape does
+        try:
+            nested = np.asarray(data, dtype=object).shape
+        except ValueError:
+            nested = None
+        if nested != tuple(shape):
+            raise RequestError(f"{where}: 'data' nests as {list(nested) if nested else 'ragged lists'}, "
+                               f"not as shape {list(shape)}")
     if len(flat) != count:
         raise RequestError(f"{where}: 'data' has {len(flat)} elements, shape {list(shape)} needs {count}")
     kind = dtype.kind
@@ -151,7 +160,7 @@ def decode_inputs(head: dict, binary: memoryview) -> dict[str, np.ndarray]:
         if size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
                 raise RequestError(f"{where}: binary_data_size must be a non-negative integer")
-            need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            need = math.prod(shape) * dtype.itemsize
             if size != need:
                 raise RequestError(f"{where}: binary_data_size is {size} bytes, shape {list(shape)} of "
                                    f"{_BY_NUMPY[dtype]} needs {need}")

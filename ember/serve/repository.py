@@ -226,7 +226,12 @@ class ServedModel:
                 rows.add(a.shape[0])
         if len(rows) > 1:
             raise RequestError(f"the inputs disagree on the batch size (dimension 0): {sorted(rows)}")
-        return rows.pop() if rows else 1
+        n = rows.pop() if rows else 1
+        if self.batching and n > self.config.max_batch_size:
+            # as in Triton: the config bounds a run's rows, and so its working memory
+            raise RequestError(f"the request has {n} rows; model '{self.name}' takes at most "
+                               f"max_batch_size = {self.config.max_batch_size} per request")
+        return n
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self.output_names, self.session.run(None, feeds)))

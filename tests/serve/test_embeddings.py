@@ -59,6 +59,9 @@ def test_openai_client_embeddings_equal_the_session(served):
         np.testing.assert_array_equal(got, want)
         assert [d.index for d in r.data] == list(range(len(TEXTS)))
         assert r.usage.prompt_tokens == int(tokenize(TEXTS)["attention_mask"].sum())
+    many = client.embeddings.create(model=NAME, input=TEXTS * 12)      # 72 texts: three chunks of 32 at most
+    np.testing.assert_allclose(np.array([d.embedding for d in many.data], np.float32), np.tile(want, (12, 1)),
+                               atol=2e-6)
     one = client.embeddings.create(model=NAME, input=TEXTS[0])
     np.testing.assert_array_equal(np.array(one.data[0].embedding, np.float32), _reference(model, TEXTS[:1])[0])
     ids = tokenize(TEXTS[:1])["input_ids"][0].tolist()
@@ -103,6 +106,8 @@ def test_client_mistakes_are_openai_errors(served):
         client.embeddings.create(model=NAME, input="hello", dimensions=12)
     with pytest.raises(openai.BadRequestError, match="token"):
         client.embeddings.create(model=NAME, input=[[10**9]])
+    with pytest.raises(openai.BadRequestError, match="2048"):
+        client.embeddings.create(model=NAME, input=["hi"] * 2049)
     r = httpx.post(f"http://127.0.0.1:{srv.http_port}/v1/embeddings", content=b"{bad")
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
 

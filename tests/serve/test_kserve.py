@@ -71,7 +71,7 @@ def test_health_and_metadata(http, grpc):
     assert "binary_tensor_data" in grpc.get_server_metadata(as_json=True)["extensions"]
 
 
-@pytest.mark.parametrize("rows", [1, 3, 8, 17])
+@pytest.mark.parametrize("rows", [0, 1, 3, 8, 16])
 def test_http_json_and_binary_and_grpc_equal_the_session(http, grpc, models, rows):
     rng = np.random.default_rng(rows)
     x = rng.standard_normal((rows, 5)).astype(np.float32)
@@ -166,11 +166,17 @@ MALFORMED = [
     ("string data", _infer_body(data=["a"] * 5), {}, 400, "'a'"),
     ("int for float ok but bool no", _infer_body(data=[True] * 5), {}, 400, "True"),
     ("unknown output", {**_infer_body(), "outputs": [{"name": "q"}]}, {}, 400, "'q'"),
+    ("more rows than max_batch_size", _infer_body(shape=(17, 5)), {}, 400, "max_batch_size = 16"),
     ("binary size too big", {"inputs": [{"name": "x", "shape": [1, 5], "datatype": "FP32",
                                          "parameters": {"binary_data_size": 20}}]}, {"binary": b"\0" * 8}, 400,
      "binary section"),
     ("binary header past body", _infer_body(), {"header": "999999"}, 400, "Inference-Header-Content-Length"),
     ("id not a string", {**_infer_body(), "id": 5}, {}, 400, "'id'"),
+    ("dims whose product wraps int64", _infer_body(shape=(2**62, 4), data=[]), {}, 400, "needs"),
+    ("ragged nesting", _infer_body(data=[[1.0, 2.0], [3.0, 4.0, 5.0]]), {}, 400, "nests"),
+    ("nesting unlike the shape", _infer_body(shape=(5, 1), data=[[1.0, 2.0, 3.0, 4.0, 5.0]]), {}, 400, "nests"),
+    ("huge binary shape", {"inputs": [{"name": "x", "shape": [2**62, 4], "datatype": "FP32",
+                                       "parameters": {"binary_data_size": 0}}]}, {"binary": b""}, 400, "needs"),
 ]
 
 
