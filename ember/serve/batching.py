@@ -70,7 +70,7 @@ class DynamicBatcher:
             a = feeds[name]
             dims = []
             for d, n in zip(shape[1:], a.shape[1:]):
-                if isinstance(d, str) and d in padded and name in self.model.config.pad:
+                if isinstance(d, str) and d in padded and name in self.model.pad:
                     sizes[d] = max(sizes.get(d, 0), n)
                     dims.append(None)
                 else:
@@ -185,9 +185,9 @@ class DynamicBatcher:
         out = {}
         for name, _, _ in self.model.inputs:
             parts = [it.feeds[name] for it in batch]
-            if name in self.model.config.pad:
+            if name in self.model.pad:
                 shape = (sum(p.shape[0] for p in parts), *np.max([p.shape[1:] for p in parts], axis=0))
-                a = np.full(shape, self.model.config.pad[name], dtype=parts[0].dtype)
+                a = np.full(shape, self.model.pad[name], dtype=parts[0].dtype)
                 off = 0
                 for p in parts:
                     a[(slice(off, off + p.shape[0]), *(slice(0, n) for n in p.shape[1:]))] = p

@@ -171,11 +171,10 @@ class ServedModel:
                 raise RepositoryError(f"model {self.name}: config pads input {name!r}, which it does not have")
         self.batch_symbol = self._batch_symbol()
         self.embedder = Embedder.for_model(self, source.path.parent, self.config.embedding)
-        if self.embedder is not None and not self.config.pad:
-            # token inputs padded with 0 are masked out: texts of any length share a batch
-            self.config.pad = {n: 0 for n, _, _ in self.inputs}
-        self.padded_symbols = {d for n, _, s in self.inputs if n in self.config.pad for d in s[1:]
-                               if isinstance(d, str)}
+        # input name -> pad value; an embedding model's token inputs padded with 0 are masked out,
+        # so texts of any length share a batch. The config itself is left as it was read.
+        self.pad = dict(self.config.pad) or ({n: 0 for n, _, _ in self.inputs} if self.embedder else {})
+        self.padded_symbols = {d for n, _, s in self.inputs if n in self.pad for d in s[1:] if isinstance(d, str)}
 
     @staticmethod
     def _numpy(dtype: str):
