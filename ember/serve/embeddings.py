@@ -70,6 +70,10 @@ class Embedder:
         if all(isinstance(x, str) for x in inputs):
             if any(not x for x in inputs):
                 raise RequestError("'input' may not contain empty strings")
+            if len(inputs) == 1:
+                # encode_batch hands even one text to a rayon pool, whose threads then spin on
+                # the cores the model runs on
+                return [self.tokenizer.encode(inputs[0]).ids]
             return [e.ids for e in self.tokenizer.encode_batch(inputs)]
         if all(isinstance(x, int) and not isinstance(x, bool) for x in inputs):
             inputs = [inputs]

@@ -263,7 +263,10 @@ def create_app(server: InferenceServer, own_lifecycle: bool = True) -> FastAPI:
         # chunks of at most a batch each: they queue like separate requests and batch with others
         step = m.config.max_batch_size if m.batching else len(ids)
         chunks = [e.feeds(ids[k:k + step]) for k in range(0, len(ids), step)]
-        outs = await asyncio.gather(*(server.infer(m, f, "openai") for f in chunks))
+        if len(chunks) == 1:
+            outs = [await server.infer(m, chunks[0], "openai")]
+        else:
+            outs = await asyncio.gather(*(server.infer(m, f, "openai") for f in chunks))
         vectors = np.concatenate([e.pool(o, f) for o, f in zip(outs, chunks)])
         if req.encoding_format == "base64":
             items = [base64.b64encode(v.astype("<f4").tobytes()).decode() for v in vectors]

@@ -18,6 +18,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from .eventloop import loop_factory
+
 _TEXTS = ["A man is playing a guitar.", "Someone is playing an instrument.", "The new movie is awesome.",
           "Stock markets fell sharply today after the central bank raised its rates again.",
           "A cat sleeps on the sofa.", "How do I compile an ONNX model for my CPU?"]
@@ -218,9 +220,10 @@ def main(args) -> int:
             print(f"ember loadtest: --shape {item!r}: expected NAME=2x128")
             return 2
     try:
-        res = asyncio.run(run_load(args.url, model=args.model, embeddings=args.embeddings, requests=args.requests,
-                                   seconds=args.seconds, concurrency=args.concurrency, rate=args.rate, shapes=shapes,
-                                   texts_per_request=args.texts, token=args.auth_token))
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            res = runner.run(run_load(args.url, model=args.model, embeddings=args.embeddings, requests=args.requests,
+                                      seconds=args.seconds, concurrency=args.concurrency, rate=args.rate, shapes=shapes,
+                                      texts_per_request=args.texts, token=args.auth_token))
     except LoadTestError as e:
         print(f"ember loadtest: {e}")
         return 2
