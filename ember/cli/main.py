@@ -182,9 +182,11 @@ def _serve_on_ray(args, sources, opts):
         return 2
     ray.init(address=args.ray_address, include_dashboard=False)
     print(f"deploying {args.replicas} replicas (each compiles the models) ...", file=sys.stderr, flush=True)
-    deploy(sources, replicas=args.replicas, host=args.host, port=args.port, options=opts)
+    grpc_port = None if args.no_grpc else args.grpc_port
+    deploy(sources, replicas=args.replicas, host=args.host, port=args.port, options=opts, grpc_port=grpc_port)
+    grpc_note = "" if grpc_port is None else f", gRPC on port {grpc_port} (every interface: Ray's proxy)"
     print(f"serving {', '.join(sorted({s.name for s in sources}))} on Ray Serve: HTTP on "
-          f"http://{args.host}:{args.port} ({args.replicas} replicas)", file=sys.stderr, flush=True)
+          f"http://{args.host}:{args.port}{grpc_note} ({args.replicas} replicas)", file=sys.stderr, flush=True)
     import threading
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -261,7 +263,7 @@ def main(argv=None):
     sv.add_argument("--max-body-mb", type=float, default=64.0, help="the largest request body")
     sv.add_argument("--auth-token", default=os.environ.get("EMBER_AUTH_TOKEN"), help="require 'Authorization: Bearer TOKEN' (health probes excepted)")
     sv.add_argument("--log-level", default="warning")
-    sv.add_argument("--ray", action="store_true", help="serve HTTP as Ray Serve replicas (needs ray[serve])")
+    sv.add_argument("--ray", action="store_true", help="serve as Ray Serve replicas (needs ray[serve])")
     sv.add_argument("--replicas", type=int, default=2, help="with --ray: how many replicas")
     sv.add_argument("--ray-address", default=None, help="with --ray: a Ray cluster to join (default: start one)")
     lt = sub.add_parser("loadtest", help="drive a running ember serve (loopback only) and report latency")

@@ -83,7 +83,19 @@ def _decode(req) -> dict[str, np.ndarray]:
     return feeds
 
 
-class _Service:
+# rpc name -> (request message, response message)
+CALLS = {"ServerLive": ("ServerLiveRequest", "ServerLiveResponse"),
+         "ServerReady": ("ServerReadyRequest", "ServerReadyResponse"),
+         "ModelReady": ("ModelReadyRequest", "ModelReadyResponse"),
+         "ServerMetadata": ("ServerMetadataRequest", "ServerMetadataResponse"),
+         "ModelMetadata": ("ModelMetadataRequest", "ModelMetadataResponse"),
+         "ModelInfer": ("ModelInferRequest", "ModelInferResponse")}
+
+
+class Service:
+    """KServe v2's rpcs over an InferenceServer. `context` is grpc.aio's, or anything with
+    `invocation_metadata()` and an async `abort(code, details)` that raises."""
+
     def __init__(self, server: InferenceServer):
         self.server = server
         self.msg = messages()
@@ -155,18 +167,23 @@ class _Service:
         return resp
 
 
-def _handler(service: _Service):
+def _handler(service: Service):
     msg = service.msg
-    calls = {"ServerLive": ("ServerLiveRequest", "ServerLiveResponse"),
-             "ServerReady": ("ServerReadyRequest", "ServerReadyResponse"),
-             "ModelReady": ("ModelReadyRequest", "ModelReadyResponse"),
-             "ServerMetadata": ("ServerMetadataRequest", "ServerMetadataResponse"),
-             "ModelMetadata": ("ModelMetadataRequest", "ModelMetadataResponse"),
-             "ModelInfer": ("ModelInferRequest", "ModelInferResponse")}
     handlers = {name: grpc.unary_unary_rpc_method_handler(
         getattr(service, name), request_deserializer=msg[req].FromString,
-        response_serializer=msg[resp].SerializeToString) for name, (req, resp) in calls.items()}
+        response_serializer=msg[resp].SerializeToString) for name, (req, resp) in CALLS.items()}
     return grpc.method_handlers_generic_handler(_SERVICE, handlers)
+
+
+def add_GRPCInferenceServiceServicer_to_server(servicer, server):
+    """The service on `server`, in the form Ray Serve's gRPC proxy takes (its
+    `grpc_servicer_functions`; the name is the one protoc would generate). The proxy replaces
+    the method bodies and routes each call to the replica method of the same name
+    (`ember.serve.ray.EmberReplica.ModelInfer` ...). Requests reach the replica as their raw
+    bytes (no request deserializer): the message classes live in a private descriptor pool,
+    and would not pickle on their way there."""
+    handlers = {name: grpc.unary_unary_rpc_method_handler(getattr(servicer, name)) for name in CALLS}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_SERVICE, handlers),))
 
 
 def create_grpc_server(server: InferenceServer, host: str, port: int) -> tuple[grpc.aio.Server, int]:
@@ -175,7 +192,7 @@ def create_grpc_server(server: InferenceServer, host: str, port: int) -> tuple[g
     limit = server.options.max_body_bytes
     s = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
                                  ("grpc.max_send_message_length", max(limit, 256 << 20))])
-    s.add_generic_rpc_handlers((_handler(_Service(server)),))
+    s.add_generic_rpc_handlers((_handler(Service(server)),))
     bound = s.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"cannot listen for gRPC on {host}:{port}")
