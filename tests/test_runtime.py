@@ -68,6 +68,19 @@ def test_one_session_many_shapes_no_recompile():
     assert len(s._plans) == 3
 
 
+def test_working_memory_is_one_arena_per_run_in_flight_whatever_the_shapes():
+    # a server's batcher sees ~100 shape signatures: arenas kept per signature grew its RSS
+    s = ember.InferenceSession(mlp_model(layers=3))
+    ref = ember.InferenceSession(mlp_model(layers=3))
+    rng = np.random.default_rng(5)
+    for b in (3, 40, 1, 7, 40, 2, 64, 5):
+        x = rng.standard_normal((b, 64)).astype(np.float32)
+        np.testing.assert_array_equal(s.run(None, {"x": x})[0], ref.run(None, {"x": x})[0])
+    assert len(s._plans) == 7
+    assert len(s._arenas._free) == 1
+    assert s._arenas._free[0].nbytes >= max(p.arena_bytes for p in s._plans.values())
+
+
 def test_concurrent_runs_from_threads():
     s = ember.InferenceSession(mlp_model(layers=4))
     rng = np.random.default_rng(2)

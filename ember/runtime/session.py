@@ -56,7 +56,7 @@ class _Plan:
     """One input-shape signature: the build that runs it (the model, or a variant specialised
     for a size-1 broadcast), its sizes and arena offsets."""
     __slots__ = ("compiled", "fn", "wptr", "sizes", "sizes_ptr", "arena_bytes", "out_shapes", "status_off",
-                 "_arenas")
+                 )
 
     def __init__(self, compiled, sizes, arena_bytes, out_shapes):
         self.compiled = compiled
@@ -68,20 +68,36 @@ class _Plan:
         self.sizes_ptr = sizes.ctypes.data
         self.arena_bytes = arena_bytes
         self.out_shapes = out_shapes
-        self._arenas = []
 
-    def take_arena(self):
+
+class _ArenaPool:
+    """A session's working memory, shared by every shape signature. A run takes the smallest
+    free arena that fits, else a new one, for which a free arena too small is dropped. So the
+    session holds at most one arena per run in flight, each the size of the largest run so far,
+    however many signatures it has seen. (An arena kept per signature grew a server's RSS by 8%
+    in a 5-minute soak: MiniLM behind a batcher sees ~100 (rows, tokens) signatures.)"""
+
+    def __init__(self):
+        self._free: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+    def take(self, nbytes: int) -> np.ndarray:
+        need = max(nbytes, 64) + 64                  # + 64: the base is aligned up to 64 bytes
+        with self._lock:
+            fits = [k for k, a in enumerate(self._free) if a.nbytes >= need]
+            if fits:
+                return self._free.pop(min(fits, key=lambda k: self._free[k].nbytes))
+            if self._free:                           # all too small: the largest makes way
+                self._free.pop(max(range(len(self._free)), key=lambda k: self._free[k].nbytes))
         try:
-            return self._arenas.pop()
-        except IndexError:
-            try:
-                return np.empty(max(self.arena_bytes, 64) + 64, dtype=np.uint8)
-            except MemoryError:
-                raise InvalidInputError(f"these input shapes need {self.arena_bytes / 2**30:.1f} GiB of working "
-                                        f"memory, more than can be allocated") from None
+            return np.empty(need, dtype=np.uint8)
+        except MemoryError:
+            raise InvalidInputError(f"these input shapes need {nbytes / 2**30:.1f} GiB of working "
+                                    f"memory, more than can be allocated") from None
 
-    def give_arena(self, a):
-        self._arenas.append(a)
+    def give(self, a: np.ndarray):
+        with self._lock:
+            self._free.append(a)
 
 
 class InferenceSession:
@@ -122,6 +138,7 @@ class InferenceSession:
         self._out_np = [to_numpy(t) for _, t, _ in c.outputs]
         self._plans: dict = {}
         self._plan_lock = threading.Lock()
+        self._arenas = _ArenaPool()
         self._nbases = 2 + len(c.inputs) + len(c.outputs)
         self._nthreads = int(getattr(opts, "intra_op_num_threads", 0) or 0) or default_threads()
         self._profiling = bool(getattr(opts, "enable_profiling", False)) and c.profiled_fn is not None
@@ -279,7 +296,7 @@ class InferenceSession:
         return [_alloc(name, s, d) for (name, _, _), s, d in zip(self._c.outputs, plan.out_shapes, self._out_np)]
 
     def _execute(self, arrays, outs, plan):
-        arena = plan.take_arena()
+        arena = self._arenas.take(plan.arena_bytes)
         base = (arena.ctypes.data + 63) // 64 * 64
         bases = (ctypes.c_void_p * self._nbases)(
             base, plan.wptr, *[a.ctypes.data for a in arrays], *[o.ctypes.data for o in outs])
@@ -294,7 +311,7 @@ class InferenceSession:
                 plan.fn(bases, plan.sizes_ptr, self._nthreads)
             code = status.value if status is not None else 0
         finally:
-            plan.give_arena(arena)
+            self._arenas.give(arena)
         if code:
             raise InvalidInputError(plan.compiled.checks[code - 1])
 
