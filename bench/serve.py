@@ -236,7 +236,8 @@ def main(argv=None) -> int:
                   f"{rss0:.0f} -> {soak['rss_end_mb']:.0f} MB", flush=True)
     finally:
         srv.stop()
-    out = {"meta": meta, "compute_bound": bound, "runs": runs, "peak_rps": peak, "batch1_rps": single, "open_loop": open_loop, "soak": soak,
+    out = {"meta": meta, "compute_bound": bound, "runs": runs, "peak_rps": peak, "batch1_rps": single,
+           "open_loop": open_loop, "soak": soak,
            "args": vars(a)}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "serve.json").write_text(json.dumps(out, indent=1) + "\n")

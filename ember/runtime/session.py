@@ -55,8 +55,7 @@ MAX_ARENA_BYTES = 1 << 40
 class _Plan:
     """One input-shape signature: the build that runs it (the model, or a variant specialised
     for a size-1 broadcast), its sizes and arena offsets."""
-    __slots__ = ("compiled", "fn", "wptr", "sizes", "sizes_ptr", "arena_bytes", "out_shapes", "status_off",
-                 )
+    __slots__ = ("compiled", "fn", "wptr", "sizes", "sizes_ptr", "arena_bytes", "out_shapes", "status_off")
 
     def __init__(self, compiled, sizes, arena_bytes, out_shapes):
         self.compiled = compiled

@@ -55,7 +55,6 @@ class EmberReplica:
         out.headers["x-ember-replica"] = str(os.getpid())
         return out
 
-
     # KServe v2 over Ray Serve's gRPC proxy: the request arrives as bytes (see
     # grpc_server.add_GRPCInferenceServiceServicer_to_server), the response leaves as a message
     async def _rpc(self, call: str, request: bytes, grpc_context):

