@@ -51,15 +51,16 @@ def plan_runs(sizes: list[tuple[int, ...]], rows: list[int]) -> list[list[int]]:
         return [list(range(n))]
     order = sorted(range(n), key=lambda i: (math.prod(sizes[i]), sizes[i]))
     fixed = sum(r * math.prod(s) for r, s in zip(rows, sizes)) / sum(rows)
-
-    def cost(lo, hi):                       # requests order[lo:hi] in one run
-        top = [max(sizes[order[k]][d] for k in range(lo, hi)) for d in range(len(sizes[0]))]
-        return sum(rows[order[k]] for k in range(lo, hi)) * math.prod(top) + fixed
-
     best, cut = [0.0] + [math.inf] * n, [0] * (n + 1)
     for hi in range(1, n + 1):
-        for lo in range(hi):
-            c = best[lo] + cost(lo, hi)
+        # the run order[lo:hi], grown downwards from lo = hi - 1: its rows and largest sizes
+        # are kept as it grows (this runs on the event loop for every gathered batch)
+        top, run_rows = [0] * len(sizes[0]), 0
+        for lo in range(hi - 1, -1, -1):
+            k = order[lo]
+            top = [max(a, b) for a, b in zip(top, sizes[k])]
+            run_rows += rows[k]
+            c = best[lo] + run_rows * math.prod(top) + fixed
             if c < best[hi]:
                 best[hi], cut[hi] = c, lo
     runs, hi = [], n
