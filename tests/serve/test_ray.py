@@ -77,6 +77,34 @@ def test_two_replicas_serve_the_sessions_results(cluster):
     assert "NOT_FOUND" in str(e.value.status()) and "unknown model" in e.value.message()
 
 
+def test_replica_rpc_refuses_bytes_that_are_not_the_request_message(cluster):
+    # what Ray's gRPC proxy hands a replica is the raw request: garbage is INVALID_ARGUMENT
+    import asyncio
+
+    import grpc
+
+    from ember.serve.ray import EmberReplica
+
+    class Context:                                   # the part of RayServegRPCContext used
+        code = details = None
+
+        def invocation_metadata(self):
+            return []
+
+        def set_code(self, code):
+            self.code = code
+
+        def set_details(self, details):
+            self.details = details
+
+    path, _ = cluster
+    replica = EmberReplica([ModelSource("mlp", "1", path, ModelConfig())])
+    ctx = Context()
+    out = asyncio.run(replica.ModelInfer(b"\xff\xff\xff", grpc_context=ctx))
+    assert ctx.code == grpc.StatusCode.INVALID_ARGUMENT and "ModelInferRequest" in ctx.details
+    assert out.SerializeToString() == b""
+
+
 def test_ray_data_batch_inference(cluster):
     import ray.data
     from ember.serve.ray import EmberPredictor
